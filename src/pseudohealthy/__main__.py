@@ -1,0 +1,3 @@
+from pseudohealthy.cli.main import main
+
+main()

@@ -1,0 +1,82 @@
+"""Configuration schema. Unknown keys are errors, so a typo never silently falls back to a default."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Model-ready data: template grid, slices and intensity normalisation.
+
+    Intensities inside the brain are clipped to the [clip_low, clip_high] percentiles and mapped
+    linearly to [-1, 1]; background is -1. This is the network's input range everywhere.
+    """
+
+    template_voxel_mm: float = Field(gt=0, description="isotropic voxel size of the template grid")
+    image_size: int = Field(ge=32, description="axial slice size in pixels (square)")
+    clip_low: float = Field(default=0.5, ge=0, lt=50)
+    clip_high: float = Field(default=99.5, gt=50, le=100)
+    min_brain_fraction: float = Field(default=0.05, ge=0, le=1, description="slices with less brain are dropped")
+
+
+class DiffusionConfig(_Strict):
+    """Noise schedule and the DDIM encode/decode used at inference (METHOD.md §2–3)."""
+
+    timesteps: int = Field(default=1000, ge=10)
+    beta_start: float = Field(default=0.0015, gt=0, lt=1)
+    beta_end: float = Field(default=0.0155, gt=0, lt=1)
+    noise_level: int = Field(ge=1, description="L: timestep the FLAIR is inverted to")
+    steps: int = Field(ge=1, description="DDIM steps between 0 and L")
+    guidance_scale: float = Field(ge=0, description="s: classifier guidance toward class 0")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DiffusionConfig":
+        if self.beta_end <= self.beta_start:
+            raise ValueError("beta_end must be larger than beta_start")
+        if self.noise_level >= self.timesteps:
+            raise ValueError("noise_level must be smaller than timesteps")
+        if self.steps > self.noise_level:
+            raise ValueError("steps cannot exceed noise_level")
+        return self
+
+
+class NetworkConfig(_Strict):
+    """A MONAI diffusion UNet / encoder: channels per level and attention per level."""
+
+    channels: list[int] = Field(min_length=2)
+    attention_levels: list[bool]
+    num_res_blocks: int = Field(default=1, ge=1)
+    num_head_channels: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "NetworkConfig":
+        if len(self.attention_levels) != len(self.channels):
+            raise ValueError("attention_levels needs one entry per entry of channels")
+        return self
+
+
+class TrainConfig(_Strict):
+    batch_size: int = Field(ge=1)
+    iterations: int = Field(ge=1, description="optimizer steps (budget by iterations, not wall clock)")
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    ema_decay: float = Field(default=0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+    bf16: bool = False
+
+
+class Config(_Strict):
+    """One run's full configuration; written next to every run's outputs."""
+
+    name: str
+    seed: int = 0
+    data: DataConfig
+    diffusion: DiffusionConfig
+    translator: NetworkConfig
+    classifier: NetworkConfig
+    train_translator: TrainConfig
+    train_classifier: TrainConfig

@@ -1,0 +1,1 @@
+"""File I/O that keeps geometry and never leaves half-written files under final names."""

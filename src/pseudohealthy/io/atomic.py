@@ -1,0 +1,55 @@
+"""Atomic writes: write to a temporary sibling, then rename into place.
+
+A crash mid-write leaves at most a ``.tmp-*`` file, never a truncated file under its final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` if the block succeeds.
+
+    ``suffix`` keeps extensions that writers inspect (e.g. ``.nii.gz`` for nibabel).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{final.name}-", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_text_atomic(path: Path, text: str, encoding: str = "utf-8", newline: str = "\n") -> None:
+    """Write text atomically; ``newline`` is what each ``\\n`` becomes on disk."""
+    write_bytes_atomic(path, text.replace("\n", newline).encode(encoding))
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_with_atomic(path: Path, writer: Callable[[Path], None], suffix: str = "") -> None:
+    """Call ``writer(tmp_path)`` and move the result to ``path`` only if it returns."""
+    with atomic_path(path, suffix=suffix) as tmp:
+        writer(tmp)

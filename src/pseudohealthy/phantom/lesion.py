@@ -1,0 +1,196 @@
+"""FCD type II lesions and normal variants, drawn into tissue maps on the template grid.
+
+A lesion changes the tissue maps inside a soft, irregular blob at the grey–white junction:
+cortical thickening (WM near the cortex becomes GM), a blurred junction (local smoothing),
+abnormal tissue with long T1/T2 (FLAIR-bright, T1-dark) in the subcortical WM and cortex, and
+for type IIb a transmantle tail tapering toward the lateral ventricle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.special import expit
+from scipy.spatial.transform import Rotation
+
+from pseudohealthy.templates.lobes import HEMISPHERE_CODES, LOBE_CODES, LobeAtlas, load_lobe_atlas
+from pseudohealthy.templates.mni import TissuePriors, load_tissue_priors
+
+
+@dataclass
+class TissueMaps:
+    """Mutable per-subject tissue fractions on the template grid (sum to 1 inside the brain)."""
+
+    gm: np.ndarray
+    wm: np.ndarray
+    csf: np.ndarray
+    fcd: np.ndarray
+    cap: np.ndarray
+    lesion_mask: np.ndarray  # float32 0/1: what a radiologist would outline
+
+    @classmethod
+    def from_priors(cls, priors: TissuePriors) -> "TissueMaps":
+        zeros = np.zeros_like(priors.gm)
+        return cls(priors.gm.copy(), priors.wm.copy(), priors.csf.copy(), zeros.copy(), zeros.copy(), zeros.copy())
+
+
+@dataclass(frozen=True)
+class LesionSpec:
+    lobes: tuple[str, ...]  # one lobe, or two for lesions across a lobe boundary ("TL,OL")
+    hemisphere: str  # "L" / "R"
+    radius_mm: float
+    contrast: float  # 0..1: fraction of tissue replaced by dysplastic tissue at the core
+    transmantle: bool  # FCD IIb
+
+
+@dataclass
+class LesionTruth:
+    center_vox: list[int]
+    center_template_mm: list[float]
+    radii_mm: list[float]
+    volume_template_mm3: float
+    lobe_fractions: dict[str, float] = field(default_factory=dict)
+    hemisphere_fraction: float = 0.0
+
+
+@cache
+def _junction_and_depth() -> tuple[np.ndarray, np.ndarray]:
+    """Candidate centres (GM next to WM) and their depth below the brain surface (mm)."""
+    p = load_tissue_priors()
+    junction = (p.gm > 0.45) & ndi.maximum_filter(p.wm > 0.5, size=5)
+    depth = ndi.distance_transform_edt(p.brain).astype(np.float32)
+    return junction, depth
+
+
+@cache
+def _distance_to_lobe(code: int, hemi: int) -> np.ndarray:
+    atlas = load_lobe_atlas()
+    region = (atlas.lobe == code) & (atlas.hemisphere == hemi)
+    return ndi.distance_transform_edt(~region).astype(np.float32)
+
+
+def _center_candidates(spec: LesionSpec, atlas: LobeAtlas, relax: float) -> np.ndarray:
+    """Junction voxels where a lesion of this spec fits its lobe(s); ``relax`` >= 1 loosens the fit."""
+    junction, _ = _junction_and_depth()
+    hemi = HEMISPHERE_CODES[spec.hemisphere]
+    first = LOBE_CODES[spec.lobes[0]]
+    ok = junction & (atlas.lobe == first) & (atlas.hemisphere == hemi)
+    if len(spec.lobes) == 1:
+        # Keep the whole blob in its lobe: far from every other lobe of this hemisphere.
+        for other in set(LOBE_CODES.values()) - {first}:
+            ok &= _distance_to_lobe(other, hemi) > 1.35 * spec.radius_mm / relax
+    else:  # straddle the boundary with the second lobe
+        ok &= _distance_to_lobe(LOBE_CODES[spec.lobes[1]], hemi) < max(2.0, 0.3 * spec.radius_mm) * relax
+    candidates = np.argwhere(ok)
+    x_mm = atlas.affine[0, :3] @ candidates.T + atlas.affine[0, 3]
+    return candidates[np.abs(x_mm) > 8]  # off the midline
+
+
+def _pick_center(rng: np.random.Generator, spec: LesionSpec, atlas: LobeAtlas) -> np.ndarray:
+    for relax in (1.0, 1.5, 2.5, 4.0):
+        candidates = _center_candidates(spec, atlas, relax)
+        if len(candidates):
+            break
+    else:
+        raise RuntimeError(f"no place for a {spec.radius_mm:.1f} mm lesion in {','.join(spec.lobes)} {spec.hemisphere}")
+    # Prefer the bottom of sulci: cortex deeper below the brain surface.
+    d = _junction_and_depth()[1][tuple(candidates.T)]
+    weight = np.exp(-0.5 * ((d - 14.0) / 6.0) ** 2) + 1e-3
+    return candidates[rng.choice(len(candidates), p=weight / weight.sum())]
+
+
+def _crop(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(max(0, int(c) - half), min(s, int(c) + half + 1)) for c, s in zip(center, shape))
+
+
+def add_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator) -> LesionTruth:
+    """Draw one FCD lesion into ``maps`` (in place) and return where and how large it is."""
+    atlas = load_lobe_atlas()
+    center = _pick_center(rng, spec, atlas)
+    half = int(np.ceil(2.0 * spec.radius_mm)) + 6
+    target = None
+    if spec.transmantle:
+        vent = np.argwhere(atlas.lateral_ventricles & (atlas.hemisphere == HEMISPHERE_CODES[spec.hemisphere]))
+        target = vent[np.argmin(((vent - center) ** 2).sum(axis=1))]
+        half = max(half, int(np.abs(target - center).max()) + 4)
+    box = _crop(center, half, maps.gm.shape)
+    offset = np.array([s.start for s in box])
+    grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij")).astype(np.float32)
+    rel = grid - center[:, None, None, None].astype(np.float32)
+
+    # Irregular ellipsoid: random axes and orientation, radius modulated by smooth noise.
+    radii = spec.radius_mm * rng.uniform(0.75, 1.3, 3)
+    rot = Rotation.random(random_state=int(rng.integers(2**31))).as_matrix().astype(np.float32)
+    local = np.einsum("ij,j...->i...", rot.T, rel)
+    rho = np.sqrt(sum((local[k] / radii[k]) ** 2 for k in range(3)))
+    wobble = ndi.gaussian_filter(rng.standard_normal(rho.shape).astype(np.float32), 2.0)
+    wobble /= max(float(np.abs(wobble).max()), 1e-6)
+    blob = expit((1.0 - rho * (1.0 + 0.25 * wobble)) / 0.12).astype(np.float32)
+
+    gm, wm = maps.gm[box], maps.wm[box]
+    wm0 = wm.copy()
+    # Cortical thickening: WM within 4 mm of the cortex turns into GM-like tissue.
+    near_cortex = ndi.distance_transform_edt(gm < 0.5) < 4.0
+    thick = 0.6 * blob * wm * near_cortex
+    gm, wm = gm + thick, wm - thick
+    # Blurred grey–white junction.
+    gm = (1 - blob) * gm + blob * ndi.gaussian_filter(gm, 1.5)
+    wm = (1 - blob) * wm + blob * ndi.gaussian_filter(wm, 1.5)
+    # Dysplastic tissue: mostly in subcortical WM, partly in cortex.
+    fcd_from_wm = spec.contrast * blob * wm
+    fcd_from_gm = 0.5 * spec.contrast * blob * gm
+    fcd = fcd_from_wm + fcd_from_gm
+    wm, gm = wm - fcd_from_wm, gm - fcd_from_gm
+    mask = (blob > 0.5) & ((maps.gm[box] + maps.wm[box]) > 0.5)
+
+    if target is not None:
+        # Transmantle sign: a tail from the lesion toward the ventricle, tapering to ~1 mm.
+        seg = (target - center).astype(np.float32)
+        length = float(np.linalg.norm(seg))
+        u = np.clip(np.einsum("i,i...->...", seg, rel) / max(length**2, 1e-6), 0, 1)
+        dist = np.linalg.norm(rel - u[None] * seg[:, None, None, None], axis=0)
+        radius = 0.5 * spec.radius_mm * (1 - u) + 1.0 * u
+        tube = expit((radius - dist) / 0.6) * (u > 0) * (u < 1)
+        tail = 0.8 * spec.contrast * tube * wm
+        fcd, wm = fcd + tail, wm - tail
+        mask |= (tube > 0.5) & (wm0 > 0.3)
+
+    maps.gm[box], maps.wm[box], maps.fcd[box] = gm, wm, fcd
+    maps.lesion_mask[box] = np.maximum(maps.lesion_mask[box], mask.astype(np.float32))
+
+    lobe_codes = atlas.lobe[box][mask]
+    hemi_codes = atlas.hemisphere[box][mask]
+    n = max(int(mask.sum()), 1)
+    fractions = {name: float((lobe_codes == code).sum() / n) for name, code in LOBE_CODES.items()}
+    center_mm = (atlas.affine @ np.r_[center, 1.0])[:3]
+    return LesionTruth(
+        center_vox=[int(c) for c in center],
+        center_template_mm=[round(float(c), 2) for c in center_mm],
+        radii_mm=[round(float(r), 2) for r in radii],
+        volume_template_mm3=float(mask.sum()),  # 1 mm voxels
+        lobe_fractions={k: round(v, 3) for k, v in fractions.items() if v > 0},
+        hemisphere_fraction=round(float((hemi_codes == HEMISPHERE_CODES[spec.hemisphere]).sum() / n), 3),
+    )
+
+
+@cache
+def _frontal_horn_proximity() -> np.ndarray:
+    """Soft weight, 1 at the tips of the frontal horns, falling off over ~5 mm."""
+    vent = load_lobe_atlas().lateral_ventricles
+    ys = np.argwhere(vent)[:, 1]
+    tips = vent.copy()
+    tips[:, : int(np.percentile(ys, 92)), :] = False  # the most anterior part of each frontal horn
+    dist = ndi.distance_transform_edt(~tips)
+    return np.exp(-0.5 * (dist / 2.5) ** 2).astype(np.float32)
+
+
+def add_periventricular_caps(maps: TissueMaps, rng: np.random.Generator) -> float:
+    """FLAIR-bright caps at the frontal horns (a normal variant, not a lesion). Returns their strength."""
+    strength = float(rng.uniform(0.3, 0.6))
+    cap = strength * _frontal_horn_proximity() * maps.wm
+    maps.cap += cap
+    maps.wm -= cap
+    return strength

@@ -1,0 +1,254 @@
+"""Plan and render one synthetic subject: tissue maps -> contrasts -> scanner grids -> NIfTI files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.special import expit
+
+from pseudohealthy import __version__
+from pseudohealthy.io.atomic import write_json_atomic
+from pseudohealthy.io.nifti import save_nifti
+from pseudohealthy.phantom.contrast import FLAIR, T1W, Sequence, jittered_tissues, tissue_signals
+from pseudohealthy.phantom.geometry import (
+    Deformation,
+    Grid,
+    make_grid,
+    pull_template_voxels,
+    random_deformation,
+    random_rigid,
+    smooth_bias_field,
+)
+from pseudohealthy.phantom.lesion import LesionSpec, TissueMaps, add_lesion, add_periventricular_caps
+from pseudohealthy.templates.mni import load_tissue_priors
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One acquisition: array axis directions, voxel size (per array axis) and thick-slice flag.
+
+    Voxels are coarser than the real scans (e.g. acq-iso08 is 0.8 mm there) so that a dataset
+    is made in minutes; the labels and orientations follow ds004199.
+    """
+
+    axcodes: str
+    voxel_mm: tuple[float, float, float]
+    thick_slices: bool = False
+
+
+T1_PROTOCOLS = {"iso08": Protocol("RAS", (1.2, 1.2, 1.2)), "sag111": Protocol("ASL", (1.3, 1.3, 1.3))}
+T1_WEIGHTS = {"iso08": 120, "sag111": 49}
+FLAIR_PROTOCOLS = {"T2sel": Protocol("PIL", (1.1, 1.1, 1.2)), "tse3dvfl": Protocol("LPS", (1.1, 1.1, 1.3))}
+FLAIR_WEIGHTS = {"T2sel": 126, "tse3dvfl": 36}
+THICK_FLAIR_PROTOCOLS = {"tra4mm": Protocol("RAS", (1.2, 1.2, 4.0), thick_slices=True)}
+FIELD_OF_VIEW_MM = (185.0, 225.0, 195.0)
+
+
+@dataclass(frozen=True)
+class SubjectPlan:
+    """Everything about a subject decided at dataset level (before rendering)."""
+
+    index: int
+    participant_id: str
+    group: str  # "fcd" or "hc"
+    age: int | None
+    sex: str
+    split: str
+    t1_acq: str
+    flair_acq: str
+    mask_acq: str | None  # None for controls; differs from flair_acq for one patient
+    thick_flair_acq: str | None
+    lesion: LesionSpec | None
+    histopathology: str | None
+    caps: bool
+
+    @property
+    def lobe(self) -> str | None:
+        return ",".join(self.lesion.lobes) if self.lesion else None
+
+
+@cache
+def _head_distance() -> np.ndarray:
+    """Distance (mm) outside the template brain: drives scalp and skull shells around it."""
+    return ndi.distance_transform_edt(~load_tissue_priors().brain).astype(np.float32)
+
+
+def _band(x: np.ndarray, lo: float, hi: float, soft: float = 0.6) -> np.ndarray:
+    return expit((x - lo) / soft) * expit((hi - x) / soft)
+
+
+def _template_signal(maps: TissueMaps, signals: dict[str, float], outside: np.ndarray) -> np.ndarray:
+    """Partial-volume signal on the template grid, head shells included."""
+    s = (maps.gm * signals["gm"] + maps.wm * signals["wm"] + maps.csf * signals["csf"]
+         + maps.fcd * signals["fcd"] + maps.cap * signals["cap"])
+    s += signals["csf"] * _band(outside, 0.0, 2.5) + signals["bone"] * _band(outside, 2.5, 8.0)
+    s += signals["fat"] * _band(outside, 8.0, 13.0)
+    return s.astype(np.float32)
+
+
+@dataclass
+class _Scene:
+    """A subject's geometry: how each scanner frame maps to the template."""
+
+    deformation: Deformation
+    pose: np.ndarray  # anatomical -> T1 world
+    motion: np.ndarray  # T1 world -> FLAIR world
+    head_center_world: np.ndarray
+
+
+def _make_scene(rng: np.random.Generator) -> _Scene:
+    priors = load_tissue_priors()
+    center = (priors.affine @ np.r_[np.argwhere(priors.brain).mean(axis=0), 1.0])[:3]
+    deformation = random_deformation(rng, center, amplitude_mm=2.0, scale_range=0.06)
+    pose = random_rigid(rng, max_angle_deg=8.0, max_shift_mm=8.0, center_mm=center)
+    motion = random_rigid(rng, max_angle_deg=3.0, max_shift_mm=3.0, center_mm=pose[:3, :3] @ center + pose[:3, 3])
+    return _Scene(deformation, pose, motion, pose[:3, :3] @ center + pose[:3, 3])
+
+
+def _acquire(rng: np.random.Generator, template_signal: np.ndarray, protocol: Protocol, scene: _Scene,
+             world_to_anat: np.ndarray, center_world: np.ndarray, extra_maps: tuple[np.ndarray, ...] = ()
+             ) -> tuple[Grid, np.ndarray, list[np.ndarray]]:
+    """Sample the template-space signal on a scanner grid, add bias field and Rician noise."""
+    grid = make_grid(protocol.axcodes, protocol.voxel_mm, FIELD_OF_VIEW_MM, center_world + rng.uniform(-5, 5, 3))
+    offsets = np.array([-0.375, -0.125, 0.125, 0.375]) if protocol.thick_slices else None
+    affine = np.asarray(load_tissue_priors().affine)
+    coords = pull_template_voxels(grid, world_to_anat, scene.deformation, affine, offsets)
+    n_sub = 1 if offsets is None else len(offsets)
+
+    def sample(volume: np.ndarray) -> np.ndarray:
+        values = ndi.map_coordinates(volume, coords, order=1, mode="constant", cval=0.0, output=np.float32)
+        return values.reshape(n_sub, *grid.shape).mean(axis=0)
+
+    clean = sample(template_signal) * smooth_bias_field(rng, grid, strength=0.25)
+    sigma = float(rng.uniform(0.015, 0.03)) * float(np.percentile(clean[clean > 0.05 * clean.max()], 50))
+    noisy = np.hypot(clean + sigma * rng.standard_normal(grid.shape, dtype=np.float32),
+                     sigma * rng.standard_normal(grid.shape, dtype=np.float32))
+    return grid, noisy, [sample(m) for m in extra_maps]
+
+
+def _to_int16(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    scale = rng.uniform(900.0, 1400.0) / max(float(np.percentile(image, 99.5)), 1e-6)
+    return np.clip(np.rint(image * scale), 0, 32767).astype(np.int16)
+
+
+def sidecar(seq: Sequence, acq: str, thick: bool = False) -> dict:
+    meta = {
+        "Manufacturer": "pseudohealthy phantom",
+        "MagneticFieldStrength": 3,
+        "RepetitionTime": seq.tr_ms / 1000,
+        "InversionTime": seq.ti_ms / 1000,
+        "EchoTime": seq.te_ms / 1000,
+        "MRAcquisitionType": "2D" if thick else "3D",
+        "ManufacturersModelName": "synthetic",
+        "SoftwareVersions": __version__,
+        "ScanningSequence": "IR",
+        "SequenceVariant": "SP" if seq is T1W else "SK",
+        "SequenceName": f"phantom_{seq.name}",
+        "PulseSequenceType": "inversion recovery",
+        "SeriesDescription": f"synthetic {seq.name} acq-{acq}",
+    }
+    return meta
+
+
+def anat_name(pid: str, acq: str, suffix: str) -> str:
+    return f"{pid}_acq-{acq}_{suffix}"
+
+
+def deformation_path(truth_dir: Path, participant_id: str) -> Path:
+    return Path(truth_dir) / "geometry" / f"{participant_id}_deformation.npz"
+
+
+def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Path) -> dict:
+    """Write the subject's NIfTI files and sidecars under ``bids_root`` and its deformation under
+    ``truth_dir``; return its ground truth."""
+    rng = np.random.default_rng([seed, plan.index])
+    priors = load_tissue_priors()
+    maps = TissueMaps.from_priors(priors)
+    truth: dict = {"participant_id": plan.participant_id, "group": plan.group, "plan": _plan_dict(plan)}
+    if plan.lesion is not None:
+        truth["lesion"] = asdict(add_lesion(maps, plan.lesion, rng))
+    if plan.caps:
+        truth["periventricular_caps_strength"] = round(add_periventricular_caps(maps, rng), 3)
+
+    scene = _make_scene(rng)
+    tissues = jittered_tissues(rng)
+    outside = _head_distance()
+    anat = bids_root / plan.participant_id / "anat"
+    anat_to_world = scene.pose
+    t1w_world_to_anat = np.linalg.inv(anat_to_world)
+    flair_world_to_anat = t1w_world_to_anat @ np.linalg.inv(scene.motion)
+    flair_center = scene.motion[:3, :3] @ scene.head_center_world + scene.motion[:3, 3]
+
+    t1_signal = _template_signal(maps, tissue_signals(tissues, T1W), outside)
+    grid, image, _ = _acquire(rng, t1_signal, T1_PROTOCOLS[plan.t1_acq], scene, t1w_world_to_anat,
+                              scene.head_center_world)
+    name = anat_name(plan.participant_id, plan.t1_acq, "T1w")
+    save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng), grid.affine)
+    write_json_atomic(anat / f"{name}.json", sidecar(T1W, plan.t1_acq))
+    del t1_signal
+
+    flair_signal = _template_signal(maps, tissue_signals(tissues, FLAIR), outside)
+    grid, image, extra = _acquire(rng, flair_signal, FLAIR_PROTOCOLS[plan.flair_acq], scene, flair_world_to_anat,
+                                  flair_center, (maps.lesion_mask,) if plan.lesion else ())
+    name = anat_name(plan.participant_id, plan.flair_acq, "FLAIR")
+    save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng), grid.affine)
+    write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.flair_acq))
+    if plan.lesion is not None:
+        mask = extra[0] > 0.5
+        save_nifti(anat / f"{anat_name(plan.participant_id, plan.mask_acq, 'FLAIR_roi')}.nii.gz",
+                   mask.astype(np.uint8), grid.affine)
+        truth["lesion"].update(_native_lesion_stats(mask, image, grid))
+    if plan.thick_flair_acq is not None:
+        grid2, image2, _ = _acquire(rng, flair_signal, THICK_FLAIR_PROTOCOLS[plan.thick_flair_acq], scene,
+                                    flair_world_to_anat, flair_center)
+        name = anat_name(plan.participant_id, plan.thick_flair_acq, "FLAIR")
+        save_nifti(anat / f"{name}.nii.gz", _to_int16(image2, rng), grid2.affine)
+        write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.thick_flair_acq, thick=True))
+
+    truth["geometry"] = {
+        "anatomical_to_t1w_world": np.round(scene.pose, 6).tolist(),
+        "t1w_world_to_flair_world": np.round(scene.motion, 6).tolist(),
+        "scale": np.round(scene.deformation.scale, 4).tolist(),
+        "deformation_rms_mm": 2.0,
+    }
+    scene.deformation.save(deformation_path(truth_dir, plan.participant_id))
+    return truth
+
+
+def flair_world_to_template_mm(subject_truth: dict, truth_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The known mapping from a subject's FLAIR world (mm) to MNI template mm, from its ground truth."""
+    geometry = subject_truth["geometry"]
+    world_to_anat = np.linalg.inv(np.asarray(geometry["anatomical_to_t1w_world"])) @ np.linalg.inv(
+        np.asarray(geometry["t1w_world_to_flair_world"]))
+    deformation = Deformation.load(deformation_path(truth_dir, subject_truth["participant_id"]))
+
+    def mapping(points: np.ndarray) -> np.ndarray:
+        anat = world_to_anat[:3, :3] @ points + world_to_anat[:3, 3:4]
+        return deformation.to_template_mm(anat.astype(np.float32))
+
+    return mapping
+
+
+def _native_lesion_stats(mask: np.ndarray, flair: np.ndarray, grid: Grid) -> dict:
+    """Lesion volume, centroid (FLAIR world mm) and its FLAIR contrast against a surrounding shell."""
+    voxel_mm3 = float(abs(np.linalg.det(grid.affine[:3, :3])))
+    ijk = np.argwhere(mask).mean(axis=0) if mask.any() else np.full(3, np.nan)
+    centroid = grid.affine[:3, :3] @ ijk + grid.affine[:3, 3]
+    shell = ndi.binary_dilation(mask, iterations=4) & ~ndi.binary_dilation(mask, iterations=1)
+    ratio = float(flair[mask].mean() / flair[shell].mean()) if mask.any() and shell.any() else float("nan")
+    return {
+        "volume_mm3": round(float(mask.sum()) * voxel_mm3, 1),
+        "centroid_flair_world_mm": np.round(centroid, 2).tolist(),
+        "flair_contrast_ratio": round(ratio, 3),
+    }
+
+
+def _plan_dict(plan: SubjectPlan) -> dict:
+    d = asdict(plan)
+    d.pop("index")
+    return d

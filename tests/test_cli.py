@@ -1,0 +1,48 @@
+"""The command line as a user runs it (subprocess: real exit codes, real stderr)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from pseudohealthy import __version__
+from pseudohealthy.phantom.preview import dataset_previews
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pseudohealthy", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_version_and_help():
+    out = _run("--version")
+    assert out.returncode == 0 and __version__ in out.stdout
+    help_text = _run("--help").stdout
+    for command in ("phantom", "demo"):
+        assert command in help_text
+    assert "--patients" in _run("phantom", "--help").stdout
+
+
+def test_phantom_refuses_a_users_folder_without_touching_it(tmp_path):
+    target = tmp_path / "mydata"
+    target.mkdir()
+    keep = target / "notes.txt"
+    keep.write_text("precious")
+    out = _run("phantom", str(target), "--patients", "1", "--controls", "0")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(target) in out.stderr.replace("\n", "")
+    out = _run("phantom", str(target), "--patients", "1", "--controls", "0", "--overwrite")
+    assert out.returncode == 2 and "not a dataset made by the phantom" in out.stderr.replace("\n", " ")
+    assert keep.read_text() == "precious" and sorted(target.iterdir()) == [keep]
+    assert "Traceback" in _run("--debug", "phantom", str(target), "--patients", "1").stderr
+
+
+def test_previews_are_pictures(tiny_phantom, tmp_path):
+    pngs = dataset_previews(tiny_phantom, tmp_path / "preview")
+    assert len(pngs) == len(tiny_phantom["subjects"])
+    for png in pngs:
+        data = Path(png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 20_000
