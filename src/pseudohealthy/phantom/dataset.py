@@ -21,7 +21,7 @@ import numpy as np
 
 from pseudohealthy import __version__
 from pseudohealthy.errors import UserError
-from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
+from pseudohealthy.io.atomic import current_umask, write_json_atomic, write_text_atomic
 from pseudohealthy.phantom.lesion import LesionSpec
 from pseudohealthy.phantom.subject import (
     FLAIR_WEIGHTS,
@@ -180,6 +180,7 @@ def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int,
     plans = plan_dataset(n_patients, n_controls, seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
     try:
         _write_dataset_files(staging, plans, seed)
         work = [(p, seed, str(staging), str(truth_dir)) for p in plans]
