@@ -24,3 +24,15 @@ def tiny_phantom(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_bids(tiny_phantom) -> Path:
     return Path(tiny_phantom["bids_dir"])
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_bids, tmp_path_factory) -> Path:
+    """The tiny dataset run through ``prepare`` with the quick preset; returns the work folder."""
+    from pseudohealthy.config import load_config
+    from pseudohealthy.data.prepare import prepare
+
+    work = tmp_path_factory.mktemp("work") / "prepared"
+    prepare(tiny_bids, work, load_config("quick"), jobs=2)
+    return work
+

@@ -101,6 +101,68 @@ def phantom(
 
 
 @app.command()
+def prepare(
+    bids_dir: Path = typer.Argument(..., help="BIDS dataset root (read only; nothing is written there)."),
+    work_dir: Path = typer.Argument(..., help="Work folder for preprocessed data, splits and slices."),
+    preset: str = typer.Option("quick", "--preset", help="Preset name (quick, paper) or a YAML config file."),
+    participant_label: list[str] | None = typer.Option(None, "--participant-label",
+                                                       help="Only these subjects (e.g. 00001 or sub-00001); "
+                                                            "repeat the option for several."),
+    jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Subjects processed in parallel."),
+    allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair",
+                                        help="Use a thick-slice 2D FLAIR when a subject has no 3D FLAIR."),
+) -> None:
+    """Preprocess a BIDS dataset into model-ready data: choose inputs, bias-correct, register to MNI152, normalise, slice.
+
+    Per subject: N4; rigid T1w -> FLAIR; affine T1w -> MNI152; brain mask; resampling to the preset's template grid; intensities mapped to [-1, 1] inside the brain. Writes WORK_DIR/subjects/<sub>/ (volumes, transforms, meta.json), WORK_DIR/qc/*.png, inventory.tsv, splits.tsv, slices/ and config.yaml. Finished subjects are skipped when re-run.
+    """
+    run_prepare(bids_dir, work_dir, preset, participant_label, jobs, allow_2d_flair)
+
+
+def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] | None, jobs: int,
+                allow_2d_flair: bool = False):
+    from rich.table import Table
+
+    from pseudohealthy.config import load_config
+    from pseudohealthy.data.prepare import prepare as prepare_dataset
+
+    cfg = load_config(preset)
+    start = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task("prepare subjects", total=None)
+
+        def on_inventory(inventory, n_todo):
+            table = Table(title=f"inventory of {bids_dir}", show_lines=False)
+            for col in ("subject", "group", "T1w", "FLAIR", "lesion mask", "notes / reason"):
+                table.add_column(col, overflow="fold")
+            def short(path, pid):  # the entities that differ between files: acq label and suffix
+                return path.name.removeprefix(pid + "_").removesuffix(".gz").removesuffix(".nii") if path else "-"
+
+            for s in inventory.subjects:
+                pid = s.participant_id
+                table.add_row(pid, s.group, short(s.t1w, pid), short(s.flair, pid), short(s.lesion_mask, pid),
+                              "; ".join(s.notes))
+            for pid, reason in inventory.skipped.items():
+                table.add_row(pid, "[red]skipped[/]", "", "", "", reason)
+            bar.console.print(table)
+            bar.update(task, total=n_todo)
+
+        def on_subject(pid, error):
+            if error:
+                bar.console.print(f"[yellow]skipped {pid}[/]: {error}", highlight=False)
+            bar.advance(task)
+
+        result = prepare_dataset(bids_dir, work_dir, cfg, labels, jobs, allow_2d_flair, on_inventory, on_subject)
+    elapsed = time.perf_counter() - start
+    n = len(result.processed)
+    per = f" ({elapsed / n:.1f} s per subject with {jobs} job(s))" if n else ""
+    console.print(f"[green]prepared[/] {n} subject(s) in {elapsed:.0f} s{per}, reused {len(result.reused)}, "
+                  f"skipped {len(result.inventory.skipped)}; {len(result.slices.index)} slices; "
+                  f"inventory: {Path(work_dir) / 'inventory.tsv'}; QC: {Path(work_dir) / 'qc'}")
+    return result
+
+
+@app.command()
 def demo(
     work_dir: Path = typer.Argument(Path("demo-work"), help="Folder for everything the demo makes."),
     patients: int = typer.Option(8, "--patients", min=1, help="Synthetic patients."),
@@ -119,7 +181,10 @@ def demo(
         console.print(f"[cyan]phantom[/]: reusing {bids}")
     else:
         run_phantom(bids, patients, controls, seed, jobs, True, truth_dir, overwrite=True)
-    console.print(f"[bold]demo finished[/]: dataset {bids}, previews {truth_dir / 'preview'}")
+    model_dir = work_dir / "model"
+    run_prepare(bids, model_dir, "quick", None, jobs)
+    console.print(f"[bold]demo finished[/]: dataset {bids}, previews {truth_dir / 'preview'}, "
+                  f"preprocessed data {model_dir} (QC pictures in {model_dir / 'qc'})")
 
 
 def main() -> None:

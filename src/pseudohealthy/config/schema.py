@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -21,6 +23,13 @@ class DataConfig(_Strict):
     clip_low: float = Field(default=0.5, ge=0, lt=50)
     clip_high: float = Field(default=99.5, gt=50, le=100)
     min_brain_fraction: float = Field(default=0.05, ge=0, le=1, description="slices with less brain are dropped")
+    nonlinear_registration: bool = Field(default=False, description="B-spline after the affine T1 -> MNI step")
+    brain_mask: Literal["auto", "template", "nonzero"] = Field(
+        default="auto", description="template: MNI mask warped to the subject; nonzero: input is skull-stripped; "
+                                    "auto: nonzero when the input looks skull-stripped, else template")
+    val_patient_fraction: float = Field(default=0.2, ge=0, lt=1)
+    val_control_fraction: float = Field(default=0.15, ge=0, lt=1)
+    test_control_fraction: float = Field(default=0.15, ge=0, lt=1)
 
 
 class DiffusionConfig(_Strict):

@@ -1,0 +1,1 @@
+"""Data in: BIDS reading, preprocessing to the template grid, slices and splits."""

@@ -1,0 +1,121 @@
+"""``prepare``: BIDS dataset -> preprocessed subjects, splits and the slice cache in a work folder.
+
+Resumable: a subject with a finished ``meta.json`` made with the same data settings is skipped.
+Never writes into the BIDS folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pseudohealthy.config import Config, load_config, save_config
+from pseudohealthy.data.bids import Inventory, SubjectInputs, SubjectSkipped, build_inventory
+from pseudohealthy.data.preprocess import is_done, load_meta, preprocess_subject, subject_dir
+from pseudohealthy.data.qc import registration_qc
+from pseudohealthy.data.slices import SliceCache, build_slice_cache
+from pseudohealthy.data.splits import assign_roles
+from pseudohealthy.errors import UserError
+from pseudohealthy.io.atomic import write_text_atomic
+
+
+@dataclass
+class PrepareResult:
+    inventory: Inventory
+    processed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+    slices: SliceCache | None = None
+
+
+def check_work_dir(bids_dir: Path, work_dir: Path, cfg: Config) -> None:
+    bids, work = Path(bids_dir).resolve(), Path(work_dir).resolve()
+    if work == bids or bids in work.parents:
+        raise UserError(f"WORK_DIR {work_dir} is inside BIDS_DIR {bids_dir}; choose a folder outside the dataset "
+                        "(the input dataset is never written to)")
+    saved = work / "config.yaml"
+    if saved.is_file():
+        previous = load_config(saved)
+        if previous.data != cfg.data:
+            raise UserError(f"{work_dir} was prepared with other data settings (preset '{previous.name}'); "
+                            f"use a new WORK_DIR or the same preset")
+    if work.exists() and not os.access(work, os.W_OK):
+        raise UserError(f"{work_dir}: not writable; choose a folder you can write to")
+
+
+def _run_one(args: tuple[SubjectInputs, Config, str, int]) -> tuple[str, dict | None, str | None]:
+    inputs, cfg, work_dir, threads = args
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    out = subject_dir(Path(work_dir), inputs.participant_id)
+    try:
+        meta = preprocess_subject(inputs, cfg.data, out)
+        registration_qc(out, Path(work_dir) / "qc" / f"{inputs.participant_id}_registration.png",
+                        f"{inputs.participant_id} ({inputs.group})")
+        return inputs.participant_id, meta, None
+    except SubjectSkipped as exc:
+        return inputs.participant_id, None, str(exc)
+
+
+def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Iterable[str] | None = None,
+            jobs: int = 1, allow_2d_flair: bool = False,
+            on_inventory: Callable[[Inventory, int], None] | None = None,
+            on_subject: Callable[[str, str | None], None] | None = None) -> PrepareResult:
+    """Preprocess every usable subject, then write splits and the slice cache.
+
+    ``on_inventory(inventory, n_to_process)`` is called once the inputs are chosen;
+    ``on_subject(pid, error)`` after each subject (for progress display).
+    """
+    work_dir = Path(work_dir)
+    check_work_dir(bids_dir, work_dir, cfg)
+    inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, work_dir / "config.yaml")
+    result = PrepareResult(inventory)
+    todo = []
+    for inputs in inventory.subjects:
+        out = subject_dir(work_dir, inputs.participant_id)
+        if is_done(out) and load_meta(out).get("data_config") == cfg.data.model_dump(mode="json"):
+            result.reused.append(inputs.participant_id)
+        else:
+            todo.append(inputs)
+    if on_inventory:
+        on_inventory(inventory, len(todo))
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    work = [(inputs, cfg, str(work_dir), threads) for inputs in todo]
+    if jobs > 1 and len(work) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_run_one, w) for w in work]
+            outcomes = (f.result() for f in as_completed(futures))
+            _collect(outcomes, result, on_subject)
+    else:
+        _collect((_run_one(w) for w in work), result, on_subject)
+
+    inventory.skipped.update(result.failed)
+    usable = result.processed + result.reused
+    inventory.subjects = [s for s in inventory.subjects if s.participant_id in usable]
+    write_text_atomic(work_dir / "inventory.tsv", inventory.to_tsv())
+    if not usable:
+        raise UserError(f"{bids_dir}: no usable subject (see {work_dir / 'inventory.tsv'} for the reasons)")
+    metas = [load_meta(subject_dir(work_dir, pid)) for pid in sorted(usable)]
+    result.roles = assign_roles(metas, cfg.data, cfg.seed)
+    write_text_atomic(work_dir / "splits.tsv", "participant_id\tgroup\trole\n" + "".join(
+        f"{m['participant_id']}\t{m['group']}\t{result.roles[m['participant_id']]}\n" for m in metas))
+    result.slices = build_slice_cache(work_dir, metas, result.roles, cfg.data)
+    return result
+
+
+def _collect(outcomes, result: PrepareResult, on_subject) -> None:
+    for pid, meta, error in outcomes:
+        if error is None:
+            result.processed.append(pid)
+        else:
+            result.failed[pid] = error
+        if on_subject:
+            on_subject(pid, error)
+

@@ -1,0 +1,222 @@
+"""Per-subject preprocessing: native T1w + FLAIR -> normalised volumes on the template grid.
+
+Steps: N4 bias correction; rigid T1 -> FLAIR (mutual information); affine (+ optional B-spline)
+T1 -> MNI152, so FLAIR -> MNI is the composition (T1 matches the template's contrast); brain mask;
+resampling of T1, FLAIR, brain mask, lesion mask and lobe map onto the template grid; intensity
+normalisation inside the brain. Every transform is saved so maps can go back to native FLAIR space
+(:func:`template_to_native`).
+
+Intensity range (the networks' input everywhere): inside the brain, intensities are clipped to the
+[clip_low, clip_high] percentiles of the brain and mapped linearly to [-1, 1]; outside it is -1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from pseudohealthy.config.schema import DataConfig
+from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, check_lesion_mask
+from pseudohealthy.data.registration import (
+    n4_correct,
+    register_affine,
+    register_bspline,
+    register_rigid,
+)
+from pseudohealthy.data.sitk_io import from_sitk, nib_to_sitk, reference, to_sitk
+from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
+from pseudohealthy.io.nifti import InputError, load_volume, save_nifti
+from pseudohealthy.templates.grid import template_grid
+from pseudohealthy.templates.lobes import load_lobe_atlas
+from pseudohealthy.templates.mni import load_tissue_priors
+
+VOLUMES = ("t1", "flair", "brain", "lesion", "lobe")
+META = "meta.json"  # written last: its presence marks a finished subject
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Linear map of native (bias-corrected) intensity to the network range: x' = (x − lo) / (hi − lo) · 2 − 1."""
+
+    lo: float
+    hi: float
+
+    def apply(self, x: np.ndarray, brain: np.ndarray) -> np.ndarray:
+        y = np.clip((x - self.lo) / max(self.hi - self.lo, 1e-6), 0, 1) * 2 - 1
+        return np.where(brain, y, -1.0).astype(np.float32)
+
+    def invert(self, y: np.ndarray) -> np.ndarray:
+        return ((np.asarray(y, np.float32) + 1) / 2 * (self.hi - self.lo) + self.lo).astype(np.float32)
+
+
+@cache
+def _registration_template() -> tuple[sitk.Image, sitk.Image]:
+    """MNI152 T1 at 2 mm and its brain mask dilated by 4 mm (the fixed image and metric mask)."""
+    from nilearn import datasets
+
+    t1 = nib_to_sitk(datasets.load_mni152_template(resolution=2))
+    mask = nib_to_sitk(datasets.load_mni152_brain_mask(resolution=2), np.uint8)
+    return t1, sitk.BinaryDilate(mask, [2, 2, 2])
+
+
+def looks_skull_stripped(data: np.ndarray, voxel_mm3: float) -> bool:
+    """Many exact zeros and a foreground no larger than a brain (< 2.2 l)."""
+    nonzero = data != 0
+    return bool(nonzero.mean() < 0.7 and nonzero.sum() * voxel_mm3 < 2.2e6)
+
+
+def _resample(img: sitk.Image, ref: sitk.Image, transform: sitk.Transform, linear: bool = True) -> np.ndarray:
+    """Resample onto ``ref``; smooth first when the target voxels are much coarser (anti-aliasing)."""
+    ratio = min(ref.GetSpacing()) / max(img.GetSpacing())
+    if linear and ratio > 1.5:
+        img = sitk.SmoothingRecursiveGaussian(img, [0.4 * s for s in ref.GetSpacing()])
+    out = sitk.Resample(img, ref, transform, sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, 0.0,
+                        sitk.sitkFloat32)
+    return from_sitk(out)[0]
+
+
+def subject_dir(work_dir: Path, participant_id: str) -> Path:
+    return Path(work_dir) / "subjects" / participant_id
+
+
+def is_done(out: Path) -> bool:
+    return (out / META).is_file()
+
+
+def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dict:
+    """Preprocess one subject into ``out`` (volumes, transforms, meta.json last). Returns the meta."""
+    start = time.perf_counter()
+    pid = inputs.participant_id
+    try:
+        t1_img = load_volume(inputs.t1w, f"{pid} T1w")
+        flair_img = load_volume(inputs.flair, f"{pid} FLAIR")
+        lesion_native = None
+        if inputs.lesion_mask is not None:
+            lesion_native = check_lesion_mask(load_volume(inputs.lesion_mask, f"{pid} lesion mask", allow_empty=True),
+                                              inputs.lesion_mask)
+    except InputError as exc:
+        raise SubjectSkipped(str(exc)) from None
+    _check_overlap(t1_img, flair_img, inputs)
+
+    t1 = n4_correct(nib_to_sitk(t1_img))
+    flair = n4_correct(nib_to_sitk(flair_img))
+    flair_to_t1 = register_rigid(flair, t1)  # FLAIR points -> T1 points
+    fixed, fixed_mask = _registration_template()
+    template_to_t1: sitk.Transform = register_affine(fixed, t1, fixed_mask)
+    if cfg.nonlinear_registration:
+        template_to_t1 = register_bspline(fixed, t1, fixed_mask, template_to_t1)
+    template_to_flair = sitk.CompositeTransform([flair_to_t1.GetInverse(), template_to_t1])
+
+    shape, affine = template_grid(cfg.template_voxel_mm, cfg.image_size)
+    ref = reference(shape, affine)
+    flair_t = _resample(flair, ref, template_to_flair)
+    t1_t = _resample(t1, ref, template_to_t1)
+
+    flair_data = np.asanyarray(flair_img.dataobj)
+    stripped = cfg.brain_mask == "nonzero" or (
+        cfg.brain_mask == "auto" and looks_skull_stripped(flair_data, abs(np.linalg.det(flair_img.affine[:3, :3]))))
+    if stripped:
+        brain = _resample(to_sitk((flair_data != 0).astype(np.float32), flair_img.affine), ref,
+                          template_to_flair) > 0.5
+    else:
+        priors = load_tissue_priors()
+        brain = _resample(to_sitk(priors.brain.astype(np.float32), priors.affine), ref, sitk.Transform()) > 0.5
+    atlas = load_lobe_atlas()
+    lobe = _resample(to_sitk(atlas.lobe.astype(np.float32), atlas.affine), ref, sitk.Transform(), linear=False)
+    lesion = np.zeros(shape, np.float32)
+    if lesion_native is not None:
+        lesion = _resample(to_sitk(lesion_native.astype(np.float32), flair_img.affine), ref, template_to_flair)
+
+    norms = {}
+    volumes = {"brain": brain.astype(np.uint8), "lobe": lobe.astype(np.uint8), "lesion": lesion}
+    for name, data in (("t1", t1_t), ("flair", flair_t)):
+        inside = data[brain]
+        norms[name] = Normalisation(float(np.percentile(inside, cfg.clip_low)),
+                                    float(np.percentile(inside, cfg.clip_high)))
+        volumes[name] = norms[name].apply(data, brain)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in volumes.items():
+        save_nifti(out / f"{name}.nii.gz", data, affine)
+    _save_transform(flair_to_t1, out / "flair_to_t1.h5")
+    _save_transform(template_to_t1, out / "template_to_t1.h5")
+    meta = {
+        "participant_id": pid,
+        "group": inputs.group,
+        "label": inputs.label,
+        "hemisphere": inputs.hemisphere,
+        "split": inputs.split,
+        "inputs": {"t1w": str(inputs.t1w), "flair": str(inputs.flair),
+                   "lesion_mask": str(inputs.lesion_mask) if inputs.lesion_mask else None},
+        "notes": list(inputs.notes),
+        "native_flair": {"shape": list(flair_img.shape[:3]), "affine": np.asarray(flair_img.affine).tolist()},
+        "template_grid": {"shape": list(shape), "affine": affine.tolist()},
+        "normalisation": {k: asdict(v) for k, v in norms.items()},
+        "brain_mask": "input nonzero (skull-stripped)" if stripped else "MNI152 template mask",
+        "lesion_voxels_template": int((lesion > 0.5).sum()),
+        "data_config": cfg.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    write_json_atomic(out / META, meta)
+    return meta
+
+
+def _check_overlap(t1_img: nib.Nifti1Image, flair_img: nib.Nifti1Image, inputs: SubjectInputs) -> None:
+    """T1 and FLAIR must cover the same head in world space, or registration cannot start."""
+    def box(img):
+        corners = np.array(np.meshgrid(*[[0, s - 1] for s in img.shape[:3]], indexing="ij")).reshape(3, -1)
+        world = img.affine[:3, :3] @ corners + img.affine[:3, 3:4]
+        return world.min(axis=1), world.max(axis=1)
+
+    (a_lo, a_hi), (b_lo, b_hi) = box(t1_img), box(flair_img)
+    overlap = np.clip(np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo), 0, None)
+    if np.prod(overlap) < 0.1 * np.prod(b_hi - b_lo):
+        raise SubjectSkipped(f"{inputs.t1w} and {inputs.flair} barely overlap in world space; check their "
+                             "headers (qform/sform) — they must come from the same session")
+
+
+def _save_transform(transform: sitk.Transform, path: Path) -> None:
+    write_with_atomic(path, lambda tmp: sitk.WriteTransform(transform, str(tmp)), suffix=path.suffix)
+
+
+def load_meta(out: Path) -> dict:
+    return json.loads((Path(out) / META).read_text())
+
+
+def template_to_flair_transform(out: Path) -> sitk.Transform:
+    """The saved mapping template points -> native FLAIR points for a preprocessed subject."""
+    flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))
+    template_to_t1 = sitk.ReadTransform(str(Path(out) / "template_to_t1.h5"))
+    return sitk.CompositeTransform([flair_to_t1.GetInverse(), template_to_t1])
+
+
+def template_to_native(volume: np.ndarray, out: Path, linear: bool = True) -> nib.Nifti1Image:
+    """Map a template-grid volume of a preprocessed subject back onto its native FLAIR grid."""
+    meta = load_meta(out)
+    grid = meta["template_grid"]
+    if tuple(volume.shape) != tuple(grid["shape"]):
+        raise ValueError(f"volume shape {volume.shape} is not the template grid {tuple(grid['shape'])}")
+    native = meta["native_flair"]
+    forward = template_to_flair_transform(out)
+    inverse = _invert(forward, reference(tuple(grid["shape"]), np.asarray(grid["affine"])))
+    data = _resample(to_sitk(volume.astype(np.float32), np.asarray(grid["affine"])),
+                     reference(tuple(native["shape"]), np.asarray(native["affine"])), inverse, linear)
+    return nib.Nifti1Image(data.astype(np.float32), np.asarray(native["affine"]))
+
+
+def _invert(transform: sitk.Transform, template_ref: sitk.Image) -> sitk.Transform:
+    """Inverse of template -> FLAIR: exact for linear parts, by displacement-field inversion otherwise."""
+    try:
+        return transform.GetInverse()
+    except RuntimeError:  # B-spline inside: invert a dense field on the template grid
+        field = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, template_ref.GetSize(),
+                                                  template_ref.GetOrigin(), template_ref.GetSpacing(),
+                                                  template_ref.GetDirection())
+        return sitk.DisplacementFieldTransform(sitk.InvertDisplacementField(field))

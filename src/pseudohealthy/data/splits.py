@@ -1,0 +1,46 @@
+"""Subject-level splits (never slice-level).
+
+Rule, deterministic for a seed:
+- patients whose ``split`` is ``test`` are test patients; of the others a fraction
+  (``val_patient_fraction``, at least one when there are two or more) becomes validation;
+- controls whose ``split`` is ``test`` are test controls; ds004199 puts every control in ``train``,
+  so fractions of the rest are held out as validation controls and test controls (for
+  specificity), at least one each when there are three or more;
+- the choice is a seeded permutation of the sorted ids, so adding a subject changes little.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pseudohealthy.config.schema import DataConfig
+
+ROLES = ("train", "val", "test")
+
+
+def _take(ids: list[str], fraction: float, minimum: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    n = max(minimum, int(round(fraction * len(ids)))) if ids else 0
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    return sorted(order[:n]), sorted(order[n:])
+
+
+def assign_roles(subjects: list[dict], cfg: DataConfig, seed: int) -> dict[str, str]:
+    """``subjects``: dicts with participant_id, group, split. Returns participant_id -> role."""
+    rng = np.random.default_rng(seed)
+    roles: dict[str, str] = {}
+    for group in ("fcd", "hc"):
+        members = sorted(s["participant_id"] for s in subjects if s["group"] == group)
+        declared_test = [s["participant_id"] for s in subjects if s["group"] == group and s.get("split") == "test"]
+        pool = [m for m in members if m not in declared_test]
+        roles.update({pid: "test" for pid in declared_test})
+        if group == "fcd":
+            val, train = _take(pool, cfg.val_patient_fraction, 1 if len(pool) >= 2 else 0, rng)
+            test_extra: list[str] = []
+        else:
+            minimum = 1 if len(pool) >= 3 else 0
+            val, rest = _take(pool, cfg.val_control_fraction, minimum, rng)
+            test_extra, train = _take(rest, cfg.test_control_fraction, minimum if not declared_test else 0, rng)
+        roles.update({pid: "val" for pid in val})
+        roles.update({pid: "test" for pid in test_extra})
+        roles.update({pid: "train" for pid in train})
+    return roles

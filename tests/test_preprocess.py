@@ -1,0 +1,130 @@
+"""Registration accuracy, the template grid, and the native <-> template round trip."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from pseudohealthy.config import load_config
+from pseudohealthy.data.bids import build_inventory
+from pseudohealthy.data.preprocess import (
+    Normalisation,
+    load_meta,
+    looks_skull_stripped,
+    preprocess_subject,
+    template_to_native,
+)
+from pseudohealthy.data.registration import n4_correct, register_rigid, rotation_angle_deg
+from pseudohealthy.data.sitk_io import from_sitk, nib_to_sitk, ras_to_lps_matrix, to_sitk
+from pseudohealthy.templates.grid import template_grid
+
+
+def test_sitk_conversion_keeps_voxels_and_geometry(tiny_bids):
+    path = next(tiny_bids.glob("sub-*/anat/*_T1w.nii.gz"))
+    img = nib.load(path)
+    data, affine = from_sitk(nib_to_sitk(img))
+    np.testing.assert_allclose(affine, img.affine, atol=1e-5)
+    np.testing.assert_array_equal(data, np.asarray(img.dataobj, dtype=np.float32))
+    read = sitk.ReadImage(str(path))  # SimpleITK's own reader agrees on the physical frame
+    np.testing.assert_allclose(read.GetOrigin(), nib_to_sitk(img).GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(read.GetDirection(), nib_to_sitk(img).GetDirection(), atol=1e-5)
+
+
+def test_rigid_registration_recovers_the_known_motion(tiny_bids, tiny_phantom):
+    subject = tiny_phantom["subjects"][0]
+    chosen = build_inventory(tiny_bids, [subject["participant_id"]]).subjects[0]
+    t1 = n4_correct(sitk.ReadImage(str(chosen.t1w), sitk.sitkFloat32))
+    flair = n4_correct(sitk.ReadImage(str(chosen.flair), sitk.sitkFloat32))
+    est = register_rigid(flair, t1)  # FLAIR points -> T1 points (LPS)
+    motion = np.asarray(subject["geometry"]["t1w_world_to_flair_world"])
+    truth = ras_to_lps_matrix(np.linalg.inv(motion))
+    rot = np.asarray(est.GetMatrix()).reshape(3, 3)
+    center, shift = np.asarray(est.GetCenter()), np.asarray(est.GetTranslation())
+    assert rotation_angle_deg(np.eye(3), truth[:3, :3]) > 0.5  # there was something to recover
+    assert rotation_angle_deg(rot, truth[:3, :3]) < 1.0
+    points = center[:, None] + np.random.default_rng(0).uniform(-60, 60, (3, 200))  # a head-sized box
+    moved = rot @ (points - center[:, None]) + (center + shift)[:, None]
+    error = np.linalg.norm(moved - (truth[:3, :3] @ points + truth[:3, 3:4]), axis=0)
+    assert error.max() < 1.0
+
+
+def test_template_grid_is_axial_and_centred():
+    shape, affine = template_grid(3.0, 64)
+    assert shape[:2] == (64, 64)
+    np.testing.assert_allclose(np.diag(affine)[:3], 3.0)
+    center = affine[:3, :3] @ ((np.array(shape) - 1) / 2) + affine[:3, 3]
+    assert np.all(np.abs(center - np.array([0, -18, 10])) < 15)  # the MNI brain's centre
+
+
+def test_normalisation_range_and_inverse():
+    norm = Normalisation(10.0, 110.0)
+    x = np.array([0.0, 10.0, 60.0, 110.0, 500.0])
+    brain = np.array([True, True, True, True, False])
+    np.testing.assert_allclose(norm.apply(x, brain), [-1, -1, 0, 1, -1])
+    np.testing.assert_allclose(norm.invert(np.array([-1.0, 0.0, 1.0])), [10, 60, 110])
+
+
+def test_skull_stripped_detection():
+    head = np.random.default_rng(0).uniform(1, 2, (100, 100, 100))
+    stripped = np.zeros_like(head)
+    stripped[30:70, 30:70, 30:70] = 1
+    assert not looks_skull_stripped(head, 1.0)
+    assert looks_skull_stripped(stripped, 1.0)
+
+
+@pytest.fixture(scope="module")
+def fine_patient(tiny_bids, tiny_phantom, tmp_path_factory):
+    """The largest-lesion patient preprocessed on a 1.5 mm grid."""
+    patient = max((s for s in tiny_phantom["subjects"] if s["group"] == "fcd"),
+                  key=lambda s: s["lesion"]["volume_mm3"])
+    inputs = build_inventory(tiny_bids, [patient["participant_id"]]).subjects[0]
+    cfg = load_config("quick", overrides={"data": {"template_voxel_mm": 1.5, "image_size": 128}}).data
+    out = tmp_path_factory.mktemp("fine") / patient["participant_id"]
+    preprocess_subject(inputs, cfg, out)
+    return inputs, out
+
+
+def test_preprocessed_volumes(fine_patient):
+    inputs, out = fine_patient
+    meta = load_meta(out)
+    shape = tuple(meta["template_grid"]["shape"])
+    for name in ("t1", "flair", "brain", "lesion", "lobe"):
+        img = nib.load(out / f"{name}.nii.gz")
+        assert img.shape == shape
+        np.testing.assert_allclose(img.affine, meta["template_grid"]["affine"])
+    flair = np.asarray(nib.load(out / "flair.nii.gz").dataobj)
+    brain = np.asarray(nib.load(out / "brain.nii.gz").dataobj) > 0
+    assert flair.min() >= -1 and flair.max() <= 1 and np.all(flair[~brain] == -1)
+    lesion = np.asarray(nib.load(out / "lesion.nii.gz").dataobj) > 0.5
+    assert lesion.any() and brain[lesion].mean() > 0.95
+    assert meta["label"] == inputs.label and meta["inputs"]["flair"] == str(inputs.flair)
+
+
+def test_lesion_mask_native_template_native_round_trip(fine_patient):
+    inputs, out = fine_patient
+    native = nib.load(inputs.lesion_mask)
+    original = np.asarray(native.dataobj) > 0
+    template = np.asarray(nib.load(out / "lesion.nii.gz").dataobj)
+    back = template_to_native(template, out)
+    np.testing.assert_allclose(back.affine, native.affine)
+    assert back.shape == native.shape
+    restored = np.asarray(back.dataobj) > 0.5
+    dice = 2 * (restored & original).sum() / (restored.sum() + original.sum())
+    assert dice >= 0.9, dice
+
+
+def test_template_to_native_rejects_wrong_shapes(fine_patient):
+    _, out = fine_patient
+    with pytest.raises(ValueError, match="not the template grid"):
+        template_to_native(np.zeros((3, 3, 3), np.float32), out)
+
+
+def test_to_sitk_round_trip_of_an_oblique_grid():
+    affine = np.array([[0, 0, -1.2, 90], [0.9, 0.1, 0, -100], [0, 1.1, 0.05, -60], [0, 0, 0, 1]], float)
+    data = np.random.default_rng(1).random((5, 6, 7)).astype(np.float32)
+    back, back_affine = from_sitk(to_sitk(data, affine))
+    np.testing.assert_allclose(back_affine, affine, atol=1e-6)
+    np.testing.assert_array_equal(back, data)
+
