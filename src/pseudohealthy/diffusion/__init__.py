@@ -1,0 +1,1 @@
+"""Our own diffusion pieces: noise schedule, DDIM inversion and sampling, classifier guidance."""

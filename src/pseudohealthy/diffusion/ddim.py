@@ -1,0 +1,57 @@
+"""Deterministic DDIM (η = 0) inversion and sampling with explicit timestep pairs (METHOD.md §3).
+
+Both directions use one update: x̂_0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t, then
+x_{t'} = √ᾱ_{t'} · x̂_0 + √(1−ᾱ_{t'}) · ε, with t' > t when encoding and t' < t when decoding.
+Encoding and decoding use the same ladder, so they undo each other up to the step size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from pseudohealthy.diffusion.schedule import NoiseSchedule
+
+# eps_fn(x_t, t) -> ε̂ for a batch at one timestep (t: (B,) long).
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def timestep_ladder(noise_level: int, steps: int) -> list[int]:
+    """``steps + 1`` distinct integer timesteps from 0 to ``noise_level``, evenly spaced."""
+    if not 1 <= steps <= noise_level:
+        raise ValueError(f"steps must be in 1..noise_level ({noise_level}), got {steps}")
+    return [int(round(v)) for v in np.linspace(0, noise_level, steps + 1)]
+
+
+def ddim_update(x_t: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
+    x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    return a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps
+
+
+def _model_t(t: int, batch: int, device: torch.device) -> torch.Tensor:
+    # The clean level t = 0 is never seen in training; evaluate the network at t = 1 there.
+    return torch.full((batch,), max(t, 1), dtype=torch.long, device=device)
+
+
+def ddim_encode(x0: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder: list[int]) -> torch.Tensor:
+    """Invert clean images to the ladder's top noise level (no guidance)."""
+    x = x0
+    for t, t_next in zip(ladder[:-1], ladder[1:]):
+        tt = _model_t(t, x.shape[0], x.device)
+        eps = eps_fn(x, tt)
+        x = ddim_update(x, eps, schedule.alpha_bar_at(torch.full_like(tt, t)),
+                        schedule.alpha_bar_at(torch.full_like(tt, t_next)))
+    return x
+
+
+def ddim_decode(x_top: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder: list[int]) -> torch.Tensor:
+    """Sample from the ladder's top noise level back to t = 0."""
+    x = x_top
+    for t, t_prev in zip(ladder[::-1][:-1], ladder[::-1][1:]):
+        tt = _model_t(t, x.shape[0], x.device)
+        eps = eps_fn(x, tt)
+        x = ddim_update(x, eps, schedule.alpha_bar_at(torch.full_like(tt, t)),
+                        schedule.alpha_bar_at(torch.full_like(tt, t_prev)))
+    return x
