@@ -162,6 +162,120 @@ def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] |
     return result
 
 
+def _work_config(work_dir: Path, preset: str | None):
+    """The config a work folder was prepared with, or ``preset`` when given (it must agree on data)."""
+    from pseudohealthy.config import load_config
+
+    saved = Path(work_dir) / "config.yaml"
+    if preset is None:
+        if not saved.is_file():
+            raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare BIDS_DIR {work_dir}` first")
+        return load_config(saved)
+    cfg = load_config(preset)
+    if saved.is_file() and load_config(saved).data != cfg.data:
+        raise UserError(f"{work_dir} was prepared with other data settings than '{preset}'; use that preset")
+    return cfg
+
+
+def run_train(work_dir: Path, model: str, preset: str | None, resume: bool, device: str,
+              iterations: int | None = None) -> dict:
+    from pseudohealthy.training.trainer import train as train_model
+
+    cfg = _work_config(work_dir, preset)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}"), console=console) as bar:
+        task = bar.add_task(f"train {model}", total=None, loss=float("nan"))
+
+        def on_step(step, total, loss):
+            bar.update(task, completed=step, total=total, loss=loss)
+
+        metrics = train_model(work_dir, cfg, model, resume=resume, device=device, iterations=iterations,
+                              on_step=on_step)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("val_"))
+    console.print(f"[green]trained[/] {model}: step {metrics.get('step')}; {shown or 'no validation split'}")
+    return metrics
+
+
+@app.command()
+def train(
+    work_dir: Path = typer.Argument(..., help="Work folder made by `prepare`."),
+    model: str = typer.Option(..., "--model", help="translator (the T1 -> FLAIR diffusion model) or classifier "
+                                                   "(the noise-aware lobe classifier)."),
+    preset: str | None = typer.Option(None, "--preset", help="Preset or YAML file (default: WORK_DIR/config.yaml)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from WORK_DIR/models/<model>/checkpoint.pt."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override the preset's iterations."),
+) -> None:
+    """Train the translator or the classifier on the prepared slices (AdamW, EMA, checkpoints, exact resume).
+
+    Writes WORK_DIR/models/<model>/checkpoint.pt (atomically, every checkpoint_every steps), metrics.csv (loss; validation loss, accuracy, lesion-vs-normal AUROC) and config.yaml.
+    """
+    run_train(work_dir, model, preset, resume, device, iterations)
+
+
+@app.command()
+def calibrate(
+    work_dir: Path = typer.Argument(..., help="Work folder with trained models."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+) -> None:
+    """Choose the detection threshold on the validation subjects (never the test set) and store it.
+
+    Runs the full detector on the validation patients and controls of WORK_DIR/splits.tsv, picks the anomaly threshold with the best mean Dice on the validation patients, and writes WORK_DIR/calibration.json.
+    """
+    run_calibrate(work_dir, device)
+
+
+def run_calibrate(work_dir: Path, device: str) -> dict:
+    from pseudohealthy.detect.run import calibrate as calibrate_model
+
+    with _progress() as bar:
+        task = bar.add_task("calibrate on validation subjects", total=None)
+        result = calibrate_model(work_dir, device, on_subject=lambda pid: bar.advance(task))
+    console.print(f"[green]calibrated[/]: threshold {result['threshold']:.4f} on {len(result['chosen_on'])} "
+                  f"validation subjects (Dice {result['val_dice']:.3f}, AUPRC {result['val_auprc']:.3f}); "
+                  f"{Path(work_dir) / 'calibration.json'}")
+    return result
+
+
+@app.command()
+def detect(
+    bids_dir: Path = typer.Argument(..., help="BIDS dataset root (read only)."),
+    out_dir: Path = typer.Argument(..., help="Output folder: a BIDS-derivatives dataset (outside BIDS_DIR)."),
+    analysis_level: str = typer.Argument("participant", help="BIDS-App analysis level; only 'participant'."),
+    model: Path = typer.Option(..., "--model", help="The WORK_DIR that `train` and `calibrate` used."),
+    participant_label: list[str] | None = typer.Option(None, "--participant-label",
+                                                       help="Only these subjects; repeat for several."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs of these subjects."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair", help="Use a 2D FLAIR when no 3D one exists."),
+) -> None:
+    """Find FCD candidates per subject (a BIDS App): pseudo-healthy FLAIR, anomaly map, ranked clusters, report.
+
+    Writes native-space NIfTI maps, a cluster table and an HTML report per subject, plus index.html, into OUT_DIR. Existing outputs are never replaced without --overwrite.
+    """
+    if analysis_level != "participant":
+        raise UserError(f"analysis level '{analysis_level}' is not supported; use 'participant'")
+    run_detect(bids_dir, out_dir, model, participant_label, overwrite, device, allow_2d_flair)
+
+
+def run_detect(bids_dir: Path, out_dir: Path, work_dir: Path, labels: list[str] | None, overwrite: bool,
+               device: str = "cpu", allow_2d_flair: bool = False) -> list[dict]:
+    from pseudohealthy.detect.run import detect as detect_subjects
+
+    with _progress() as bar:
+        task = bar.add_task("detect", total=None)
+
+        def on_subject(pid, error):
+            if error:
+                bar.console.print(f"[yellow]skipped {pid}[/]: {error}", highlight=False)
+            bar.advance(task)
+
+        results = detect_subjects(bids_dir, out_dir, work_dir, labels, overwrite, device, allow_2d_flair,
+                                  on_start=lambda n: bar.update(task, total=n), on_subject=on_subject)
+    console.print(f"[green]detected[/] {len(results)} subject(s); report: {Path(out_dir) / 'index.html'}")
+    return results
+
+
 @app.command()
 def demo(
     work_dir: Path = typer.Argument(Path("demo-work"), help="Folder for everything the demo makes."),
@@ -170,10 +284,11 @@ def demo(
     seed: int = typer.Option(0, "--seed"),
     jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1),
 ) -> None:
-    """Run the main job end to end on a built-in synthetic dataset.
+    """Run the main job end to end on a built-in synthetic dataset: phantom -> prepare -> train -> calibrate -> detect -> evaluate.
 
-    Steps finished in an earlier run are reused, so an interrupted demo continues where it stopped.
+    Steps finished in an earlier run are reused, so an interrupted demo continues where it stopped. Ends by printing the report's path and the headline figures (method vs a no-model reference).
     """
+    start = time.perf_counter()
     work_dir = Path(work_dir)
     bids = work_dir / "bids"
     truth_dir = work_dir / "bids_truth"
@@ -183,8 +298,37 @@ def demo(
         run_phantom(bids, patients, controls, seed, jobs, True, truth_dir, overwrite=True)
     model_dir = work_dir / "model"
     run_prepare(bids, model_dir, "quick", None, jobs)
-    console.print(f"[bold]demo finished[/]: dataset {bids}, previews {truth_dir / 'preview'}, "
-                  f"preprocessed data {model_dir} (QC pictures in {model_dir / 'qc'})")
+    for kind in ("classifier", "translator"):
+        checkpoint = model_dir / "models" / kind / "checkpoint.pt"
+        run_train(model_dir, kind, None, resume=checkpoint.exists(), device="cpu")
+    run_calibrate(model_dir, "cpu")
+    splits = (model_dir / "splits.tsv").read_text().splitlines()[1:]
+    test_ids = [line.split("\t")[0] for line in splits if line.split("\t")[2] == "test"]
+    out_dir = work_dir / "derivatives"
+    results = run_detect(bids, out_dir, model_dir, test_ids, overwrite=True)
+    _print_summary(results, model_dir, out_dir, time.perf_counter() - start)
+
+
+def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds: float) -> None:
+    from pseudohealthy.config import load_config
+    from pseudohealthy.detect.pipeline import load_calibration
+    from pseudohealthy.evaluation.summary import summarise
+    from pseudohealthy.io.atomic import write_json_atomic
+    from pseudohealthy.templates.grid import template_grid
+
+    cfg = load_config(model_dir / "config.yaml")
+    _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
+    summary = summarise({r["participant_id"]: r["maps"] for r in results}, affine, load_calibration(model_dir))
+    summary["seconds"] = round(seconds)
+    write_json_atomic(out_dir / "demo_summary.json", summary)
+    console.print(f"[bold]demo finished[/] in {seconds / 60:.1f} min. Report: {out_dir / 'index.html'}")
+    console.print(f"test patients {summary['patients']}, test controls {summary['controls']}")
+    for name in ("method", "reference"):
+        console.print(f"  {name:9s}: pixel AUPRC {summary.get(name + '_auprc', float('nan')):.3f}, "
+                      f"top-1 detection {summary[name + '_top1']:.2f}, top-3 {summary[name + '_top3']:.2f}, "
+                      f"clusters per control {summary[name + '_clusters_per_control']:.1f}")
+    console.print(f"(reference = FLAIR z-scored inside the brain; lesion voxel fraction "
+                  f"{summary['lesion_fraction']:.4f}); figures in {out_dir / 'demo_summary.json'}")
 
 
 def main() -> None:

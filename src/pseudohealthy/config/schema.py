@@ -76,6 +76,19 @@ class TrainConfig(_Strict):
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     checkpoint_every: int = Field(default=100, ge=1)
     bf16: bool = False
+    max_timestep: int | None = Field(default=None, ge=1, description="train on t in [1, max_timestep] (None: T)")
+
+
+class MethodConfig(_Strict):
+    """What the detector does with the models; the paper's ablations switch these."""
+
+    condition_on_t1: bool = True
+    guidance: Literal["lobe", "binary", "none"] = "lobe"
+    histogram_matching: bool = True
+    anomaly: Literal["positive", "absolute"] = "positive"
+    smoothing_mm: float = Field(default=0.0, ge=0)
+    min_cluster_mm3: float = Field(default=50.0, ge=0, description="smaller clusters are not reported")
+    rank_by: Literal["peak", "mean"] = "peak"
 
 
 class Config(_Strict):
@@ -89,3 +102,4 @@ class Config(_Strict):
     classifier: NetworkConfig
     train_translator: TrainConfig
     train_classifier: TrainConfig
+    method: MethodConfig = MethodConfig()

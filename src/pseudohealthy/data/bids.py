@@ -77,10 +77,17 @@ def _na(value: str | None) -> str | None:
     return None if value in {"", "n/a", "N/A", "NA", "nan"} else value
 
 
-def read_participants(bids_dir: Path) -> dict[str, Participant]:
-    """Parse participants.tsv (BOM, CRLF and ``n/a`` tolerated)."""
+def read_participants(bids_dir: Path, require_group: bool = True) -> dict[str, Participant]:
+    """Parse participants.tsv (BOM, CRLF and ``n/a`` tolerated).
+
+    Without ``require_group`` (detection: labels are not needed) a missing file or ``group`` column is
+    tolerated and the subjects are the ``sub-*`` folders.
+    """
     path = Path(bids_dir) / "participants.tsv"
     if not path.is_file():
+        if not require_group:
+            return {p.name: Participant(p.name, "", None, None, None, {})
+                    for p in sorted(Path(bids_dir).glob("sub-*")) if p.is_dir() and _LABEL_RE.match(p.name[4:])}
         raise UserError(f"{path}: participants.tsv not found; is {bids_dir} a BIDS dataset root?")
     lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
     lines = [line for line in lines if line.strip()]
@@ -88,7 +95,7 @@ def read_participants(bids_dir: Path) -> dict[str, Participant]:
     if "participant_id" not in header:
         raise UserError(f"{path}: no 'participant_id' column (found: {', '.join(header) or 'nothing'}); "
                         "the first column must be participant_id")
-    if "group" not in header:
+    if "group" not in header and require_group:
         raise UserError(f"{path}: no 'group' column; add one with 'fcd' for patients and 'hc' for controls")
     out: dict[str, Participant] = {}
     for n, line in enumerate(lines[1:], start=2):
@@ -139,17 +146,21 @@ def _is_thick(path: Path) -> bool:
         return False  # unreadable files are reported when loaded
 
 
-def choose_inputs(bids_dir: Path, participant: Participant, allow_2d_flair: bool = False) -> SubjectInputs:
-    """Pick one T1w, one FLAIR (3D preferred) and the lesion mask; raise :class:`SubjectSkipped` if unusable."""
+def choose_inputs(bids_dir: Path, participant: Participant, allow_2d_flair: bool = False,
+                  require_labels: bool = True) -> SubjectInputs:
+    """Pick one T1w, one FLAIR (3D preferred) and the lesion mask; raise :class:`SubjectSkipped` if unusable.
+
+    ``require_labels=False`` (detection): group and lobe are not checked and a mask is optional.
+    """
     pid = participant.participant_id
     anat = Path(bids_dir) / pid / "anat"
     if not anat.is_dir():
         raise SubjectSkipped(f"{anat}: folder missing; the subject has no anatomical images")
     notes = []
-    if participant.group not in GROUPS:
+    if require_labels and participant.group not in GROUPS:
         raise SubjectSkipped(f"group '{participant.group or 'n/a'}' in participants.tsv is neither 'fcd' nor 'hc'")
     label = 0
-    if participant.group == "fcd":
+    if require_labels and participant.group == "fcd":
         if participant.lobe is None:
             raise SubjectSkipped("patient with lobe 'n/a' in participants.tsv; give the lesion's lobe")
         try:
@@ -179,9 +190,13 @@ def choose_inputs(bids_dir: Path, participant: Participant, allow_2d_flair: bool
         notes.append(f"WARNING: only a thick-slice 2D FLAIR ({flair.name}); results will be poorer")
 
     mask = None
-    if participant.group == "fcd":
-        mask = _find_mask(anat, pid, flair)
-        if _acq(mask) != _acq(flair):
+    if participant.group == "fcd" or not require_labels:
+        try:
+            mask = _find_mask(anat, pid, flair)
+        except SubjectSkipped:
+            if require_labels:
+                raise
+        if mask is not None and _acq(mask) != _acq(flair):
             notes.append(f"mask {mask.name} has another acq label than {flair.name} but lies on its grid")
     return SubjectInputs(pid, participant.group, t1s[0], flair, mask, label, participant.hemisphere,
                          participant.split, tuple(notes))
@@ -205,12 +220,12 @@ def _find_mask(anat: Path, pid: str, flair: Path) -> Path:
 
 
 def build_inventory(bids_dir: Path, participant_labels: Iterable[str] | None = None,
-                    allow_2d_flair: bool = False) -> Inventory:
+                    allow_2d_flair: bool = False, require_labels: bool = True) -> Inventory:
     """Choose inputs for every (selected) participant; unusable ones are listed with the reason."""
     bids_dir = Path(bids_dir)
     if not bids_dir.is_dir():
         raise UserError(f"{bids_dir}: BIDS folder not found; check the path")
-    participants = read_participants(bids_dir)
+    participants = read_participants(bids_dir, require_group=require_labels)
     selected = list(participants)
     if participant_labels:
         wanted = normalise_labels(participant_labels)
@@ -222,7 +237,7 @@ def build_inventory(bids_dir: Path, participant_labels: Iterable[str] | None = N
     inventory = Inventory()
     for pid in selected:
         try:
-            inventory.subjects.append(choose_inputs(bids_dir, participants[pid], allow_2d_flair))
+            inventory.subjects.append(choose_inputs(bids_dir, participants[pid], allow_2d_flair, require_labels))
         except SubjectSkipped as exc:
             inventory.skipped[pid] = str(exc)
     return inventory

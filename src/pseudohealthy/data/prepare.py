@@ -80,7 +80,7 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
     todo = []
     for inputs in inventory.subjects:
         out = subject_dir(work_dir, inputs.participant_id)
-        if is_done(out) and load_meta(out).get("data_config") == cfg.data.model_dump(mode="json"):
+        if is_done(out, cfg.data):
             result.reused.append(inputs.participant_id)
         else:
             todo.append(inputs)

@@ -37,8 +37,9 @@ from pseudohealthy.templates.grid import template_grid
 from pseudohealthy.templates.lobes import load_lobe_atlas
 from pseudohealthy.templates.mni import load_tissue_priors
 
-VOLUMES = ("t1", "flair", "brain", "lesion", "lobe")
+VOLUMES = ("t1", "flair", "brain", "lesion", "lobe", "hemisphere")
 META = "meta.json"  # written last: its presence marks a finished subject
+VERSION = 2  # bump when the outputs change, so older work folders are redone
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,12 @@ def subject_dir(work_dir: Path, participant_id: str) -> Path:
     return Path(work_dir) / "subjects" / participant_id
 
 
-def is_done(out: Path) -> bool:
-    return (out / META).is_file()
+def is_done(out: Path, cfg: DataConfig) -> bool:
+    """A finished subject made by this version with the same data settings."""
+    if not (out / META).is_file():
+        return False
+    meta = load_meta(out)
+    return meta.get("version") == VERSION and meta.get("data_config") == cfg.model_dump(mode="json")
 
 
 def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dict:
@@ -130,12 +135,15 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
         brain = _resample(to_sitk(priors.brain.astype(np.float32), priors.affine), ref, sitk.Transform()) > 0.5
     atlas = load_lobe_atlas()
     lobe = _resample(to_sitk(atlas.lobe.astype(np.float32), atlas.affine), ref, sitk.Transform(), linear=False)
+    hemisphere = _resample(to_sitk(atlas.hemisphere.astype(np.float32), atlas.affine), ref, sitk.Transform(),
+                           linear=False)
     lesion = np.zeros(shape, np.float32)
     if lesion_native is not None:
         lesion = _resample(to_sitk(lesion_native.astype(np.float32), flair_img.affine), ref, template_to_flair)
 
     norms = {}
-    volumes = {"brain": brain.astype(np.uint8), "lobe": lobe.astype(np.uint8), "lesion": lesion}
+    volumes = {"brain": brain.astype(np.uint8), "lobe": lobe.astype(np.uint8),
+               "hemisphere": hemisphere.astype(np.uint8), "lesion": lesion}
     for name, data in (("t1", t1_t), ("flair", flair_t)):
         inside = data[brain]
         norms[name] = Normalisation(float(np.percentile(inside, cfg.clip_low)),
@@ -148,6 +156,7 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
     _save_transform(flair_to_t1, out / "flair_to_t1.h5")
     _save_transform(template_to_t1, out / "template_to_t1.h5")
     meta = {
+        "version": VERSION,
         "participant_id": pid,
         "group": inputs.group,
         "label": inputs.label,

@@ -29,7 +29,12 @@ def n4_correct(img: sitk.Image, shrink: int = 4, iterations: tuple[int, ...] = (
     n4.SetMaximumNumberOfIterations(list(iterations))
     n4.Execute(small, small_mask)
     log_bias = n4.GetLogBiasFieldAsImage(img)
-    return sitk.Cast(img / sitk.Exp(log_bias), sitk.sitkFloat32)
+    corrected = sitk.Cast(img / sitk.Exp(log_bias), sitk.sitkFloat32)
+    # N4's field has an arbitrary overall scale: keep the head's mean intensity as it was.
+    stats_in, stats_out = sitk.LabelStatisticsImageFilter(), sitk.LabelStatisticsImageFilter()
+    stats_in.Execute(img, mask)
+    stats_out.Execute(corrected, mask)
+    return corrected * (stats_in.GetMean(1) / max(stats_out.GetMean(1), 1e-12))
 
 
 def _method(shrink: list[int], smooth: list[float], sampling: float, iterations: int,

@@ -1,0 +1,1 @@
+"""Anomaly maps from real and pseudo-healthy FLAIR, and clusters for reporting."""

@@ -1,0 +1,101 @@
+"""The method on one preprocessed subject, and calibration of the decision threshold.
+
+Template-space steps are shared by ``calibrate`` (validation subjects, already preprocessed) and
+``detect`` (new subjects, preprocessed on the fly).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
+from pseudohealthy.config import Config
+from pseudohealthy.detect.synthesis import Models, Synthesis, synthesize
+from pseudohealthy.errors import UserError
+from pseudohealthy.io.atomic import write_json_atomic
+from pseudohealthy.training.trainer import load_trained, model_dir
+
+CALIBRATION = "calibration.json"
+
+
+@dataclass
+class SubjectMaps:
+    """Template-grid results for one subject (volumes (H, W, Z))."""
+
+    flair: np.ndarray
+    pseudo_healthy: np.ndarray  # after histogram matching when enabled
+    anomaly: np.ndarray
+    brain: np.ndarray
+    lesion: np.ndarray  # bool, from the prepared lesion mask (all False for controls / unknown)
+    synthesis: Synthesis
+
+
+def load_models(work_dir: Path, cfg: Config) -> Models:
+    if not (model_dir(work_dir, "translator") / "checkpoint.pt").is_file():
+        raise UserError(f"{work_dir}: no trained translator; run `pseudohealthy train {work_dir} --model translator`")
+    classifier = None
+    if cfg.method.guidance != "none":
+        if not (model_dir(work_dir, "classifier") / "checkpoint.pt").is_file():
+            raise UserError(f"{work_dir}: no trained classifier; run `pseudohealthy train {work_dir} --model "
+                            "classifier` (or set method.guidance: none)")
+        classifier = load_trained(work_dir, cfg, "classifier")
+    return Models(load_trained(work_dir, cfg, "translator"), classifier)
+
+
+def _volume(subject_dir: Path, name: str) -> np.ndarray:
+    return np.asanyarray(nib.load(Path(subject_dir) / f"{name}.nii.gz").dataobj)
+
+
+def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu", **overrides) -> SubjectMaps:
+    """Pseudo-healthy FLAIR and anomaly map for a preprocessed subject (template grid)."""
+    flair = _volume(subject_dir, "flair").astype(np.float32)
+    t1 = _volume(subject_dir, "t1").astype(np.float32)
+    brain = _volume(subject_dir, "brain") > 0
+    syn = synthesize(flair, t1, brain, models, cfg, device=device, **overrides)
+    # Slices with too little brain are not synthesised (nor trained on); they are not scored either.
+    processed = np.zeros(brain.shape[2], bool)
+    processed[syn.slices] = True
+    brain = brain & processed[None, None, :]
+    pseudo = syn.pseudo_healthy
+    if cfg.method.histogram_matching:
+        pseudo = histogram_match(pseudo, flair, brain)
+    smoothing_vox = cfg.method.smoothing_mm / cfg.data.template_voxel_mm
+    score = anomaly_map(flair, pseudo, brain, cfg.method.anomaly, smoothing_vox)
+    lesion = _volume(subject_dir, "lesion") > 0.5
+    return SubjectMaps(flair, pseudo, score, brain, lesion, syn)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
+def choose_threshold(maps: list[SubjectMaps], candidates: int = 60) -> tuple[float, float]:
+    """Threshold maximising the mean Dice over validation patients; (threshold, that Dice).
+
+    Candidates are quantiles of the anomaly scores inside the brains (upper tail).
+    """
+    patients = [m for m in maps if m.lesion.any()]
+    pool = np.concatenate([m.anomaly[m.brain] for m in maps])
+    qs = np.quantile(pool, np.linspace(0.9, 0.99995, candidates))
+    if not patients:
+        return float(np.quantile(pool, 0.999)), float("nan")
+    scores = [np.mean([dice(m.anomaly > q, m.lesion) for m in patients]) for q in qs]
+    best = int(np.argmax(scores))
+    return float(qs[best]), float(scores[best])
+
+
+def save_calibration(work_dir: Path, calibration: dict) -> None:
+    write_json_atomic(Path(work_dir) / CALIBRATION, calibration)
+
+
+def load_calibration(work_dir: Path) -> dict:
+    path = Path(work_dir) / CALIBRATION
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run `pseudohealthy calibrate {work_dir}` first")
+    return json.loads(path.read_text())

@@ -1,0 +1,102 @@
+"""HTML reports: one page per subject (overlays and the cluster table) and an index page."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pseudohealthy.anomaly.clusters import Cluster  # noqa: E402
+from pseudohealthy.io.atomic import write_text_atomic, write_with_atomic  # noqa: E402
+
+_CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+        "img{max-width:100%}.note{color:#555}")
+
+
+def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
+    c = nib.as_closest_canonical(img)
+    return np.asarray(c.dataobj, dtype=np.float32), c.affine
+
+
+def overlay_figure(flair: nib.Nifti1Image, pseudo: nib.Nifti1Image, score: nib.Nifti1Image,
+                   clusters_img: nib.Nifti1Image, clusters: list[Cluster], truth: nib.Nifti1Image | None,
+                   out_png: Path, max_rows: int = 3) -> None:
+    """Rows: the axial slices through the top clusters' peaks. Columns: FLAIR, pseudo-healthy FLAIR,
+    anomaly map on FLAIR, cluster outlines (and the reference lesion mask in green when known)."""
+    f, aff = _canonical(flair)
+    p, _ = _canonical(pseudo)
+    s, _ = _canonical(score)
+    c, _ = _canonical(clusters_img)
+    t = _canonical(truth)[0] if truth is not None else None
+    inv = np.linalg.inv(aff)
+    if clusters:
+        zs = [int(round((inv @ np.r_[cl.peak_mm, 1.0])[2])) for cl in clusters[:max_rows]]
+    else:
+        zs = [f.shape[2] // 2]
+    vmax = float(np.percentile(f[f > 0], 99.5)) if (f > 0).any() else 1.0
+    smax = max(float(s.max()), 1e-6)
+    fig, axes = plt.subplots(len(zs), 4, figsize=(10, 2.7 * len(zs)), squeeze=False, facecolor="black")
+    titles = ["FLAIR", "pseudo-healthy FLAIR", "anomaly map", "clusters (rank)"]
+    for r, z in enumerate(zs):
+        z = int(np.clip(z, 0, f.shape[2] - 1))
+        for col in range(4):
+            ax = axes[r, col]
+            base = p if col == 1 else f
+            ax.imshow(base[:, :, z].T, cmap="gray", origin="lower", vmin=0, vmax=vmax)
+            if col == 2:
+                ax.imshow(np.ma.masked_less_equal(s[:, :, z].T, 0.05 * smax), cmap="hot", origin="lower",
+                          vmin=0, vmax=smax, alpha=0.7)
+            if col == 3:
+                labels = c[:, :, z].T
+                for k in np.unique(labels[labels > 0])[:5]:
+                    ax.contour(labels == k, levels=[0.5], colors="red", linewidths=1.0)
+                    yy, xx = np.argwhere(labels == k).mean(axis=0)
+                    ax.text(xx, yy, str(int(k)), color="yellow", fontsize=9, ha="center", va="center")
+                if t is not None and t[:, :, z].any():
+                    ax.contour(t[:, :, z].T > 0.5, levels=[0.5], colors="lime", linewidths=0.8)
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(titles[col], color="white", fontsize=9)
+    fig.tight_layout()
+    write_with_atomic(Path(out_png), lambda tmp: fig.savefig(tmp, dpi=72, facecolor="black", format="png"),
+                      suffix=".png")
+    plt.close(fig)
+
+
+def subject_page(out_html: Path, participant_id: str, figure_rel: str, clusters: list[Cluster], info: dict) -> None:
+    rows = "".join(
+        f"<tr><td>{c.rank}</td><td>{c.peak_score:.3f}</td><td>{c.mean_score:.3f}</td><td>{c.volume_mm3:.0f}</td>"
+        f"<td>{', '.join(f'{v:.0f}' for v in c.centroid_mm)}</td><td>{c.hemisphere}</td><td>{c.lobe}</td></tr>"
+        for c in clusters[:10])
+    facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in info.items())
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{participant_id}</title>
+<style>{_CSS}</style></head><body>
+<h1>{participant_id}: suspicious regions</h1>
+<ul>{facts}</ul>
+<h2>Clusters (ranked by score)</h2>
+{'<table><tr><th>rank</th><th>peak</th><th>mean</th><th>volume mm³</th><th>centroid mm (RAS)</th>'
+ '<th>hemisphere</th><th>lobe</th></tr>' + rows + '</table>' if clusters else '<p>No cluster above the threshold.</p>'}
+<h2>Overlays (axial, through the top clusters)</h2>
+<img src="{figure_rel}" alt="overlays">
+<p class="note">Anomaly score = FLAIR brighter than its pseudo-healthy version, in units of the normalised
+intensity range (scaled to [0, 1]). Research software: not a medical device.</p>
+<p><a href="index.html">all subjects</a></p></body></html>"""
+    write_text_atomic(out_html, body)
+
+
+def index_page(out_html: Path, entries: list[dict]) -> None:
+    rows = "".join(
+        f"<tr><td><a href='{e['participant_id']}.html'>{e['participant_id']}</a></td><td>{e['n_clusters']}</td>"
+        f"<td>{e['top']}</td><td>{e['classifier']}</td></tr>" for e in sorted(entries, key=lambda e: e['participant_id']))
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>pseudohealthy report</title>
+<style>{_CSS}</style></head><body><h1>FCD detection report</h1>
+<table><tr><th>subject</th><th>clusters</th><th>top cluster</th><th>classifier's lobe</th></tr>{rows}</table>
+</body></html>"""
+    write_text_atomic(out_html, body)

@@ -1,0 +1,255 @@
+"""``calibrate`` and ``detect``: from trained models to BIDS-derivatives maps, cluster tables and reports.
+
+Derivatives (native FLAIR space of each subject), for a FLAIR ``sub-X_acq-A_FLAIR.nii.gz``:
+- ``sub-X_acq-A_desc-pseudohealthy_FLAIR.nii.gz``: the pseudo-healthy FLAIR (FLAIR intensity scale);
+- ``sub-X_acq-A_label-FCD_desc-anomaly_probseg.nii.gz``: anomaly score scaled to [0, 1] (not a
+  calibrated probability);
+- ``sub-X_acq-A_desc-clusters_dseg.nii.gz`` + ``.tsv``: clusters above the calibrated threshold,
+  label = rank; the TSV holds rank, peak and mean score, volume, centroid, hemisphere and lobe;
+- ``sub-X.html`` and ``sub-X/figures/``: the report; ``index.html`` lists all subjects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from pseudohealthy import __version__
+from pseudohealthy.anomaly.clusters import Cluster, find_clusters
+from pseudohealthy.anomaly.maps import zscore_reference
+from pseudohealthy.config import Config, load_config
+from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory
+from pseudohealthy.data.labels import CLASS_NAMES
+from pseudohealthy.data.preprocess import Normalisation, is_done, load_meta, preprocess_subject, template_to_native
+from pseudohealthy.detect.pipeline import (
+    SubjectMaps,
+    analyse,
+    choose_threshold,
+    load_calibration,
+    load_models,
+    save_calibration,
+)
+from pseudohealthy.detect.report import index_page, overlay_figure, subject_page
+from pseudohealthy.errors import UserError
+from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
+from pseudohealthy.io.nifti import save_nifti
+
+SCORE_SCALE = 0.5  # anomaly scores live in [0, 2] (differences of [-1, 1] images); probseg wants [0, 1]
+
+
+def work_config(work_dir: Path) -> Config:
+    path = Path(work_dir) / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{work_dir}: no config.yaml; it is not a work folder made by `pseudohealthy prepare`")
+    return load_config(path)
+
+
+def _roles(work_dir: Path) -> dict[str, str]:
+    lines = (Path(work_dir) / "splits.tsv").read_text().splitlines()[1:]
+    return {line.split("\t")[0]: line.split("\t")[2] for line in lines}
+
+
+def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], None] | None = None) -> dict:
+    """Run the detector on the validation subjects and store the threshold chosen there."""
+    work_dir = Path(work_dir)
+    cfg = work_config(work_dir)
+    models = load_models(work_dir, cfg)
+    val = [pid for pid, role in _roles(work_dir).items() if role == "val"]
+    if not val:
+        raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
+    maps = []
+    for pid in val:
+        maps.append(analyse(work_dir / "subjects" / pid, models, cfg, device))
+        if on_subject:
+            on_subject(pid)
+    threshold, val_dice = choose_threshold(maps)
+    reference = [SubjectMaps(m.flair, m.flair, zscore_reference(m.flair, m.brain), m.brain, m.lesion, m.synthesis)
+                 for m in maps]
+    reference_threshold, reference_dice = choose_threshold(reference)
+    patients = [m for m in maps if m.lesion.any()]
+    auprc = (float(average_precision_score(np.concatenate([m.lesion[m.brain] for m in patients]),
+                                           np.concatenate([m.anomaly[m.brain] for m in patients])))
+             if patients else float("nan"))
+    calibration = {
+        "threshold": threshold, "min_cluster_mm3": cfg.method.min_cluster_mm3, "rank_by": cfg.method.rank_by,
+        "guidance_scale": cfg.diffusion.guidance_scale, "noise_level": cfg.diffusion.noise_level,
+        "steps": cfg.diffusion.steps, "chosen_on": val, "val_patients": len(patients),
+        "val_dice": val_dice, "val_auprc": auprc,
+        "reference_threshold": reference_threshold, "reference_val_dice": reference_dice, "version": __version__,
+    }
+    save_calibration(work_dir, calibration)
+    return calibration
+
+
+def _derivative_stem(flair: Path) -> str:
+    name = flair.name.removesuffix(".gz").removesuffix(".nii")
+    return re.sub(r"_FLAIR$", "", name)
+
+
+def _check_out_dir(bids_dir: Path, out_dir: Path) -> None:
+    bids, out = Path(bids_dir).resolve(), Path(out_dir).resolve()
+    if out == bids or bids in out.parents:
+        raise UserError(f"OUT_DIR {out_dir} is inside BIDS_DIR {bids_dir}; choose a folder outside the input "
+                        "dataset (e.g. BIDS_DIR/../derivatives/pseudohealthy)")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise UserError(f"{out_dir}: not writable; choose a folder you can write to")
+
+
+def _write_description(out_dir: Path, bids_dir: Path) -> None:
+    write_json_atomic(out_dir / "dataset_description.json", {
+        "Name": "pseudohealthy FCD detection",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "pseudohealthy", "Version": __version__,
+                         "Description": "location-guided pseudo-healthy diffusion (Li et al. 2026)"}],
+        "SourceDatasets": [{"URL": Path(bids_dir).resolve().as_uri()}],
+    })
+    write_text_atomic(out_dir / ".bidsignore", "*.html\n**/figures\nsourcedata\n")
+    write_text_atomic(out_dir / "README", (
+        "FCD candidates found by pseudohealthy (location-guided pseudo-healthy diffusion synthesis).\n"
+        "Per subject, in the space of its FLAIR: desc-pseudohealthy_FLAIR (the FLAIR as if healthy),\n"
+        "label-FCD_desc-anomaly_probseg (anomaly score in [0, 1], not a calibrated probability),\n"
+        "desc-clusters_dseg (+ .tsv: ranked clusters), desc-brain_mask; sub-X.html is the report.\n"
+        "Research software: not a medical device.\n"))
+
+
+def _classifier_summary(maps: SubjectMaps, cfg: Config) -> str:
+    probs = maps.synthesis.class_probabilities[maps.synthesis.slices]
+    if probs.size == 0 or not probs.any():
+        return "n/a (no classifier)"
+    abnormal = 1 - probs[:, 0]
+    z = int(np.argmax(abnormal))
+    if probs.shape[1] == 2:
+        return f"lesion probability {abnormal[z]:.2f} (binary classifier)"
+    cls = int(np.argmax(probs[z, 1:])) + 1
+    return f"{CLASS_NAMES[cls]} (p = {probs[z, cls]:.2f}; most abnormal slice p(lesion) = {abnormal[z]:.2f})"
+
+
+def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, calibration: dict,
+                   device: str = "cpu") -> dict:
+    """Preprocess, synthesise, map back to native space, cluster, and write the subject's derivatives."""
+    pid = inputs.participant_id
+    scratch = out_dir / "sourcedata" / "work" / pid
+    if not is_done(scratch, cfg.data):
+        preprocess_subject(inputs, cfg.data, scratch)
+    maps = analyse(scratch, models, cfg, device)
+    meta = load_meta(scratch)
+    anat = out_dir / pid / "anat"
+    stem = _derivative_stem(inputs.flair)
+    flair_native = nib.load(inputs.flair)
+    affine = flair_native.affine
+
+    norm = Normalisation(**meta["normalisation"]["flair"])
+    pseudo_native = np.asarray(template_to_native(norm.invert(maps.pseudo_healthy) * maps.brain, scratch).dataobj)
+    score_native = np.clip(np.asarray(template_to_native(maps.anomaly, scratch).dataobj) * SCORE_SCALE, 0, 1)
+    lobe = np.asarray(template_to_native(_vol(scratch, "lobe"), scratch, linear=False).dataobj)
+    hemi = np.asarray(template_to_native(_vol(scratch, "hemisphere"), scratch, linear=False).dataobj)
+    brain_native = np.asarray(template_to_native(maps.brain.astype(np.float32), scratch).dataobj) > 0.5
+    clusters, labels = find_clusters(score_native, affine, calibration["threshold"] * SCORE_SCALE,
+                                     calibration["min_cluster_mm3"], lobe, hemi, calibration["rank_by"])
+
+    save_nifti(anat / f"{stem}_desc-pseudohealthy_FLAIR.nii.gz", pseudo_native.astype(np.float32), affine)
+    save_nifti(anat / f"{stem}_label-FCD_desc-anomaly_probseg.nii.gz", score_native.astype(np.float32), affine)
+    save_nifti(anat / f"{stem}_desc-clusters_dseg.nii.gz", labels.astype(np.uint16), affine)
+    save_nifti(anat / f"{stem}_desc-brain_mask.nii.gz", brain_native.astype(np.uint8), affine)
+    _write_cluster_table(anat / f"{stem}_desc-clusters_dseg.tsv", clusters)
+    sources = [f"bids::{inputs.flair.relative_to(inputs.flair.parents[2])}",
+               f"bids::{inputs.t1w.relative_to(inputs.t1w.parents[2])}"]
+    classifier = _classifier_summary(maps, cfg)
+    space = {"SpatialReference": sources[0]}  # the subject's own FLAIR grid
+    for name, extra in ((f"{stem}_desc-pseudohealthy_FLAIR.json",
+                         {"Description": "pseudo-healthy FLAIR (diffusion synthesis), FLAIR intensity scale",
+                          "SkullStripped": True}),
+                        (f"{stem}_label-FCD_desc-anomaly_probseg.json",
+                         {"Description": "FLAIR minus pseudo-healthy FLAIR (positive part), x0.5 to fit [0, 1]"}),
+                        (f"{stem}_desc-brain_mask.json", {"Description": "brain mask", "Type": "Brain"}),
+                        (f"{stem}_desc-clusters_dseg.json",
+                         {"Description": "clusters above the validation-chosen threshold; label = rank",
+                          "Threshold": calibration["threshold"] * SCORE_SCALE, "ClassifierLobePrediction": classifier,
+                          "MinClusterVolume_mm3": calibration["min_cluster_mm3"]})):
+        write_json_atomic(anat / name, {"Sources": sources, **space, **extra})
+
+    figure = out_dir / pid / "figures" / f"{pid}_overlays.png"
+    truth = nib.load(inputs.lesion_mask) if inputs.lesion_mask else None
+    overlay_figure(flair_native, nib.Nifti1Image(pseudo_native, affine), nib.Nifti1Image(score_native, affine),
+                   nib.Nifti1Image(labels, affine), clusters, truth, figure)
+    info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "classifier's lobe prediction": classifier,
+            "threshold (validation-chosen)": f"{calibration['threshold'] * SCORE_SCALE:.3f}",
+            "clusters above threshold": len(clusters)}
+    if inputs.notes:
+        info["input notes"] = "; ".join(inputs.notes)
+    subject_page(out_dir / f"{pid}.html", pid, f"{pid}/figures/{pid}_overlays.png", clusters, info)
+    top = (f"{clusters[0].hemisphere} {clusters[0].lobe}, {clusters[0].volume_mm3:.0f} mm³" if clusters else "none")
+    return {"participant_id": pid, "n_clusters": len(clusters), "top": top, "classifier": classifier,
+            "clusters": [c.row() for c in clusters], "maps": maps}
+
+
+def _vol(subject_dir: Path, name: str) -> np.ndarray:
+    return np.asanyarray(nib.load(subject_dir / f"{name}.nii.gz").dataobj).astype(np.float32)
+
+
+def _write_cluster_table(path: Path, clusters: list[Cluster]) -> None:
+    header = "index\tname\trank\tpeak_score\tmean_score\tvolume_mm3\tcentroid_x\tcentroid_y\tcentroid_z\themisphere\tlobe\n"
+    rows = "".join(
+        f"{c.rank}\tcluster-{c.rank}\t{c.rank}\t{c.peak_score:.4f}\t{c.mean_score:.4f}\t{c.volume_mm3:.1f}\t"
+        f"{c.centroid_mm[0]}\t{c.centroid_mm[1]}\t{c.centroid_mm[2]}\t{c.hemisphere}\t{c.lobe}\n" for c in clusters)
+    write_text_atomic(path, header + rows)
+
+
+def existing_outputs(out_dir: Path, participant_id: str) -> list[Path]:
+    return sorted((Path(out_dir) / participant_id).glob("anat/*")) + [
+        p for p in [Path(out_dir) / f"{participant_id}.html"] if p.exists()]
+
+
+def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: Iterable[str] | None = None,
+           overwrite: bool = False, device: str = "cpu", allow_2d_flair: bool = False,
+           on_start: Callable[[int], None] | None = None,
+           on_subject: Callable[[str, str | None], None] | None = None) -> list[dict]:
+    """Detect lesions for every selected subject of ``bids_dir``; derivatives go to ``out_dir``."""
+    bids_dir, out_dir = Path(bids_dir), Path(out_dir)
+    _check_out_dir(bids_dir, out_dir)
+    cfg = work_config(work_dir)
+    calibration = load_calibration(work_dir)
+    models = load_models(work_dir, cfg)
+    inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair, require_labels=False)
+    if not overwrite:
+        clash = [s.participant_id for s in inventory.subjects if existing_outputs(out_dir, s.participant_id)]
+        if clash:
+            raise UserError(f"{out_dir}: outputs for {', '.join(clash[:5])} already exist; pass --overwrite to "
+                            "replace them or choose another OUT_DIR")
+    _write_description(out_dir, bids_dir)
+    if on_start:
+        on_start(len(inventory.subjects))
+    for pid, reason in inventory.skipped.items():
+        if on_subject:
+            on_subject(pid, reason)
+    results = []
+    for inputs in inventory.subjects:
+        try:
+            results.append(detect_subject(inputs, out_dir, cfg, models, calibration, device))
+            error = None
+        except SubjectSkipped as exc:
+            error = str(exc)
+        if on_subject:
+            on_subject(inputs.participant_id, error)
+    index_page(out_dir / "index.html", _index_entries(out_dir, results))
+    return results
+
+
+def _index_entries(out_dir: Path, results: list[dict]) -> list[dict]:
+    """This run's subjects plus those of earlier runs into the same folder (by their pages)."""
+    seen = {r["participant_id"]: r for r in results}
+    for page in Path(out_dir).glob("sub-*.html"):
+        pid = page.stem
+        if pid not in seen:
+            seen[pid] = {"participant_id": pid, "n_clusters": "see page", "top": "", "classifier": ""}
+    return list(seen.values())
+
+

@@ -1,0 +1,75 @@
+"""Pseudo-healthy FLAIR for a whole subject: batched DDIM inversion to L, guided sampling back to 0.
+
+All slices of a subject are processed together in batches; the classifier gradient is one backward
+pass per step for the batch. Shapes: volumes (H, W, Z) on the template grid, range [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pseudohealthy.config import Config
+from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode, timestep_ladder
+from pseudohealthy.diffusion.guidance import guided_eps
+from pseudohealthy.diffusion.schedule import NoiseSchedule
+from pseudohealthy.models.networks import translator_input
+
+
+@dataclass
+class Models:
+    translator: torch.nn.Module
+    classifier: torch.nn.Module | None  # None when guidance is off
+
+
+@dataclass
+class Synthesis:
+    pseudo_healthy: np.ndarray  # (H, W, Z), -1 outside processed slices
+    class_probabilities: np.ndarray  # (Z, n_classes) classifier on the real FLAIR at t = 1 (0 where unused)
+    slices: np.ndarray  # the z indices processed
+
+
+def brain_slices(brain: np.ndarray, min_fraction: float) -> np.ndarray:
+    fraction = brain.reshape(-1, brain.shape[2]).mean(axis=0)
+    return np.flatnonzero(fraction >= min_fraction)
+
+
+def _to_batch(volume: np.ndarray, zs: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(volume[:, :, zs].transpose(2, 0, 1), np.float32)).unsqueeze(1).to(device)
+
+
+@torch.no_grad()
+def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Models, cfg: Config,
+               device: str = "cpu", batch_size: int = 64, guidance_scale: float | None = None,
+               noise_level: int | None = None, steps: int | None = None) -> Synthesis:
+    """Run the method on one subject's template-space volumes. Overrides default to the config."""
+    dev = torch.device(device)
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    ladder = timestep_ladder(noise_level or cfg.diffusion.noise_level, steps or cfg.diffusion.steps)
+    scale = cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
+    if cfg.method.guidance == "none":
+        scale = 0.0
+    zs = brain_slices(brain, cfg.data.min_brain_fraction)
+    out = np.full(flair.shape, -1.0, np.float32)
+    n_classes = 2 if cfg.method.guidance == "binary" else 9
+    probs = np.zeros((flair.shape[2], n_classes), np.float32)
+    translator = models.translator.to(dev).eval()
+    classifier = models.classifier.to(dev).eval() if models.classifier is not None else None
+    for start in range(0, len(zs), batch_size):
+        chunk = zs[start:start + batch_size]
+        x0, cond = _to_batch(flair, chunk, dev), _to_batch(t1, chunk, dev)
+        labels = torch.zeros(len(chunk), dtype=torch.long, device=dev)
+
+        def eps_fn(x, t, cond=cond, labels=labels):
+            return translator(translator_input(x, cond, cfg), t, class_labels=labels)
+
+        classify = (lambda x, t: classifier(x, t)) if classifier is not None else None
+        x_top = ddim_encode(x0, eps_fn, schedule, ladder)
+        healed = ddim_decode(x_top, guided_eps(eps_fn, classify, schedule, scale), schedule, ladder)
+        out[:, :, chunk] = healed[:, 0].cpu().numpy().transpose(1, 2, 0)
+        if classifier is not None:
+            t_small = torch.ones(len(chunk), dtype=torch.long, device=dev)
+            probs[chunk] = torch.softmax(classifier(x0, t_small).float(), dim=1).cpu().numpy()
+    return Synthesis(out, probs, zs)

@@ -1,0 +1,43 @@
+"""Headline figures on test subjects: pixel AUPRC and subject-level detection, for the method and for the
+trivial no-model reference (FLAIR z-scored inside the brain). Computed on the template grid."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from pseudohealthy.anomaly.clusters import find_clusters
+from pseudohealthy.anomaly.maps import zscore_reference
+from pseudohealthy.detect.pipeline import SubjectMaps
+
+
+def _detection(score: np.ndarray, lesion: np.ndarray, affine: np.ndarray, threshold: float,
+               min_mm3: float) -> tuple[bool, bool, int]:
+    """(top-1 hit, any-of-top-3 hit, number of clusters)."""
+    clusters, labels = find_clusters(score, affine, threshold, min_mm3)
+    hits = [bool(lesion[labels == c.rank].any()) for c in clusters[:3]]
+    return (bool(hits[:1] and hits[0]), any(hits), len(clusters))
+
+
+def summarise(maps: dict[str, SubjectMaps], affine: np.ndarray, calibration: dict) -> dict:
+    """``maps``: participant_id -> template-grid results of test subjects (patients have a lesion)."""
+    patients = {k: m for k, m in maps.items() if m.lesion.any()}
+    controls = {k: m for k, m in maps.items() if not m.lesion.any()}
+    out: dict = {"patients": len(patients), "controls": len(controls)}
+    for name, score_of, threshold in (
+            ("method", lambda m: m.anomaly, calibration["threshold"]),
+            ("reference", lambda m: zscore_reference(m.flair, m.brain), calibration["reference_threshold"])):
+        if patients:
+            y = np.concatenate([m.lesion[m.brain] for m in patients.values()])
+            s = np.concatenate([score_of(m)[m.brain] for m in patients.values()])
+            out[f"{name}_auprc"] = float(average_precision_score(y, s))
+        det = [_detection(score_of(m), m.lesion, affine, threshold, calibration["min_cluster_mm3"])
+               for m in patients.values()]
+        fp = [_detection(score_of(m), m.lesion, affine, threshold, calibration["min_cluster_mm3"])[2]
+              for m in controls.values()]
+        out[f"{name}_top1"] = float(np.mean([d[0] for d in det])) if det else float("nan")
+        out[f"{name}_top3"] = float(np.mean([d[1] for d in det])) if det else float("nan")
+        out[f"{name}_clusters_per_control"] = float(np.mean(fp)) if fp else float("nan")
+    out["lesion_fraction"] = (float(np.mean(np.concatenate([m.lesion[m.brain] for m in patients.values()])))
+                              if patients else float("nan"))
+    return out

@@ -1,0 +1,1 @@
+"""Networks (MONAI) and their construction from the config."""

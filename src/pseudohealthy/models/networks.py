@@ -1,0 +1,42 @@
+"""The translator ε_θ(x_t, t | T1, y) and the noise-aware classifier p_φ(y | x_t, t), built with MONAI.
+
+Inputs are (B, C, H, W) float32 in [-1, 1] (see pseudohealthy.data.preprocess); timesteps (B,) long.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder
+
+from pseudohealthy.config.schema import Config, NetworkConfig
+from pseudohealthy.data.labels import NUM_CLASSES
+
+
+def _common(net: NetworkConfig) -> dict:
+    return dict(spatial_dims=2, channels=tuple(net.channels), attention_levels=tuple(net.attention_levels),
+                num_res_blocks=net.num_res_blocks, num_head_channels=net.num_head_channels,
+                norm_num_groups=min(32, min(net.channels)))
+
+
+def build_translator(cfg: Config) -> DiffusionModelUNet:
+    """Noisy FLAIR (+ clean T1 unless ablated) in, predicted noise out; 9-class label embedding."""
+    in_channels = 2 if cfg.method.condition_on_t1 else 1
+    return DiffusionModelUNet(in_channels=in_channels, out_channels=1, num_class_embeds=NUM_CLASSES,
+                              **_common(cfg.translator))
+
+
+def classifier_classes(cfg: Config) -> int:
+    """9 lobe classes, or 2 (normal / lesion) for the binary-guidance ablation."""
+    return 2 if cfg.method.guidance == "binary" else NUM_CLASSES
+
+
+def build_classifier(cfg: Config) -> DiffusionModelEncoder:
+    """Noisy FLAIR in, class logits out (half a UNet with a timestep embedding and a pooling head)."""
+    size = cfg.data.image_size
+    return DiffusionModelEncoder(in_channels=1, out_channels=classifier_classes(cfg), input_shape=(size, size),
+                                 **_common(cfg.classifier))
+
+
+def translator_input(noisy_flair: torch.Tensor, t1: torch.Tensor, cfg: Config) -> torch.Tensor:
+    return torch.cat([noisy_flair, t1], dim=1) if cfg.method.condition_on_t1 else noisy_flair

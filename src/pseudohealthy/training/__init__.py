@@ -1,0 +1,1 @@
+"""Training loops for the translator and the noise-aware classifier."""

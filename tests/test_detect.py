@@ -1,0 +1,122 @@
+"""A tiny end-to-end run: train a few steps, calibrate, detect; derivatives in the subject's own space."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from helpers import tree_digest
+from pseudohealthy.anomaly.clusters import find_clusters
+from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
+from pseudohealthy.config import load_config, save_config
+from pseudohealthy.data.bids import build_inventory
+from pseudohealthy.detect.run import calibrate, detect
+from pseudohealthy.errors import UserError
+from pseudohealthy.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_prepared, tmp_path_factory):
+    """A copy of the tiny work folder with briefly trained models and a short sampler."""
+    work = tmp_path_factory.mktemp("detect") / "work"
+    shutil.copytree(tiny_prepared, work)
+    cfg = load_config(work / "config.yaml", overrides={
+        "diffusion": {"steps": 2, "noise_level": 20},
+        "train_translator": {"batch_size": 4}, "train_classifier": {"batch_size": 4}})
+    save_config(cfg, work / "config.yaml")
+    # The tiny dataset has no validation subjects: mark the control as one (roles are data, not code).
+    lines = (work / "splits.tsv").read_text().splitlines()
+    lines = [line.replace("\ttrain", "\tval") if "\thc\t" in line else line for line in lines]
+    (work / "splits.tsv").write_text("\n".join(lines) + "\n")
+    train(work, cfg, "translator", iterations=3)
+    train(work, cfg, "classifier", iterations=3)
+    calibrate(work)
+    return work
+
+
+def test_calibration_is_stored(trained):
+    cal = json.loads((trained / "calibration.json").read_text())
+    assert cal["threshold"] > 0 and cal["chosen_on"] and cal["min_cluster_mm3"] >= 0
+
+
+def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tiny_phantom, tmp_path):
+    before = tree_digest(tiny_bids)
+    out = tmp_path / "derivatives"
+    patient = next(s["participant_id"] for s in tiny_phantom["subjects"] if s["group"] == "fcd")
+    results = detect(tiny_bids, out, trained, [patient])
+    assert [r["participant_id"] for r in results] == [patient]
+    flair = build_inventory(tiny_bids, [patient]).subjects[0].flair
+    native = nib.load(flair)
+    stem = flair.name.replace("_FLAIR.nii.gz", "")
+    anat = out / patient / "anat"
+    for suffix in ("desc-pseudohealthy_FLAIR", "label-FCD_desc-anomaly_probseg", "desc-clusters_dseg",
+                   "desc-brain_mask"):
+        img = nib.load(anat / f"{stem}_{suffix}.nii.gz")
+        assert img.shape == native.shape
+        np.testing.assert_allclose(img.affine, native.affine, atol=1e-4)
+        assert (anat / f"{stem}_{suffix}.json").is_file()
+    score = np.asarray(nib.load(anat / f"{stem}_label-FCD_desc-anomaly_probseg.nii.gz").dataobj)
+    assert 0 <= score.min() and score.max() <= 1
+    table = (anat / f"{stem}_desc-clusters_dseg.tsv").read_text().splitlines()
+    assert table[0].startswith("index\tname\trank")
+    assert (out / f"{patient}.html").is_file() and (out / "index.html").is_file()
+    assert (out / patient / "figures" / f"{patient}_overlays.png").stat().st_size > 10_000
+    assert tree_digest(tiny_bids) == before
+
+    validator = shutil.which("bids-validator-deno") or str(Path(sys.executable).with_name("bids-validator-deno"))
+    report = json.loads(subprocess.run([validator, str(out), "--format", "json"], capture_output=True,
+                                       text=True, timeout=300).stdout)
+    errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
+    assert errors == [], errors[:3]
+
+    with pytest.raises(UserError, match="--overwrite"):
+        detect(tiny_bids, out, trained, [patient])
+    with pytest.raises(UserError, match="inside BIDS_DIR"):
+        detect(tiny_bids, tiny_bids / "derivatives" / "x", trained, [patient])
+
+
+def test_untrained_translator_is_the_identity(trained):
+    """MONAI's UNet ends in a zero-initialised layer: untrained, ε = 0 and DDIM returns its input.
+    A trained one must not (this is what a wrongly loaded model would silently do)."""
+    from pseudohealthy.training.trainer import build_model, load_trained
+
+    cfg = load_config(trained / "config.yaml")
+    x = torch.randn((2, 2, 64, 64), generator=torch.Generator().manual_seed(0))
+    t, labels = torch.tensor([5, 5]), torch.tensor([0, 0])
+    assert build_model("translator", cfg)(x, t, class_labels=labels).abs().max() == 0
+    assert load_trained(trained, cfg, "translator")(x, t, class_labels=labels).abs().max() > 0
+
+
+def test_anomaly_map_and_histogram_matching_known_answers():
+    brain = np.ones((4, 4, 1), bool)
+    brain[0, 0, 0] = False
+    real = np.zeros((4, 4, 1), np.float32)
+    real[1, 1, 0] = 0.8
+    pseudo = np.zeros_like(real)
+    pseudo[2, 2, 0] = 0.5
+    positive = anomaly_map(real, pseudo, brain, "positive")
+    assert positive[1, 1, 0] == pytest.approx(0.8) and positive[2, 2, 0] == 0 and positive.sum() == pytest.approx(0.8)
+    assert anomaly_map(real, pseudo, brain, "absolute")[2, 2, 0] == pytest.approx(0.5)
+    matched = histogram_match(pseudo * 2 + 1, real, brain)  # a monotone map is undone exactly
+    np.testing.assert_allclose(np.sort(matched[brain]), np.sort(real[brain]))
+
+
+def test_clusters_ranked_with_volume_and_location():
+    score = np.zeros((10, 10, 10), np.float32)
+    score[1:3, 1:3, 1:3] = 0.5  # 8 voxels, peak 0.5
+    score[6:9, 6:9, 6:9] = 0.9  # 27 voxels, peak 0.9
+    score[5, 0, 0] = 0.95  # a single voxel: below the minimum size
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    clusters, labels = find_clusters(score, affine, threshold=0.2, min_volume_mm3=16.0)
+    assert [c.rank for c in clusters] == [1, 2]
+    assert clusters[0].volume_mm3 == 27 * 8 and clusters[1].volume_mm3 == 8 * 8
+    assert clusters[0].centroid_mm == [14.0, 14.0, 14.0]
+    assert labels[7, 7, 7] == 1 and labels[1, 1, 1] == 2 and labels[5, 0, 0] == 0
