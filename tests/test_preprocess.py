@@ -128,3 +128,37 @@ def test_to_sitk_round_trip_of_an_oblique_grid():
     np.testing.assert_allclose(back_affine, affine, atol=1e-6)
     np.testing.assert_array_equal(back, data)
 
+
+
+def test_a_provided_brain_mask_is_used(tiny_bids, tiny_phantom, tmp_path):
+    from helpers import copy_dataset
+
+    bids = copy_dataset(tiny_bids, tmp_path / "bids")
+    pid = next(s["participant_id"] for s in tiny_phantom["subjects"] if s["group"] == "hc")
+    flair_path = build_inventory(bids, [pid]).subjects[0].flair
+    flair = nib.load(flair_path)
+    box = np.zeros(flair.shape, np.uint8)
+    box[tuple(slice(s // 4, 3 * s // 4) for s in flair.shape)] = 1  # a central box: clearly not a brain
+    nib.save(nib.Nifti1Image(box, flair.affine), flair_path.parent / f"{pid}_desc-brain_mask.nii.gz")
+    inputs = build_inventory(bids, [pid]).subjects[0]
+    assert inputs.brain_mask is not None and any("provided brain mask" in n for n in inputs.notes)
+    cfg = load_config("quick").data
+    meta = preprocess_subject(inputs, cfg, tmp_path / "out")
+    assert meta["brain_mask"].startswith("provided")
+    brain = np.asarray(nib.load(tmp_path / "out" / "brain.nii.gz").dataobj) > 0
+    box_ml = box.sum() * abs(np.linalg.det(flair.affine[:3, :3])) / 1000
+    brain_ml = brain.sum() * cfg.template_voxel_mm**3 / 1000
+    assert abs(brain_ml - box_ml) / box_ml < 0.25  # the box, not the ~1.9 l MNI brain
+
+
+@pytest.mark.slow
+def test_nonlinear_registration_runs_and_round_trips(tiny_bids, tiny_phantom, tmp_path):
+    patient = max((s for s in tiny_phantom["subjects"] if s["group"] == "fcd"), key=lambda s: s["lesion"]["volume_mm3"])
+    inputs = build_inventory(tiny_bids, [patient["participant_id"]]).subjects[0]
+    cfg = load_config("quick", overrides={"data": {"template_voxel_mm": 1.5, "image_size": 128,
+                                                   "nonlinear_registration": True}}).data
+    preprocess_subject(inputs, cfg, tmp_path / "out")
+    original = np.asarray(nib.load(inputs.lesion_mask).dataobj) > 0
+    back = np.asarray(template_to_native(np.asarray(nib.load(tmp_path / "out" / "lesion.nii.gz").dataobj),
+                                         tmp_path / "out").dataobj) > 0.5
+    assert 2 * (back & original).sum() / (back.sum() + original.sum()) > 0.8

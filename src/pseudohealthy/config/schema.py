@@ -25,8 +25,9 @@ class DataConfig(_Strict):
     min_brain_fraction: float = Field(default=0.05, ge=0, le=1, description="slices with less brain are dropped")
     nonlinear_registration: bool = Field(default=False, description="B-spline after the affine T1 -> MNI step")
     brain_mask: Literal["auto", "template", "nonzero"] = Field(
-        default="auto", description="template: MNI mask warped to the subject; nonzero: input is skull-stripped; "
-                                    "auto: nonzero when the input looks skull-stripped, else template")
+        default="auto", description="template: the MNI mask (ignores provided masks); nonzero: input is "
+                                    "skull-stripped; auto: a provided sub-X_*desc-brain_mask on the FLAIR grid, "
+                                    "else nonzero when the input looks skull-stripped, else template")
     val_patient_fraction: float = Field(default=0.2, ge=0, lt=1)
     val_control_fraction: float = Field(default=0.15, ge=0, lt=1)
     test_control_fraction: float = Field(default=0.15, ge=0, lt=1)

@@ -55,6 +55,7 @@ class SubjectInputs:
     hemisphere: str | None
     split: str | None
     notes: tuple[str, ...] = ()
+    brain_mask: Path | None = None  # a user-provided brain mask on the FLAIR grid
 
 
 @dataclass
@@ -198,13 +199,31 @@ def choose_inputs(bids_dir: Path, participant: Participant, allow_2d_flair: bool
                 raise
         if mask is not None and _acq(mask) != _acq(flair):
             notes.append(f"mask {mask.name} has another acq label than {flair.name} but lies on its grid")
+    brain_mask = _find_brain_mask(anat, pid, flair)
+    if brain_mask is not None:
+        notes.append(f"using the provided brain mask {brain_mask.name}")
     return SubjectInputs(pid, participant.group, t1s[0], flair, mask, label, participant.hemisphere,
-                         participant.split, tuple(notes))
+                         participant.split, tuple(notes), brain_mask)
+
+
+def _find_brain_mask(anat: Path, pid: str, flair: Path) -> Path | None:
+    """A user's brain mask ``sub-X[_acq-…]_desc-brain_mask.nii.gz`` on the chosen FLAIR's grid, if any."""
+    candidates = sorted(anat.glob(f"{pid}*_desc-brain_mask.nii*"))
+    if not candidates:
+        return None
+    flair_img = nib.load(flair)
+    for path in candidates:
+        try:
+            if same_grid(nib.load(path), flair_img):
+                return path
+        except Exception:
+            continue
+    raise SubjectSkipped(f"{candidates[0]}: brain mask is not on the grid of {flair.name}; resample it to the "
+                         "FLAIR or remove it")
 
 
 def _find_mask(anat: Path, pid: str, flair: Path) -> Path:
-    masks = sorted(anat.glob(f"{pid}*_roi.nii*")) + sorted(anat.glob(f"{pid}*_mask.nii*"))
-    masks = [m for m in masks if "FLAIR" in m.name or "roi" in m.name]
+    masks = sorted(anat.glob(f"{pid}*_roi.nii*"))
     if not masks:
         raise SubjectSkipped(f"{anat}: patient without a lesion mask ({pid}_*FLAIR_roi.nii.gz); add it or "
                              "set group to something else")

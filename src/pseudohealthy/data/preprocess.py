@@ -127,10 +127,19 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
     flair_data = np.asanyarray(flair_img.dataobj)
     stripped = cfg.brain_mask == "nonzero" or (
         cfg.brain_mask == "auto" and looks_skull_stripped(flair_data, abs(np.linalg.det(flair_img.affine[:3, :3]))))
-    if stripped:
+    if inputs.brain_mask is not None and cfg.brain_mask != "template":
+        try:
+            user_mask = np.asanyarray(load_volume(inputs.brain_mask, f"{pid} brain mask").dataobj) > 0
+        except InputError as exc:
+            raise SubjectSkipped(str(exc)) from None
+        brain = _resample(to_sitk(user_mask.astype(np.float32), flair_img.affine), ref, template_to_flair) > 0.5
+        brain_source = f"provided ({inputs.brain_mask.name})"
+    elif stripped:
         brain = _resample(to_sitk((flair_data != 0).astype(np.float32), flair_img.affine), ref,
                           template_to_flair) > 0.5
+        brain_source = "input nonzero (skull-stripped)"
     else:
+        brain_source = "MNI152 template mask"
         priors = load_tissue_priors()
         brain = _resample(to_sitk(priors.brain.astype(np.float32), priors.affine), ref, sitk.Transform()) > 0.5
     atlas = load_lobe_atlas()
@@ -168,7 +177,7 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
         "native_flair": {"shape": list(flair_img.shape[:3]), "affine": np.asarray(flair_img.affine).tolist()},
         "template_grid": {"shape": list(shape), "affine": affine.tolist()},
         "normalisation": {k: asdict(v) for k, v in norms.items()},
-        "brain_mask": "input nonzero (skull-stripped)" if stripped else "MNI152 template mask",
+        "brain_mask": brain_source,
         "lesion_voxels_template": int((lesion > 0.5).sum()),
         "data_config": cfg.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - start, 1),

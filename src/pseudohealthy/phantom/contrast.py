@@ -30,13 +30,14 @@ class Tissue:
     pd: float
 
 
-# Approximate 3 T values. "fcd": dysplastic tissue (gliosis, myelin loss): longer T1 and T2.
+# Approximate 3 T values. "fcd": dysplastic tissue (gliosis, myelin loss, more water): longer T1 and
+# T2 and higher PD, so that at full strength it is brighter than cortex on FLAIR, as FCD often is.
 # "cap": periventricular caps (a normal variant): mildly long T2.
 TISSUES: dict[str, Tissue] = {
     "gm": Tissue(1330.0, 110.0, 0.80),
     "wm": Tissue(830.0, 80.0, 0.69),
     "csf": Tissue(4000.0, 2000.0, 1.00),
-    "fcd": Tissue(1700.0, 160.0, 0.86),
+    "fcd": Tissue(1900.0, 250.0, 0.90),
     "cap": Tissue(1350.0, 140.0, 0.82),
     "bone": Tissue(500.0, 30.0, 0.05),
     "fat": Tissue(380.0, 100.0, 0.90),

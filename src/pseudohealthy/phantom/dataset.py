@@ -66,7 +66,7 @@ def plan_dataset(n_patients: int, n_controls: int, seed: int) -> list[SubjectPla
             lesion = LesionSpec(
                 lobes=tuple(_weighted_choice(rng, LOBE_FREQUENCIES).split(",")),
                 hemisphere=str(rng.choice(["L", "R"])),
-                radius_mm=float(np.exp(rng.uniform(np.log(4.0), np.log(10.0)))),
+                radius_mm=float(np.exp(rng.uniform(np.log(5.0), np.log(12.0)))),
                 contrast=float(rng.uniform(0.25, 1.0)),
                 transmantle=histo == "FCD IIb" and bool(rng.random() < 0.7),
             )
