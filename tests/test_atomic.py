@@ -29,3 +29,21 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
         write_with_atomic(path, broken)
     assert path.read_text() == "original"
     assert [p.name for p in tmp_path.iterdir()] == ["b.txt"]
+
+
+def test_atomic_directory_replaces_whole_folder_or_nothing(tmp_path):
+    from pseudohealthy.io.atomic import atomic_directory
+
+    final = tmp_path / "data"
+    with atomic_directory(final) as staging:
+        (staging / "a.txt").write_text("1")
+    assert (final / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(final) as staging:
+            (staging / "b.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in final.iterdir()) == ["a.txt"]
+    with atomic_directory(final) as staging:
+        (staging / "c.txt").write_text("3")
+    assert sorted(p.name for p in final.iterdir()) == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -47,19 +47,20 @@ def check_work_dir(bids_dir: Path, work_dir: Path, cfg: Config) -> None:
         raise UserError(f"{work_dir}: not writable; choose a folder you can write to")
 
 
-def _run_one(args: tuple[SubjectInputs, Config, str, int]) -> tuple[str, dict | None, str | None]:
+def _run_one(args: tuple[SubjectInputs, Config, str, int]) -> tuple[str, str | None]:
+    """Preprocess one subject (in a worker); returns (participant_id, reason it was skipped or None)."""
     inputs, cfg, work_dir, threads = args
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     out = subject_dir(Path(work_dir), inputs.participant_id)
     try:
-        meta = preprocess_subject(inputs, cfg.data, out)
+        preprocess_subject(inputs, cfg.data, out)
         registration_qc(out, Path(work_dir) / "qc" / f"{inputs.participant_id}_registration.png",
                         f"{inputs.participant_id} ({inputs.group})")
-        return inputs.participant_id, meta, None
+        return inputs.participant_id, None
     except SubjectSkipped as exc:
-        return inputs.participant_id, None, str(exc)
+        return inputs.participant_id, str(exc)
 
 
 def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Iterable[str] | None = None,
@@ -111,7 +112,7 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
 
 
 def _collect(outcomes, result: PrepareResult, on_subject) -> None:
-    for pid, meta, error in outcomes:
+    for pid, error in outcomes:
         if error is None:
             result.processed.append(pid)
         else:

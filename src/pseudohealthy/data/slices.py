@@ -9,9 +9,6 @@ METHOD.md §1: a patient's slice that intersects the lesion gets the lobe class,
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from pseudohealthy.config.schema import DataConfig
-from pseudohealthy.io.atomic import current_umask
+from pseudohealthy.io.atomic import atomic_directory
 
 ARRAYS = {"t1": np.float32, "flair": np.float32, "brain": np.uint8, "lesion": np.uint8}
 INDEX_COLUMNS = ["participant_id", "role", "group", "z", "label", "lesion_pixels", "brain_fraction"]
@@ -54,9 +51,7 @@ def build_slice_cache(work_dir: Path, metas: list[dict], roles: dict[str, str], 
         plan.append((meta, sdir, _kept_slices(brain, cfg.min_brain_fraction)))
     n = sum(len(k) for _, _, k in plan)
     size = cfg.image_size
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-slices-", dir=work_dir))
-    os.chmod(staging, 0o777 & ~current_umask())
-    try:
+    with atomic_directory(work_dir / "slices") as staging:
         out = {name: np.lib.format.open_memmap(staging / f"{name}.npy", mode="w+", dtype=dt, shape=(n, size, size))
                for name, dt in ARRAYS.items()}
         index = []
@@ -83,17 +78,6 @@ def build_slice_cache(work_dir: Path, metas: list[dict], roles: dict[str, str], 
             writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS, delimiter="\t", lineterminator="\n")
             writer.writeheader()
             writer.writerows(index)
-        final = work_dir / "slices"
-        if final.exists():
-            trash = work_dir / f".trash-slices-{os.getpid()}"
-            os.replace(final, trash)
-            os.replace(staging, final)
-            shutil.rmtree(trash)
-        else:
-            os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return open_slice_cache(work_dir)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,3 +62,27 @@ def write_with_atomic(path: Path, writer: Callable[[Path], None], suffix: str = 
     """Call ``writer(tmp_path)`` and move the result to ``path`` only if it returns."""
     with atomic_path(path, suffix=suffix) as tmp:
         writer(tmp)
+
+
+@contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``final``; on success it replaces ``final`` as a whole.
+
+    On failure the staging folder is removed and ``final`` is left as it was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
+    try:
+        yield staging
+        if final.exists():
+            trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
+            os.replace(final, trash)
+            os.replace(staging, final)
+            shutil.rmtree(trash)
+        else:
+            os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

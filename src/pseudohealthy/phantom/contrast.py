@@ -59,5 +59,14 @@ def jittered_tissues(rng: np.random.Generator, spread: float = 0.04) -> dict[str
     return out
 
 
+# FCD is only mildly T1-hypointense; the signal equation with the FLAIR-bright tissue's long T1 would
+# make it −55 % of WM on T1w, far more conspicuous than real lesions (and a give-away for a
+# T1-conditioned model). On T1w the dysplastic tissue is therefore WM signal reduced by this fraction.
+FCD_T1W_HYPOINTENSITY = 0.15
+
+
 def tissue_signals(tissues: dict[str, Tissue], seq: Sequence) -> dict[str, float]:
-    return {name: signal(t, seq) for name, t in tissues.items()}
+    out = {name: signal(t, seq) for name, t in tissues.items()}
+    if seq.name == T1W.name:
+        out["fcd"] = (1 - FCD_T1W_HYPOINTENSITY) * out["wm"]
+    return out

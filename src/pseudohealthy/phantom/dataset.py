@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,7 +18,7 @@ import numpy as np
 
 from pseudohealthy import __version__
 from pseudohealthy.errors import UserError
-from pseudohealthy.io.atomic import current_umask, write_json_atomic, write_text_atomic
+from pseudohealthy.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
 from pseudohealthy.phantom.lesion import LesionSpec
 from pseudohealthy.phantom.subject import (
     FLAIR_WEIGHTS,
@@ -178,10 +175,7 @@ def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int,
     truth_dir = Path(truth_dir).absolute() if truth_dir else default_truth_dir(out_dir)
     check_output_dir(out_dir, overwrite)
     plans = plan_dataset(n_patients, n_controls, seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
-    try:
+    with atomic_directory(out_dir) as staging:
         _write_dataset_files(staging, plans, seed)
         work = [(p, seed, str(staging), str(truth_dir)) for p in plans]
         truths: list[dict] = []
@@ -196,16 +190,6 @@ def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int,
                 truths.append(_render_one(item))
                 if progress:
                     progress(truths[-1]["participant_id"])
-        if out_dir.exists():
-            trash = out_dir.with_name(f".trash-{out_dir.name}-{os.getpid()}")
-            os.replace(out_dir, trash)
-            os.replace(staging, out_dir)
-            shutil.rmtree(trash)
-        else:
-            os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     truth = {"generator": GENERATOR_NAME, "version": __version__, "seed": seed, "bids_dir": str(out_dir),
              "subjects": truths}
     write_json_atomic(truth_dir / "truth.json", truth)

@@ -117,7 +117,6 @@ def add_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator) -> 
         target = vent[np.argmin(((vent - center) ** 2).sum(axis=1))]
         half = max(half, int(np.abs(target - center).max()) + 4)
     box = _crop(center, half, maps.gm.shape)
-    offset = np.array([s.start for s in box])
     grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij")).astype(np.float32)
     rel = grid - center[:, None, None, None].astype(np.float32)
 
