@@ -240,8 +240,11 @@ def _find_mask(anat: Path, pid: str, flair: Path) -> Path:
 
 def build_inventory(bids_dir: Path, participant_labels: Iterable[str] | None = None,
                     allow_2d_flair: bool = False, require_labels: bool = True) -> Inventory:
-    """Choose inputs for every (selected) participant; unusable ones are listed with the reason."""
-    bids_dir = Path(bids_dir)
+    """Choose inputs for every (selected) participant; unusable ones are listed with the reason.
+
+    Paths are absolute, so what is recorded (meta.json, reports) does not depend on the working folder.
+    """
+    bids_dir = Path(bids_dir).absolute()
     if not bids_dir.is_dir():
         raise UserError(f"{bids_dir}: BIDS folder not found; check the path")
     participants = read_participants(bids_dir, require_group=require_labels)
