@@ -34,6 +34,8 @@ class PrepareResult:
 
 def check_work_dir(bids_dir: Path, work_dir: Path, cfg: Config) -> None:
     bids, work = Path(bids_dir).resolve(), Path(work_dir).resolve()
+    if work.exists() and not work.is_dir():
+        raise UserError(f"WORK_DIR {work_dir} is a file; give a folder (it is created if missing)")
     if work == bids or bids in work.parents:
         raise UserError(f"WORK_DIR {work_dir} is inside BIDS_DIR {bids_dir}; choose a folder outside the dataset "
                         "(the input dataset is never written to)")
@@ -102,7 +104,9 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
     inventory.subjects = [s for s in inventory.subjects if s.participant_id in usable]
     write_text_atomic(work_dir / "inventory.tsv", inventory.to_tsv())
     if not usable:
-        raise UserError(f"{bids_dir}: no usable subject (see {work_dir / 'inventory.tsv'} for the reasons)")
+        pid, reason = next(iter(inventory.skipped.items()), ("", "no subjects selected"))
+        raise UserError(f"no usable subject in {bids_dir}: {pid}: {reason} "
+                        f"(all reasons: {work_dir / 'inventory.tsv'})")
     metas = [load_meta(subject_dir(work_dir, pid)) for pid in sorted(usable)]
     result.roles = assign_roles(metas, cfg.data, cfg.seed)
     write_text_atomic(work_dir / "splits.tsv", "participant_id\tgroup\trole\n" + "".join(
