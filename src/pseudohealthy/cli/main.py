@@ -22,8 +22,8 @@ app = typer.Typer(
     name="pseudohealthy",
     help=(
         "Find focal cortical dysplasia (FCD type II) in T1w + FLAIR MRI by pseudo-healthy diffusion synthesis.\n\n"
-        "Typical path: phantom (or your own BIDS dataset) -> prepare -> train -> calibrate -> detect -> benchmark. "
-        "`pseudohealthy demo WORK_DIR` runs what exists of that path on a synthetic dataset."
+        "Typical path: phantom (or your own BIDS dataset) -> prepare -> train (translator, classifier) -> calibrate "
+        "-> detect. `pseudohealthy demo WORK_DIR` runs that path on a synthetic dataset."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -162,26 +162,12 @@ def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] |
     return result
 
 
-def _work_config(work_dir: Path, preset: str | None):
-    """The config a work folder was prepared with, or ``preset`` when given (it must agree on data)."""
-    from pseudohealthy.config import load_config
-
-    saved = Path(work_dir) / "config.yaml"
-    if preset is None:
-        if not saved.is_file():
-            raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare BIDS_DIR {work_dir}` first")
-        return load_config(saved)
-    cfg = load_config(preset)
-    if saved.is_file() and load_config(saved).data != cfg.data:
-        raise UserError(f"{work_dir} was prepared with other data settings than '{preset}'; use that preset")
-    return cfg
-
-
 def run_train(work_dir: Path, model: str, preset: str | None, resume: bool, device: str,
               iterations: int | None = None) -> dict:
+    from pseudohealthy.config import load_work_config
     from pseudohealthy.training.trainer import train as train_model
 
-    cfg = _work_config(work_dir, preset)
+    cfg = load_work_config(work_dir, preset)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), console=console) as bar:
         task = bar.add_task(f"train {model}", total=None, loss=float("nan"))

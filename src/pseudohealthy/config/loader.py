@@ -98,3 +98,17 @@ def config_to_yaml(cfg: Config) -> str:
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config (all defaults filled in) as YAML, atomically."""
     write_text_atomic(Path(path), config_to_yaml(cfg))
+
+
+def load_work_config(work_dir: Path, preset: str | Path | None = None) -> Config:
+    """The config a work folder was prepared with (``WORK_DIR/config.yaml``), or ``preset`` when given,
+    which must then agree with it on the data settings."""
+    saved = Path(work_dir) / "config.yaml"
+    if preset is None:
+        if not saved.is_file():
+            raise UserError(f"{work_dir}: no config.yaml; it is not a work folder made by `pseudohealthy prepare`")
+        return load_config(saved)
+    cfg = load_config(preset)
+    if saved.is_file() and load_config(saved).data != cfg.data:
+        raise UserError(f"{work_dir} was prepared with other data settings than '{preset}'; use that preset")
+    return cfg

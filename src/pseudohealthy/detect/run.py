@@ -23,7 +23,7 @@ from sklearn.metrics import average_precision_score
 from pseudohealthy import __version__
 from pseudohealthy.anomaly.clusters import Cluster, find_clusters
 from pseudohealthy.anomaly.maps import zscore_reference
-from pseudohealthy.config import Config, load_config
+from pseudohealthy.config import Config, load_work_config
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.preprocess import Normalisation, is_done, load_meta, preprocess_subject, template_to_native
@@ -43,13 +43,6 @@ from pseudohealthy.io.nifti import save_nifti
 SCORE_SCALE = 0.5  # anomaly scores live in [0, 2] (differences of [-1, 1] images); probseg wants [0, 1]
 
 
-def work_config(work_dir: Path) -> Config:
-    path = Path(work_dir) / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{work_dir}: no config.yaml; it is not a work folder made by `pseudohealthy prepare`")
-    return load_config(path)
-
-
 def _roles(work_dir: Path) -> dict[str, str]:
     lines = (Path(work_dir) / "splits.tsv").read_text().splitlines()[1:]
     return {line.split("\t")[0]: line.split("\t")[2] for line in lines}
@@ -58,7 +51,7 @@ def _roles(work_dir: Path) -> dict[str, str]:
 def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], None] | None = None) -> dict:
     """Run the detector on the validation subjects and store the threshold chosen there."""
     work_dir = Path(work_dir)
-    cfg = work_config(work_dir)
+    cfg = load_work_config(work_dir)
     models = load_models(work_dir, cfg)
     val = [pid for pid, role in _roles(work_dir).items() if role == "val"]
     if not val:
@@ -215,7 +208,7 @@ def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: It
     """Detect lesions for every selected subject of ``bids_dir``; derivatives go to ``out_dir``."""
     bids_dir, out_dir = Path(bids_dir), Path(out_dir)
     _check_out_dir(bids_dir, out_dir)
-    cfg = work_config(work_dir)
+    cfg = load_work_config(work_dir)
     calibration = load_calibration(work_dir)
     models = load_models(work_dir, cfg)
     inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair, require_labels=False)
