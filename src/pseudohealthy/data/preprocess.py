@@ -215,18 +215,32 @@ def template_to_flair_transform(out: Path) -> sitk.Transform:
     return sitk.CompositeTransform([flair_to_t1.GetInverse(), template_to_t1])
 
 
+class NativeMapper:
+    """Maps template-grid volumes of one preprocessed subject back onto its native FLAIR grid.
+
+    The saved transforms are read and inverted once, so mapping several maps costs one inversion.
+    """
+
+    def __init__(self, out: Path):
+        meta = load_meta(out)
+        grid, native = meta["template_grid"], meta["native_flair"]
+        self.template_shape = tuple(grid["shape"])
+        self.template_affine = np.asarray(grid["affine"])
+        self.native_affine = np.asarray(native["affine"])
+        self.native_ref = reference(tuple(native["shape"]), self.native_affine)
+        self.inverse = _invert(template_to_flair_transform(out), reference(self.template_shape, self.template_affine))
+
+    def __call__(self, volume: np.ndarray, linear: bool = True) -> nib.Nifti1Image:
+        if tuple(volume.shape) != self.template_shape:
+            raise ValueError(f"volume shape {volume.shape} is not the template grid {self.template_shape}")
+        data = _resample(to_sitk(volume.astype(np.float32), self.template_affine), self.native_ref, self.inverse,
+                         linear)
+        return nib.Nifti1Image(data.astype(np.float32), self.native_affine)
+
+
 def template_to_native(volume: np.ndarray, out: Path, linear: bool = True) -> nib.Nifti1Image:
     """Map a template-grid volume of a preprocessed subject back onto its native FLAIR grid."""
-    meta = load_meta(out)
-    grid = meta["template_grid"]
-    if tuple(volume.shape) != tuple(grid["shape"]):
-        raise ValueError(f"volume shape {volume.shape} is not the template grid {tuple(grid['shape'])}")
-    native = meta["native_flair"]
-    forward = template_to_flair_transform(out)
-    inverse = _invert(forward, reference(tuple(grid["shape"]), np.asarray(grid["affine"])))
-    data = _resample(to_sitk(volume.astype(np.float32), np.asarray(grid["affine"])),
-                     reference(tuple(native["shape"]), np.asarray(native["affine"])), inverse, linear)
-    return nib.Nifti1Image(data.astype(np.float32), np.asarray(native["affine"]))
+    return NativeMapper(out)(volume, linear)
 
 
 def _invert(transform: sitk.Transform, template_ref: sitk.Image) -> sitk.Transform:

@@ -26,7 +26,7 @@ from pseudohealthy.anomaly.maps import zscore_reference
 from pseudohealthy.config import Config, load_work_config
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory
 from pseudohealthy.data.labels import CLASS_NAMES
-from pseudohealthy.data.preprocess import Normalisation, is_done, load_meta, preprocess_subject, template_to_native
+from pseudohealthy.data.preprocess import NativeMapper, Normalisation, is_done, load_meta, preprocess_subject
 from pseudohealthy.detect.pipeline import (
     SubjectMaps,
     analyse,
@@ -140,11 +140,12 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     affine = flair_native.affine
 
     norm = Normalisation(**meta["normalisation"]["flair"])
-    pseudo_native = np.asarray(template_to_native(norm.invert(maps.pseudo_healthy) * maps.brain, scratch).dataobj)
-    score_native = np.clip(np.asarray(template_to_native(maps.anomaly, scratch).dataobj) * SCORE_SCALE, 0, 1)
-    lobe = np.asarray(template_to_native(_vol(scratch, "lobe"), scratch, linear=False).dataobj)
-    hemi = np.asarray(template_to_native(_vol(scratch, "hemisphere"), scratch, linear=False).dataobj)
-    brain_native = np.asarray(template_to_native(maps.brain.astype(np.float32), scratch).dataobj) > 0.5
+    to_native = NativeMapper(scratch)
+    pseudo_native = np.asarray(to_native(norm.invert(maps.pseudo_healthy) * maps.brain).dataobj)
+    score_native = np.clip(np.asarray(to_native(maps.anomaly).dataobj) * SCORE_SCALE, 0, 1)
+    lobe = np.asarray(to_native(_vol(scratch, "lobe"), linear=False).dataobj)
+    hemi = np.asarray(to_native(_vol(scratch, "hemisphere"), linear=False).dataobj)
+    brain_native = np.asarray(to_native(maps.brain.astype(np.float32)).dataobj) > 0.5
     clusters, labels = find_clusters(score_native, affine, calibration["threshold"] * SCORE_SCALE,
                                      calibration["min_cluster_mm3"], lobe, hemi, calibration["rank_by"])
 
