@@ -77,8 +77,11 @@ def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tin
     errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
     assert errors == [], errors[:3]
 
+    assert detect(tiny_bids, out, trained, [patient]) == []  # finished with this model: skipped, kept
+    foreign = tmp_path / "foreign"
+    shutil.copytree(out, foreign, ignore=shutil.ignore_patterns("sourcedata"))  # outputs not made by this run
     with pytest.raises(UserError, match="--overwrite"):
-        detect(tiny_bids, out, trained, [patient])
+        detect(tiny_bids, foreign, trained, [patient])
     with pytest.raises(UserError, match="inside BIDS_DIR"):
         detect(tiny_bids, tiny_bids / "derivatives" / "x", trained, [patient])
 

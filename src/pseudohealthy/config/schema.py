@@ -42,6 +42,7 @@ class DiffusionConfig(_Strict):
     noise_level: int = Field(ge=1, description="L: timestep the FLAIR is inverted to")
     steps: int = Field(ge=1, description="DDIM steps between 0 and L")
     guidance_scale: float = Field(ge=0, description="s: classifier guidance toward class 0")
+    eta: float = Field(default=0.0, ge=0, le=1, description="DDIM η of the decode: 0 deterministic, 1 DDPM-like")
 
     @model_validator(mode="after")
     def _check(self) -> "DiffusionConfig":

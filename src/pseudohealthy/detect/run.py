@@ -11,6 +11,8 @@ Derivatives (native FLAIR space of each subject), for a FLAIR ``sub-X_acq-A_FLAI
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -126,7 +128,7 @@ def _classifier_summary(maps: SubjectMaps, cfg: Config) -> str:
 
 
 def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, calibration: dict,
-                   device: str = "cpu") -> dict:
+                   device: str = "cpu", run_key_value: str | None = None) -> dict:
     """Preprocess, synthesise, map back to native space, cluster, and write the subject's derivatives."""
     pid = inputs.participant_id
     scratch = out_dir / "sourcedata" / "work" / pid
@@ -171,6 +173,7 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
         write_json_atomic(anat / name, {"Sources": sources, **space, **extra})
 
     figure = out_dir / pid / "figures" / f"{pid}_overlays.png"
+    (scratch / DONE_MARKER).unlink(missing_ok=True)
     truth = nib.load(inputs.lesion_mask) if inputs.lesion_mask else None
     overlay_figure(flair_native, nib.Nifti1Image(pseudo_native, affine), nib.Nifti1Image(score_native, affine),
                    nib.Nifti1Image(labels, affine), clusters, truth, figure)
@@ -180,6 +183,8 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     if inputs.notes:
         info["input notes"] = "; ".join(inputs.notes)
     subject_page(out_dir / f"{pid}.html", pid, f"{pid}/figures/{pid}_overlays.png", clusters, info)
+    if run_key_value:
+        write_json_atomic(scratch / DONE_MARKER, {"run_key": run_key_value})
     top = (f"{clusters[0].hemisphere} {clusters[0].lobe}, {clusters[0].volume_mm3:.0f} mm³" if clusters else "none")
     return {"participant_id": pid, "n_clusters": len(clusters), "top": top, "classifier": classifier,
             "clusters": [c.row() for c in clusters], "maps": maps}
@@ -202,19 +207,53 @@ def existing_outputs(out_dir: Path, participant_id: str) -> list[Path]:
         p for p in [Path(out_dir) / f"{participant_id}.html"] if p.exists()]
 
 
+DONE_MARKER = "detect_done.json"
+
+
+def run_key(work_dir: Path) -> str:
+    """Fingerprint of what determines a subject's outputs: config, calibration and model weights."""
+    digest = hashlib.sha256()
+    for path in [Path(work_dir) / "config.yaml", Path(work_dir) / "calibration.json",
+                 *sorted((Path(work_dir) / "models").glob("*/checkpoint.pt"))]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _scratch(out_dir: Path, participant_id: str) -> Path:
+    return Path(out_dir) / "sourcedata" / "work" / participant_id
+
+
+def _output_state(out_dir: Path, participant_id: str, key: str) -> str:
+    """'new' (no outputs), 'done' (finished by this same model), 'interrupted' (ours, unfinished) or 'foreign'."""
+    if not existing_outputs(out_dir, participant_id):
+        return "new"
+    marker = _scratch(out_dir, participant_id) / DONE_MARKER
+    if marker.is_file():
+        return "done" if json.loads(marker.read_text()).get("run_key") == key else "foreign"
+    # Derivatives of ours without the marker (written last): a run was stopped inside this subject.
+    return "interrupted" if _scratch(out_dir, participant_id).is_dir() else "foreign"
+
+
 def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: Iterable[str] | None = None,
            overwrite: bool = False, device: str = "cpu", allow_2d_flair: bool = False,
            on_start: Callable[[int], None] | None = None,
            on_subject: Callable[[str, str | None], None] | None = None) -> list[dict]:
-    """Detect lesions for every selected subject of ``bids_dir``; derivatives go to ``out_dir``."""
+    """Detect lesions for every selected subject of ``bids_dir``; derivatives go to ``out_dir``.
+
+    Re-running the same command continues an interrupted run: subjects finished with the same model
+    are skipped, a subject stopped half-way is redone. Other existing outputs need ``overwrite``.
+    """
     bids_dir, out_dir = Path(bids_dir), Path(out_dir)
     _check_out_dir(bids_dir, out_dir)
     cfg = load_work_config(work_dir)
     calibration = load_calibration(work_dir)
     models = load_models(work_dir, cfg)
     inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair, require_labels=False)
+    key = run_key(work_dir)
+    states = {s.participant_id: _output_state(out_dir, s.participant_id, key) for s in inventory.subjects}
     if not overwrite:
-        clash = [s.participant_id for s in inventory.subjects if existing_outputs(out_dir, s.participant_id)]
+        clash = [pid for pid, state in states.items() if state == "foreign"]
         if clash:
             raise UserError(f"{out_dir}: outputs for {', '.join(clash[:5])} already exist; pass --overwrite to "
                             "replace them or choose another OUT_DIR")
@@ -226,8 +265,12 @@ def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: It
             on_subject(pid, reason)
     results = []
     for inputs in inventory.subjects:
+        if states[inputs.participant_id] == "done" and not overwrite:
+            if on_subject:
+                on_subject(inputs.participant_id, "already done with this model (--overwrite redoes it)")
+            continue
         try:
-            results.append(detect_subject(inputs, out_dir, cfg, models, calibration, device))
+            results.append(detect_subject(inputs, out_dir, cfg, models, calibration, device, key))
             error = None
         except SubjectSkipped as exc:
             error = str(exc)

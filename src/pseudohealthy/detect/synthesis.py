@@ -43,7 +43,8 @@ def _to_batch(volume: np.ndarray, zs: np.ndarray, device: torch.device) -> torch
 @torch.no_grad()
 def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Models, cfg: Config,
                device: str = "cpu", batch_size: int = 64, guidance_scale: float | None = None,
-               noise_level: int | None = None, steps: int | None = None) -> Synthesis:
+               noise_level: int | None = None, steps: int | None = None, eta: float | None = None,
+               seed: int | None = None) -> Synthesis:
     """Run the method on one subject's template-space volumes. Overrides default to the config."""
     dev = torch.device(device)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
@@ -51,6 +52,8 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
     scale = cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
     if cfg.method.guidance == "none":
         scale = 0.0
+    eta = cfg.diffusion.eta if eta is None else eta
+    generator = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
     zs = brain_slices(brain, cfg.data.min_brain_fraction)
     out = np.full(flair.shape, -1.0, np.float32)
     n_classes = 2 if cfg.method.guidance == "binary" else 9
@@ -67,7 +70,7 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
 
         classify = (lambda x, t: classifier(x, t)) if classifier is not None else None
         x_top = ddim_encode(x0, eps_fn, schedule, ladder)
-        healed = ddim_decode(x_top, guided_eps(eps_fn, classify, schedule, scale), schedule, ladder)
+        healed = ddim_decode(x_top, guided_eps(eps_fn, classify, schedule, scale), schedule, ladder, eta, generator)
         out[:, :, chunk] = healed[:, 0].cpu().numpy().transpose(1, 2, 0)
         if classifier is not None:
             t_small = torch.ones(len(chunk), dtype=torch.long, device=dev)

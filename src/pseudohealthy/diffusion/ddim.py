@@ -3,6 +3,8 @@
 Both directions use one update: x̂_0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t, then
 x_{t'} = √ᾱ_{t'} · x̂_0 + √(1−ᾱ_{t'}) · ε, with t' > t when encoding and t' < t when decoding.
 Encoding and decoding use the same ladder, so they undo each other up to the step size.
+Decoding may be stochastic (DDIM's η > 0, Song et al. 2021 eq. 16): fresh noise lets the model's
+prior re-draw part of the content, which is what "heals" a lesion that exact inversion would keep.
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ def timestep_ladder(noise_level: int, steps: int) -> list[int]:
     return [int(round(v)) for v in np.linspace(0, noise_level, steps + 1)]
 
 
-def ddim_update(x_t: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
+def ddim_update(x_t: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor,
+                eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-    return a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps
+    if eta == 0:
+        return a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps
+    # σ² = η² (1−ᾱ_{t'})/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_{t'}); only meaningful going down (t' < t).
+    sigma = eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)).clamp(min=0).sqrt()
+    noise = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device="cpu").to(x_t.device)
+    return a_next.sqrt() * x0_hat + (1 - a_next - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * noise
 
 
 def _model_t(t: int, batch: int, device: torch.device) -> torch.Tensor:
@@ -46,12 +54,14 @@ def ddim_encode(x0: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder
     return x
 
 
-def ddim_decode(x_top: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder: list[int]) -> torch.Tensor:
-    """Sample from the ladder's top noise level back to t = 0."""
+def ddim_decode(x_top: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder: list[int],
+                eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample from the ladder's top noise level back to t = 0 (η = 0: deterministic; noise from
+    ``generator``, drawn on the CPU so a seed gives the same result on every device)."""
     x = x_top
     for t, t_prev in zip(ladder[::-1][:-1], ladder[::-1][1:]):
         tt = _model_t(t, x.shape[0], x.device)
         eps = eps_fn(x, tt)
         x = ddim_update(x, eps, schedule.alpha_bar_at(torch.full_like(tt, t)),
-                        schedule.alpha_bar_at(torch.full_like(tt, t_prev)))
+                        schedule.alpha_bar_at(torch.full_like(tt, t_prev)), eta, generator)
     return x

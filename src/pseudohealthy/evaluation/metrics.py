@@ -1,0 +1,96 @@
+"""Evaluation metrics (../docs/EVALUATION.md): pixel, image (R@k) and subject level, with bootstrap CIs.
+
+Every function takes plain arrays so it can be checked against hand-computed answers. Scores and
+masks are restricted to the brain by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def _flat(truth: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    truth, score = np.asarray(truth).ravel().astype(bool), np.asarray(score).ravel().astype(np.float64)
+    if truth.shape != score.shape:
+        raise ValueError(f"truth and score differ in size: {truth.shape} vs {score.shape}")
+    return truth, score
+
+
+def pixel_auprc(truth: np.ndarray, score: np.ndarray) -> float:
+    """Average precision of ``score`` for the lesion voxels; NaN without any lesion voxel."""
+    truth, score = _flat(truth, score)
+    return float(average_precision_score(truth, score)) if truth.any() else float("nan")
+
+
+def pixel_auroc(truth: np.ndarray, score: np.ndarray) -> float:
+    truth, score = _flat(truth, score)
+    return float(roc_auc_score(truth, score)) if truth.any() and not truth.all() else float("nan")
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """2|A∩B| / (|A| + |B|); 1 when both are empty."""
+    a, b = np.asarray(prediction, bool), np.asarray(truth, bool)
+    total = int(a.sum()) + int(b.sum())
+    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
+
+
+def oracle_dice(truths: Sequence[np.ndarray], scores: Sequence[np.ndarray], candidates: int = 200) -> tuple[float, float]:
+    """Best mean Dice over subjects at one threshold chosen on these same subjects (an upper bound,
+    the paper's reporting); returns (dice, threshold). Candidates: quantiles of the pooled scores."""
+    pool = np.concatenate([np.asarray(s).ravel() for s in scores])
+    thresholds = np.unique(np.quantile(pool, np.linspace(0.5, 1.0, candidates, endpoint=False)))
+    means = [np.mean([dice(s > q, t) for t, s in zip(truths, scores, strict=True)]) for q in thresholds]
+    best = int(np.argmax(means))
+    return float(means[best]), float(thresholds[best])
+
+
+def recall_at_k(truth_slices: np.ndarray, score_slices: np.ndarray, k_pixels: float) -> tuple[float, int]:
+    """Image-level recall as the paper: for each slice (first axis) that contains lesion, the
+    anomaly map's maximum counts as recalled when it lies within ``k_pixels`` of the lesion
+    (Euclidean in-plane distance, 0 inside). Returns (fraction recalled, number of lesion slices)."""
+    truth_slices, score_slices = np.asarray(truth_slices, bool), np.asarray(score_slices)
+    if truth_slices.shape != score_slices.shape or truth_slices.ndim != 3:
+        raise ValueError("truth and score must both be (slices, H, W)")
+    hits = []
+    for truth, score in zip(truth_slices, score_slices, strict=True):
+        if not truth.any():
+            continue
+        peak = np.unravel_index(int(np.argmax(score)), score.shape)
+        hits.append(ndi.distance_transform_edt(~truth)[peak] <= k_pixels)
+    return (float(np.mean(hits)) if hits else float("nan")), len(hits)
+
+
+def k_pixels_for(k_paper_pixels: float, pixel_mm: float, paper_pixel_mm: float = 1.0) -> float:
+    """The paper's k (pixels of its 256 px ≈ 1 mm slices) expressed in pixels of another grid."""
+    return k_paper_pixels * paper_pixel_mm / pixel_mm
+
+
+def distance_to_lesion_mm(point_vox: Sequence[int], truth: np.ndarray, spacing_mm: Sequence[float]) -> float:
+    """Distance (mm) from a voxel to the nearest lesion voxel; 0 inside; NaN without lesion."""
+    truth = np.asarray(truth, bool)
+    if not truth.any():
+        return float("nan")
+    return float(ndi.distance_transform_edt(~truth, sampling=spacing_mm)[tuple(int(i) for i in point_vox)])
+
+
+def bootstrap_ci(items: Sequence, statistic: Callable[[list], float], n_resamples: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of ``statistic`` over subjects resampled with replacement (NaN resamples dropped)."""
+    items = list(items)
+    if not items:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_resamples):
+        value = statistic([items[i] for i in rng.integers(0, len(items), len(items))])
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
