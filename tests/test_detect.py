@@ -15,10 +15,10 @@ import torch
 
 from helpers import tree_digest
 from pseudohealthy.anomaly.clusters import find_clusters
-from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
+from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, standardise_slices
 from pseudohealthy.config import load_config, save_config
 from pseudohealthy.data.bids import build_inventory
-from pseudohealthy.detect.run import calibrate, detect
+from pseudohealthy.detect.run import calibrate, detect, score_to_unit
 from pseudohealthy.errors import UserError
 from pseudohealthy.training.trainer import train
 
@@ -110,6 +110,17 @@ def test_anomaly_map_and_histogram_matching_known_answers():
     assert anomaly_map(real, pseudo, brain, "absolute")[2, 2, 0] == pytest.approx(0.5)
     matched = histogram_match(pseudo * 2 + 1, real, brain)  # a monotone map is undone exactly
     np.testing.assert_allclose(np.sort(matched[brain]), np.sort(real[brain]))
+
+
+def test_slice_standardisation_and_probseg_scale_known_answers():
+    brain = np.ones((3, 3, 2), bool)
+    score = np.zeros((3, 3, 2), np.float32)
+    score[..., 0] = np.arange(9).reshape(3, 3)  # median 4, MAD 2
+    score[..., 1] = 10 * np.arange(9).reshape(3, 3)  # same pattern, 10x the residual level
+    z = standardise_slices(score, brain)
+    assert z[2, 2, 0] == pytest.approx(4 / (1.4826 * 2)) and z[0, 0, 0] == 0  # below the median: 0
+    np.testing.assert_allclose(z[..., 0], z[..., 1], rtol=1e-6)  # the slice's own scale is divided out
+    assert score_to_unit(np.array([0.0, 2.0, 6.0]), 2.0).tolist() == [0.0, 0.5, 0.75]
 
 
 def test_clusters_ranked_with_volume_and_location():

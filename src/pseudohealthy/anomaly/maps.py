@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.exposure import match_histograms
@@ -16,15 +18,40 @@ def histogram_match(pseudo: np.ndarray, real: np.ndarray, brain: np.ndarray) -> 
 
 
 def anomaly_map(real: np.ndarray, pseudo: np.ndarray, brain: np.ndarray, mode: str = "positive",
-                smoothing_vox: float = 0.0) -> np.ndarray:
+                smoothing_vox: float = 0.0, slice_standardise: bool = False) -> np.ndarray:
     """Difference real − pseudo-healthy inside the brain; ``positive`` keeps only FLAIR-brighter signal
-    (FCD raises FLAIR), ``absolute`` both signs. Optionally Gaussian-smoothed (σ in voxels). 0 outside."""
+    (FCD raises FLAIR), ``absolute`` both signs. Optionally Gaussian-smoothed (σ in voxels) and
+    standardised per axial slice (see ``standardise_slices``). 0 outside the brain."""
     diff = real - pseudo
     score = np.clip(diff, 0, None) if mode == "positive" else np.abs(diff)
+    return postprocess(score, brain, smoothing_vox, slice_standardise)
+
+
+def postprocess(score: np.ndarray, brain: np.ndarray, smoothing_vox: float = 0.0,
+                slice_standardise: bool = False) -> np.ndarray:
+    """The map post-processing shared by every method: mask, smooth, optionally standardise slices."""
     score = np.where(brain, score, 0.0).astype(np.float32)
     if smoothing_vox > 0:
         score = ndi.gaussian_filter(score, smoothing_vox) * brain
+    if slice_standardise:
+        score = standardise_slices(score, brain)
     return score.astype(np.float32)
+
+
+def standardise_slices(score: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Per axial slice, (score − median) / (1.4826 · MAD) inside the brain, negative part set to 0.
+
+    Slices are synthesised independently and their residual level varies (most at the top and
+    bottom of the brain, where a slice holds little tissue); a lesion is a small part of its slice,
+    so the median and MAD describe the slice's healthy residual.
+    """
+    inside = np.where(brain, score, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # slices without brain: all-NaN
+        median = np.nanmedian(inside, axis=(0, 1), keepdims=True)
+        mad = 1.4826 * np.nanmedian(np.abs(inside - median), axis=(0, 1), keepdims=True)
+    z = (score - np.nan_to_num(median)) / np.maximum(np.nan_to_num(mad), 1e-6)
+    return np.where(brain, np.clip(z, 0, None), 0.0).astype(np.float32)
 
 
 def zscore_reference(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:

@@ -168,8 +168,9 @@ def run_train(work_dir: Path, model: str, preset: str | None, resume: bool, devi
     from pseudohealthy.training.trainer import train as train_model
 
     cfg = load_work_config(work_dir, preset)
+    quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun only rank 0 reports
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), console=console) as bar:
+                  TextColumn("loss {task.fields[loss]:.4f}"), console=console, disable=quiet) as bar:
         task = bar.add_task(f"train {model}", total=None, loss=float("nan"))
 
         def on_step(step, total, loss):
@@ -178,7 +179,8 @@ def run_train(work_dir: Path, model: str, preset: str | None, resume: bool, devi
         metrics = train_model(work_dir, cfg, model, resume=resume, device=device, iterations=iterations,
                               on_step=on_step)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("val_"))
-    console.print(f"[green]trained[/] {model}: step {metrics.get('step')}; {shown or 'no validation split'}")
+    if not quiet:
+        console.print(f"[green]trained[/] {model}: step {metrics.get('step')}; {shown or 'no validation split'}")
     return metrics
 
 
@@ -304,7 +306,7 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
 
     cfg = load_config(model_dir / "config.yaml")
     _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
-    summary = summarise({r["participant_id"]: r["maps"] for r in results}, affine, load_calibration(model_dir))
+    summary = summarise({r["participant_id"]: r["maps"] for r in results}, affine, load_calibration(model_dir), cfg)
     summary["seconds"] = round(seconds)
     write_json_atomic(out_dir / "demo_summary.json", summary)
     console.print(f"[bold]demo finished[/] in {seconds / 60:.1f} min. Report: {out_dir / 'index.html'}")
@@ -313,7 +315,7 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
         console.print(f"  {name:9s}: pixel AUPRC {summary.get(name + '_auprc', float('nan')):.3f}, "
                       f"top-1 detection {summary[name + '_top1']:.2f}, top-3 {summary[name + '_top3']:.2f}, "
                       f"clusters per control {summary[name + '_clusters_per_control']:.1f}")
-    console.print(f"(reference = FLAIR z-scored inside the brain; lesion voxel fraction "
+    console.print(f"(reference = FLAIR z-scored inside the brain, same map post-processing; lesion voxel fraction "
                   f"{summary['lesion_fraction']:.4f}); figures in {out_dir / 'demo_summary.json'}")
 
 

@@ -88,7 +88,8 @@ class MethodConfig(_Strict):
     guidance: Literal["lobe", "binary", "none"] = "lobe"
     histogram_matching: bool = True
     anomaly: Literal["positive", "absolute"] = "positive"
-    smoothing_mm: float = Field(default=0.0, ge=0)
+    smoothing_mm: float = Field(default=0.0, ge=0, description="Gaussian σ applied to the anomaly map")
+    slice_standardise: bool = Field(default=False, description="robust z-score of the map per axial slice")
     min_cluster_mm3: float = Field(default=50.0, ge=0, description="smaller clusters are not reported")
     rank_by: Literal["peak", "mean"] = "peak"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
+from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, postprocess, zscore_reference
 from pseudohealthy.config import Config
 from pseudohealthy.detect.synthesis import Models, Synthesis, synthesize
 from pseudohealthy.errors import UserError
@@ -64,10 +64,22 @@ def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu",
     pseudo = syn.pseudo_healthy
     if cfg.method.histogram_matching:
         pseudo = histogram_match(pseudo, flair, brain)
-    smoothing_vox = cfg.method.smoothing_mm / cfg.data.template_voxel_mm
-    score = anomaly_map(flair, pseudo, brain, cfg.method.anomaly, smoothing_vox)
+    score = anomaly_map(flair, pseudo, brain, cfg.method.anomaly, smoothing_voxels(cfg),
+                        cfg.method.slice_standardise)
     lesion = _volume(subject_dir, "lesion") > 0.5
     return SubjectMaps(flair, pseudo, score, brain, lesion, syn)
+
+
+def smoothing_voxels(cfg: Config) -> float:
+    return cfg.method.smoothing_mm / cfg.data.template_voxel_mm
+
+
+def reference_maps(maps: SubjectMaps, cfg: Config) -> SubjectMaps:
+    """The no-model reference for the same subject: the FLAIR z-scored inside the brain, through the
+    same map post-processing as the method (so smoothing never favours one side)."""
+    score = postprocess(zscore_reference(maps.flair, maps.brain), maps.brain, smoothing_voxels(cfg),
+                        cfg.method.slice_standardise)
+    return SubjectMaps(maps.flair, maps.flair, score, maps.brain, maps.lesion, maps.synthesis)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

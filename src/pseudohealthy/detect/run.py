@@ -24,17 +24,16 @@ from sklearn.metrics import average_precision_score
 
 from pseudohealthy import __version__
 from pseudohealthy.anomaly.clusters import Cluster, find_clusters
-from pseudohealthy.anomaly.maps import zscore_reference
 from pseudohealthy.config import Config, load_work_config
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.preprocess import NativeMapper, Normalisation, is_done, load_meta, preprocess_subject
 from pseudohealthy.detect.pipeline import (
-    SubjectMaps,
     analyse,
     choose_threshold,
     load_calibration,
     load_models,
+    reference_maps,
     save_calibration,
 )
 from pseudohealthy.detect.report import index_page, overlay_figure, subject_page
@@ -42,7 +41,14 @@ from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
 
-SCORE_SCALE = 0.5  # anomaly scores live in [0, 2] (differences of [-1, 1] images); probseg wants [0, 1]
+
+
+def score_to_unit(score: np.ndarray, threshold: float) -> np.ndarray:
+    """Map anomaly scores (≥ 0, any scale) monotonically to [0, 1) for a probseg map:
+    s / (s + threshold), so the validation-chosen threshold sits at 0.5 (not a calibrated probability)."""
+    score = np.clip(score, 0, None)
+    return (score / (score + max(threshold, 1e-12))).astype(np.float32)
+
 
 
 def _roles(work_dir: Path) -> dict[str, str]:
@@ -64,8 +70,7 @@ def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], N
         if on_subject:
             on_subject(pid)
     threshold, val_dice = choose_threshold(maps)
-    reference = [SubjectMaps(m.flair, m.flair, zscore_reference(m.flair, m.brain), m.brain, m.lesion, m.synthesis)
-                 for m in maps]
+    reference = [reference_maps(m, cfg) for m in maps]
     reference_threshold, reference_dice = choose_threshold(reference)
     patients = [m for m in maps if m.lesion.any()]
     auprc = (float(average_precision_score(np.concatenate([m.lesion[m.brain] for m in patients]),
@@ -144,11 +149,11 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     norm = Normalisation(**meta["normalisation"]["flair"])
     to_native = NativeMapper(scratch)
     pseudo_native = np.asarray(to_native(norm.invert(maps.pseudo_healthy) * maps.brain).dataobj)
-    score_native = np.clip(np.asarray(to_native(maps.anomaly).dataobj) * SCORE_SCALE, 0, 1)
+    score_native = score_to_unit(np.asarray(to_native(maps.anomaly).dataobj), calibration["threshold"])
     lobe = np.asarray(to_native(_vol(scratch, "lobe"), linear=False).dataobj)
     hemi = np.asarray(to_native(_vol(scratch, "hemisphere"), linear=False).dataobj)
     brain_native = np.asarray(to_native(maps.brain.astype(np.float32)).dataobj) > 0.5
-    clusters, labels = find_clusters(score_native, affine, calibration["threshold"] * SCORE_SCALE,
+    clusters, labels = find_clusters(score_native, affine, 0.5,
                                      calibration["min_cluster_mm3"], lobe, hemi, calibration["rank_by"])
 
     save_nifti(anat / f"{stem}_desc-pseudohealthy_FLAIR.nii.gz", pseudo_native.astype(np.float32), affine)
@@ -164,11 +169,13 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
                          {"Description": "pseudo-healthy FLAIR (diffusion synthesis), FLAIR intensity scale",
                           "SkullStripped": True}),
                         (f"{stem}_label-FCD_desc-anomaly_probseg.json",
-                         {"Description": "FLAIR minus pseudo-healthy FLAIR (positive part), x0.5 to fit [0, 1]"}),
+                         {"Description": "anomaly score s (FLAIR minus pseudo-healthy FLAIR, post-processed) as "
+                                         "s / (s + threshold): 0.5 at the validation-chosen threshold; not a "
+                                         "calibrated probability", "AnomalyThreshold": calibration["threshold"]}),
                         (f"{stem}_desc-brain_mask.json", {"Description": "brain mask", "Type": "Brain"}),
                         (f"{stem}_desc-clusters_dseg.json",
                          {"Description": "clusters above the validation-chosen threshold; label = rank",
-                          "Threshold": calibration["threshold"] * SCORE_SCALE, "ClassifierLobePrediction": classifier,
+                          "Threshold": 0.5, "ClassifierLobePrediction": classifier,
                           "MinClusterVolume_mm3": calibration["min_cluster_mm3"]})):
         write_json_atomic(anat / name, {"Sources": sources, **space, **extra})
 
@@ -178,7 +185,7 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     overlay_figure(flair_native, nib.Nifti1Image(pseudo_native, affine), nib.Nifti1Image(score_native, affine),
                    nib.Nifti1Image(labels, affine), clusters, truth, figure)
     info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "classifier's lobe prediction": classifier,
-            "threshold (validation-chosen)": f"{calibration['threshold'] * SCORE_SCALE:.3f}",
+            "threshold (validation-chosen)": f"anomaly {calibration['threshold']:.3f} (0.5 on the probseg map)",
             "clusters above threshold": len(clusters)}
     if inputs.notes:
         info["input notes"] = "; ".join(inputs.notes)

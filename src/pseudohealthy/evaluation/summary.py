@@ -7,8 +7,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 
 from pseudohealthy.anomaly.clusters import find_clusters
-from pseudohealthy.anomaly.maps import zscore_reference
-from pseudohealthy.detect.pipeline import SubjectMaps
+from pseudohealthy.config import Config
+from pseudohealthy.detect.pipeline import SubjectMaps, reference_maps
 
 
 def _detection(score: np.ndarray, lesion: np.ndarray, affine: np.ndarray, threshold: float,
@@ -19,14 +19,14 @@ def _detection(score: np.ndarray, lesion: np.ndarray, affine: np.ndarray, thresh
     return (bool(hits[:1] and hits[0]), any(hits), len(clusters))
 
 
-def summarise(maps: dict[str, SubjectMaps], affine: np.ndarray, calibration: dict) -> dict:
+def summarise(maps: dict[str, SubjectMaps], affine: np.ndarray, calibration: dict, cfg: Config) -> dict:
     """``maps``: participant_id -> template-grid results of test subjects (patients have a lesion)."""
     patients = {k: m for k, m in maps.items() if m.lesion.any()}
     controls = {k: m for k, m in maps.items() if not m.lesion.any()}
     out: dict = {"patients": len(patients), "controls": len(controls)}
     for name, score_of, threshold in (
             ("method", lambda m: m.anomaly, calibration["threshold"]),
-            ("reference", lambda m: zscore_reference(m.flair, m.brain), calibration["reference_threshold"])):
+            ("reference", lambda m: reference_maps(m, cfg).anomaly, calibration["reference_threshold"])):
         if patients:
             y = np.concatenate([m.lesion[m.brain] for m in patients.values()])
             s = np.concatenate([score_of(m)[m.brain] for m in patients.values()])

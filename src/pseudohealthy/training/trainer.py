@@ -2,7 +2,9 @@
 atomic checkpoints every N steps and exact resume.
 
 Randomness is drawn per step from (seed, step), so a run resumed from step k continues exactly
-as the uninterrupted run would (on CPU, same config).
+as the uninterrupted run would (on CPU, same config). Under ``torchrun`` every rank draws the same
+global batch, noise and timesteps and trains on its share (DDP averages the gradients); only rank 0
+writes files.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.errors import UserError
 from pseudohealthy.models.networks import build_classifier, build_translator, classifier_classes, translator_input
 from pseudohealthy.training.checkpoint import load_checkpoint, save_checkpoint
+from pseudohealthy.training.distributed import Rank, barrier, init_distributed, mean_over_ranks
 
 KINDS = ("translator", "classifier")
 
@@ -77,14 +80,20 @@ class _Task:
         return build_model(self.kind, self.cfg)
 
     def sample_rows(self, rng: np.random.Generator, rows: np.ndarray, n: int) -> np.ndarray:
+        """A global batch of slice rows, sorted (memmap reads in order; the order pairs rows with noise)."""
         if self.kind == "classifier":
-            return _class_balanced(rng, rows, self.labels, n)
-        return rng.choice(rows, size=n)
+            return np.sort(_class_balanced(rng, rows, self.labels, n))
+        return np.sort(rng.choice(rows, size=n))
 
-    def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-        b = batch.flair.shape[0]
-        t = torch.randint(1, self.max_t + 1, (b,), generator=gen).to(batch.flair.device)
-        noise = torch.randn(batch.flair.shape, generator=gen).to(batch.flair.device)
+    def draw_noise(self, gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps and noise for a global batch of ``n`` slices (on the CPU, so any device agrees)."""
+        size = self.cfg.data.image_size
+        t = torch.randint(1, self.max_t + 1, (n,), generator=gen)
+        return t, torch.randn((n, 1, size, size), generator=gen)
+
+    def loss(self, model: torch.nn.Module, batch: Batch, t: torch.Tensor, noise: torch.Tensor
+             ) -> tuple[torch.Tensor, dict]:
+        t, noise = t.to(batch.flair.device), noise.to(batch.flair.device)
         noisy = self.schedule.q_sample(batch.flair, t, noise)
         if self.kind == "translator":
             pred = model(translator_input(noisy, batch.t1, self.cfg), t, class_labels=batch.labels)
@@ -126,7 +135,7 @@ def validate(task: _Task, model: torch.nn.Module, cache: SliceCache, device: tor
     for start in range(0, len(rows), 32):
         batch = _batch(cache, rows[start:start + 32], task.labels, device)
         if task.kind == "translator":
-            loss, _ = task.loss(model, batch, gen)
+            loss, _ = task.loss(model, batch, *task.draw_noise(gen, len(batch.labels)))
             losses.append(loss.item() * len(batch.labels))
         else:
             t = torch.randint(1, task.max_t + 1, (len(batch.labels),), generator=gen).to(device)
@@ -161,7 +170,10 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
     if len(rows) == 0:
         raise UserError(f"{work_dir}: no training slices (every subject is in val or test)")
     total = iterations or task.train.iterations
-    dev = torch.device(device)
+    rank, dev = init_distributed(device)
+    if task.train.batch_size % rank.world:
+        raise UserError(f"batch_size {task.train.batch_size} is not divisible by the {rank.world} processes; "
+                        "choose a batch size that is a multiple of --nproc_per_node x nodes")
     out_dir = model_dir(work_dir, kind)
     ckpt_path = out_dir / "checkpoint.pt"
     signature = _network_signature(cfg, kind)
@@ -183,10 +195,12 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
         opt.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
         metrics = dict(ckpt.get("metrics", {}))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
     metrics_path = out_dir / "metrics.csv"
-    _truncate_metrics(metrics_path, step)
+    if rank.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+        _truncate_metrics(metrics_path, step)
+    net = _parallel(model, rank, dev)
 
     def checkpoint(metrics: dict) -> None:
         save_checkpoint(ckpt_path, kind=kind, preset=cfg.name, network=signature["network"], signature=signature,
@@ -199,25 +213,39 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
     while step < total:
         rng, gen = _step_rng(cfg.seed, step, 0)
         torch.manual_seed(int(rng.integers(2**62)))  # dropout inside MONAI's networks uses the global RNG
-        batch = _batch(cache, task.sample_rows(rng, rows, task.train.batch_size), task.labels, dev)
+        picked = task.sample_rows(rng, rows, task.train.batch_size)
+        t, noise = task.draw_noise(gen, len(picked))
+        share = rank.shard(len(picked))
+        batch = _batch(cache, picked[share], task.labels, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=task.train.bf16):
-            loss, extra = task.loss(model, batch, gen)
+            loss, extra = task.loss(net, batch, t[share], noise[share])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         # EMA warm-up: early averages would otherwise be dominated by the (zero-output) initial weights.
         _ema_update(ema, model, min(task.train.ema_decay, (1 + step) / (10 + step)))
         step += 1
-        window.append(loss.item())
-        row = {"step": step, "loss": loss.item(), "seconds": round(time.perf_counter() - start, 2), **extra}
-        if step % task.train.checkpoint_every == 0 or step == total:
+        loss_value = mean_over_ranks(loss, rank)
+        window.append(loss_value)
+        row = {"step": step, "loss": loss_value, "seconds": round(time.perf_counter() - start, 2), **extra}
+        if rank.is_main and (step % task.train.checkpoint_every == 0 or step == total):
             row.update(validate(task, ema, cache, dev, cfg.seed))
             metrics = row
             _append_metrics(metrics_path, row)
             checkpoint(metrics)
-        if on_step:
+        if on_step and rank.is_main:
             on_step(step, total, float(np.mean(window[-20:])))
+    barrier(rank)
     return metrics
+
+
+def _parallel(model: torch.nn.Module, rank: Rank, device: torch.device) -> torch.nn.Module:
+    """The module the loop calls: ``model`` itself, or a DDP wrapper sharing its parameters."""
+    if rank.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 _METRIC_FIELDS = ["step", "loss", "acc", "val_loss", "val_acc", "val_auroc_lesion", "seconds"]
