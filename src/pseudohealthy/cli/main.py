@@ -311,11 +311,12 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
     write_json_atomic(out_dir / "demo_summary.json", summary)
     console.print(f"[bold]demo finished[/] in {seconds / 60:.1f} min. Report: {out_dir / 'index.html'}")
     console.print(f"test patients {summary['patients']}, test controls {summary['controls']}")
-    for name in ("method", "reference"):
-        console.print(f"  {name:9s}: pixel AUPRC {summary.get(name + '_auprc', float('nan')):.3f}, "
+    for name in ("method", "reference", "raw_reference"):
+        console.print(f"  {name:13s}: pixel AUPRC {summary.get(name + '_auprc', float('nan')):.3f}, "
                       f"top-1 detection {summary[name + '_top1']:.2f}, top-3 {summary[name + '_top3']:.2f}, "
                       f"clusters per control {summary[name + '_clusters_per_control']:.1f}")
-    console.print(f"(reference = FLAIR z-scored inside the brain, same map post-processing; lesion voxel fraction "
+    console.print(f"(reference = FLAIR z-scored inside the brain with the same map post-processing, raw_reference = "
+                  f"without it; lesion voxel fraction "
                   f"{summary['lesion_fraction']:.4f}); figures in {out_dir / 'demo_summary.json'}")
 
 

@@ -74,11 +74,13 @@ def smoothing_voxels(cfg: Config) -> float:
     return cfg.method.smoothing_mm / cfg.data.template_voxel_mm
 
 
-def reference_maps(maps: SubjectMaps, cfg: Config) -> SubjectMaps:
-    """The no-model reference for the same subject: the FLAIR z-scored inside the brain, through the
-    same map post-processing as the method (so smoothing never favours one side)."""
-    score = postprocess(zscore_reference(maps.flair, maps.brain), maps.brain, smoothing_voxels(cfg),
-                        cfg.method.slice_standardise)
+def reference_maps(maps: SubjectMaps, cfg: Config, postprocessed: bool = True) -> SubjectMaps:
+    """The no-model reference for the same subject: the FLAIR z-scored inside the brain, by default
+    through the method's map post-processing (so smoothing and slice standardisation never favour
+    one side); ``postprocessed=False`` gives the plain z-score."""
+    score = zscore_reference(maps.flair, maps.brain)
+    if postprocessed:
+        score = postprocess(score, maps.brain, smoothing_voxels(cfg), cfg.method.slice_standardise)
     return SubjectMaps(maps.flair, maps.flair, score, maps.brain, maps.lesion, maps.synthesis)
 
 

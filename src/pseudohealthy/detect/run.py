@@ -29,6 +29,7 @@ from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_invento
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.preprocess import NativeMapper, Normalisation, is_done, load_meta, preprocess_subject
 from pseudohealthy.detect.pipeline import (
+    SubjectMaps,
     analyse,
     choose_threshold,
     load_calibration,
@@ -70,8 +71,8 @@ def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], N
         if on_subject:
             on_subject(pid)
     threshold, val_dice = choose_threshold(maps)
-    reference = [reference_maps(m, cfg) for m in maps]
-    reference_threshold, reference_dice = choose_threshold(reference)
+    reference_threshold, reference_dice = choose_threshold([reference_maps(m, cfg) for m in maps])
+    raw_threshold, _ = choose_threshold([reference_maps(m, cfg, postprocessed=False) for m in maps])
     patients = [m for m in maps if m.lesion.any()]
     auprc = (float(average_precision_score(np.concatenate([m.lesion[m.brain] for m in patients]),
                                            np.concatenate([m.anomaly[m.brain] for m in patients])))
@@ -81,7 +82,8 @@ def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], N
         "guidance_scale": cfg.diffusion.guidance_scale, "noise_level": cfg.diffusion.noise_level,
         "steps": cfg.diffusion.steps, "chosen_on": val, "val_patients": len(patients),
         "val_dice": val_dice, "val_auprc": auprc,
-        "reference_threshold": reference_threshold, "reference_val_dice": reference_dice, "version": __version__,
+        "reference_threshold": reference_threshold, "reference_val_dice": reference_dice,
+        "raw_reference_threshold": raw_threshold, "version": __version__,
     }
     save_calibration(work_dir, calibration)
     return calibration

@@ -1,5 +1,6 @@
 """Headline figures on test subjects: pixel AUPRC and subject-level detection, for the method and for the
-trivial no-model reference (FLAIR z-scored inside the brain). Computed on the template grid."""
+trivial no-model reference (FLAIR z-scored inside the brain), both with the method's map
+post-processing (``reference``) and without (``raw_reference``). Computed on the template grid."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def summarise(maps: dict[str, SubjectMaps], affine: np.ndarray, calibration: dic
     out: dict = {"patients": len(patients), "controls": len(controls)}
     for name, score_of, threshold in (
             ("method", lambda m: m.anomaly, calibration["threshold"]),
-            ("reference", lambda m: reference_maps(m, cfg).anomaly, calibration["reference_threshold"])):
+            ("reference", lambda m: reference_maps(m, cfg).anomaly, calibration["reference_threshold"]),
+            ("raw_reference", lambda m: reference_maps(m, cfg, postprocessed=False).anomaly,
+             calibration.get("raw_reference_threshold", float("inf")))):
         if patients:
             y = np.concatenate([m.lesion[m.brain] for m in patients.values()])
             s = np.concatenate([score_of(m)[m.brain] for m in patients.values()])
