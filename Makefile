@@ -5,8 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-work
+BENCH_WORK ?= $(DEMO_DIR)/model
 
-.PHONY: demo test test-slow clean-venv
+.PHONY: demo test test-slow bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Speed and memory, side by side in one run, on the model `make demo` trained (benchmarks/results/*.json).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_detect.py $(BENCH_WORK)
+	$(BIN)/python benchmarks/bench_train.py $(BENCH_WORK)
 
 clean-venv:
 	rm -rf $(VENV)

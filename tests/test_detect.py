@@ -134,3 +134,37 @@ def test_clusters_ranked_with_volume_and_location():
     assert clusters[0].volume_mm3 == 27 * 8 and clusters[1].volume_mm3 == 8 * 8
     assert clusters[0].centroid_mm == [14.0, 14.0, 14.0]
     assert labels[7, 7, 7] == 1 and labels[1, 1, 1] == 2 and labels[5, 0, 0] == 0
+
+
+def test_evaluate_recalibrates_under_overrides(trained):
+    from pseudohealthy.evaluation.run import evaluate, parse_settings
+
+    overrides = parse_settings(["diffusion.guidance_scale=0", "method.slice_standardise=false"])
+    assert overrides == {"diffusion": {"guidance_scale": 0}, "method": {"slice_standardise": False}}
+    with pytest.raises(UserError, match="SECTION.KEY=VALUE"):
+        parse_settings(["guidance"])
+    summary = evaluate(trained, overrides)
+    assert summary["calibration"]["guidance_scale"] == 0 and summary["calibration"]["chosen_on"]
+    assert summary["patients"] + summary["controls"] >= 1 and "method_top3" in summary
+
+
+def test_threshold_keeps_validation_controls_nearly_clean():
+    from pseudohealthy.detect.pipeline import SubjectMaps, choose_threshold
+
+    shape = (12, 12, 12)
+    brain = np.ones(shape, bool)
+    lesion = np.zeros(shape, bool)
+    lesion[2:5, 2:5, 2:5] = True
+    patient = np.zeros(shape, np.float32)
+    patient[lesion] = 1.0
+    patient[8:10, 8:10, 8:10] = 0.5  # a weaker false positive in the patient: best Dice is above 0.5
+    control = np.zeros(shape, np.float32)
+    control[5:8, 5:8, 5:8] = 2.0  # a healthy brain with one blob brighter than the lesion
+    maps = [SubjectMaps(patient, patient, patient, brain, lesion, None),
+            SubjectMaps(control, control, control, brain, np.zeros(shape, bool), None)]
+    free = load_config("quick", overrides={"method": {"max_control_clusters": None, "min_cluster_mm3": 0}})
+    threshold, best = choose_threshold(maps, free)
+    assert 0.5 <= threshold < 1.0 and best == pytest.approx(1.0)
+    strict = load_config("quick", overrides={"method": {"max_control_clusters": 0, "min_cluster_mm3": 0}})
+    threshold, best = choose_threshold(maps, strict)
+    assert threshold >= 2.0 and best == 0.0  # the control's blob forces a threshold above the lesion

@@ -27,7 +27,7 @@ def test_paper_preset_one_training_and_one_sampling_step():
     t = torch.tensor([10, 500])
     noise = torch.randn_like(flair)
     opt = torch.optim.AdamW(translator.parameters(), lr=cfg.train_translator.lr)
-    loss = F.mse_loss(translator(translator_input(schedule.q_sample(flair, t, noise), t1, cfg), t,
+    loss = F.mse_loss(translator(translator_input(schedule.q_sample(flair, t, noise), t1, flair, cfg), t,
                                  class_labels=torch.tensor([0, 1])), noise)
     loss.backward()
     opt.step()
@@ -36,7 +36,7 @@ def test_paper_preset_one_training_and_one_sampling_step():
     classifier.eval()
 
     def eps(x, tt):
-        return translator(translator_input(x, t1[:1], cfg), tt, class_labels=torch.zeros(1, dtype=torch.long))
+        return translator(translator_input(x, t1[:1], flair[:1], cfg), tt, class_labels=torch.zeros(1, dtype=torch.long))
 
     ladder = timestep_ladder(cfg.diffusion.noise_level, 1)  # one encode and one guided decode step
     with torch.no_grad():

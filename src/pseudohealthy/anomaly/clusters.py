@@ -27,6 +27,14 @@ class Cluster:
         return asdict(self)
 
 
+def count_clusters(score: np.ndarray, threshold: float, min_voxels: float) -> int:
+    """Number of 26-connected clusters of ``score > threshold`` with at least ``min_voxels`` voxels."""
+    labels, n = ndi.label(score > threshold, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return 0
+    return int((np.bincount(labels.ravel())[1:] >= min_voxels).sum())
+
+
 def find_clusters(score: np.ndarray, affine: np.ndarray, threshold: float, min_volume_mm3: float,
                   lobe: np.ndarray | None = None, hemisphere: np.ndarray | None = None,
                   rank_by: str = "peak") -> tuple[list[Cluster], np.ndarray]:

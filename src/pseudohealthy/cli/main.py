@@ -310,14 +310,43 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
     summary["seconds"] = round(seconds)
     write_json_atomic(out_dir / "demo_summary.json", summary)
     console.print(f"[bold]demo finished[/] in {seconds / 60:.1f} min. Report: {out_dir / 'index.html'}")
+    _print_figures(summary)
+    console.print(f"figures in {out_dir / 'demo_summary.json'}")
+
+
+def _print_figures(summary: dict) -> None:
     console.print(f"test patients {summary['patients']}, test controls {summary['controls']}")
     for name in ("method", "reference", "raw_reference"):
         console.print(f"  {name:13s}: pixel AUPRC {summary.get(name + '_auprc', float('nan')):.3f}, "
                       f"top-1 detection {summary[name + '_top1']:.2f}, top-3 {summary[name + '_top3']:.2f}, "
                       f"clusters per control {summary[name + '_clusters_per_control']:.1f}")
-    console.print(f"(reference = FLAIR z-scored inside the brain with the same map post-processing, raw_reference = "
-                  f"without it; lesion voxel fraction "
-                  f"{summary['lesion_fraction']:.4f}); figures in {out_dir / 'demo_summary.json'}")
+    console.print("(reference = FLAIR z-scored inside the brain with the same map post-processing, raw_reference = "
+                  f"without it; lesion voxel fraction {summary['lesion_fraction']:.4f})")
+
+
+@app.command()
+def evaluate(
+    work_dir: Path = typer.Argument(..., help="Work folder with trained models."),
+    setting: list[str] | None = typer.Option(None, "--set", help="Override a setting for this evaluation, e.g. "
+                                                                 "--set diffusion.guidance_scale=0; repeatable."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the figures to this JSON file."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+) -> None:
+    """Measure the method on the test subjects of WORK_DIR (pixel AUPRC, detection, clusters per control).
+
+    With --set, inference settings change for this run only (models are not retrained); the threshold is re-chosen on the validation subjects with the same settings, never on the test set.
+    """
+    from pseudohealthy.evaluation.run import evaluate as evaluate_work, parse_settings
+    from pseudohealthy.io.atomic import write_json_atomic
+
+    overrides = parse_settings(setting or [])
+    with _progress() as bar:
+        task = bar.add_task("evaluate (validation, then test subjects)", total=None)
+        summary = evaluate_work(work_dir, overrides, device, on_subject=lambda pid: bar.advance(task))
+    _print_figures(summary)
+    if out:
+        write_json_atomic(out, summary)
+        console.print(f"figures in {out}")
 
 
 def main() -> None:

@@ -43,6 +43,9 @@ class DiffusionConfig(_Strict):
     steps: int = Field(ge=1, description="DDIM steps between 0 and L")
     guidance_scale: float = Field(ge=0, description="s: classifier guidance toward class 0")
     eta: float = Field(default=0.0, ge=0, le=1, description="DDIM η of the decode: 0 deterministic, 1 DDPM-like")
+    precision: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32", description="autocast dtype of the network calls at inference (float16: CUDA only)")
+    batch_size: int = Field(default=64, ge=1, description="slices per network call at inference")
 
     @model_validator(mode="after")
     def _check(self) -> "DiffusionConfig":
@@ -84,7 +87,9 @@ class TrainConfig(_Strict):
 class MethodConfig(_Strict):
     """What the detector does with the models; the paper's ablations switch these."""
 
-    condition_on_t1: bool = True
+    condition: Literal["t1", "flair", "none"] = Field(
+        default="t1", description="the translator's clean conditioning image: t1 (the method), flair (image-"
+                                  "conditioned DDPM, Baugh et al. 2024) or none (FLAIR-only diffusion)")
     guidance: Literal["lobe", "binary", "none"] = "lobe"
     histogram_matching: bool = True
     anomaly: Literal["positive", "absolute"] = "positive"
@@ -92,6 +97,9 @@ class MethodConfig(_Strict):
     slice_standardise: bool = Field(default=False, description="robust z-score of the map per axial slice")
     min_cluster_mm3: float = Field(default=50.0, ge=0, description="smaller clusters are not reported")
     rank_by: Literal["peak", "mean"] = "peak"
+    max_control_clusters: float | None = Field(
+        default=1.0, ge=0, description="calibration: the threshold may leave validation controls at most this "
+                                       "many clusters on average (null: no limit)")
 
 
 class Config(_Strict):

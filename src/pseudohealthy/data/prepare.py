@@ -49,12 +49,9 @@ def check_work_dir(bids_dir: Path, work_dir: Path, cfg: Config) -> None:
         raise UserError(f"{work_dir}: not writable; choose a folder you can write to")
 
 
-def _run_one(args: tuple[SubjectInputs, Config, str, int]) -> tuple[str, str | None]:
+def _run_one(args: tuple[SubjectInputs, Config, str]) -> tuple[str, str | None]:
     """Preprocess one subject (in a worker); returns (participant_id, reason it was skipped or None)."""
-    inputs, cfg, work_dir, threads = args
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    inputs, cfg, work_dir = args
     out = subject_dir(Path(work_dir), inputs.participant_id)
     try:
         preprocess_subject(inputs, cfg.data, out)
@@ -89,8 +86,7 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
             todo.append(inputs)
     if on_inventory:
         on_inventory(inventory, len(todo))
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    work = [(inputs, cfg, str(work_dir), threads) for inputs in todo]
+    work = [(inputs, cfg, str(work_dir)) for inputs in todo]
     if jobs > 1 and len(work) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(_run_one, w) for w in work]

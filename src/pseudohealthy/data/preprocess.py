@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -95,6 +96,19 @@ def is_done(out: Path, cfg: DataConfig) -> bool:
     return meta.get("version") == VERSION and meta.get("data_config") == cfg.model_dump(mode="json")
 
 
+@contextmanager
+def _single_threaded_itk():
+    """ITK sums per-thread partial results, so multi-threaded runs differ in the last bits from run to
+    run; one thread per subject (parallelism comes from --jobs) makes preprocessing bit-reproducible."""
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
+@_single_threaded_itk()
 def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dict:
     """Preprocess one subject into ``out`` (volumes, transforms, meta.json last). Returns the meta."""
     start = time.perf_counter()

@@ -13,10 +13,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pseudohealthy.anomaly.clusters import count_clusters
 from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, postprocess, zscore_reference
 from pseudohealthy.config import Config
 from pseudohealthy.detect.synthesis import Models, Synthesis, synthesize
 from pseudohealthy.errors import UserError
+from pseudohealthy.evaluation.metrics import dice
 from pseudohealthy.io.atomic import write_json_atomic
 from pseudohealthy.training.trainer import load_trained, model_dir
 
@@ -84,21 +86,26 @@ def reference_maps(maps: SubjectMaps, cfg: Config, postprocessed: bool = True) -
     return SubjectMaps(maps.flair, maps.flair, score, maps.brain, maps.lesion, maps.synthesis)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
-
-
-def choose_threshold(maps: list[SubjectMaps], candidates: int = 60) -> tuple[float, float]:
+def choose_threshold(maps: list[SubjectMaps], cfg: Config, candidates: int = 80) -> tuple[float, float]:
     """Threshold maximising the mean Dice over validation patients; (threshold, that Dice).
 
-    Candidates are quantiles of the anomaly scores inside the brains (upper tail).
+    Candidates are quantiles of the anomaly scores inside the brains (upper tail, up to the maximum).
+    Where validation controls exist, only thresholds that leave them at most
+    ``method.max_control_clusters`` clusters on average are allowed (the highest candidate if none
+    does), so a threshold that fits one small lesion cannot flood healthy brains with clusters.
     """
     patients = [m for m in maps if m.lesion.any()]
+    controls = [m for m in maps if not m.lesion.any()]
     pool = np.concatenate([m.anomaly[m.brain] for m in maps])
-    qs = np.quantile(pool, np.linspace(0.9, 0.99995, candidates))
+    qs = np.quantile(pool, np.linspace(0.9, 1.0, candidates))
+    limit = cfg.method.max_control_clusters
+    if controls and limit is not None:
+        min_voxels = cfg.method.min_cluster_mm3 / cfg.data.template_voxel_mm ** 3
+        allowed = np.array([np.mean([count_clusters(m.anomaly, q, min_voxels) for m in controls]) <= limit
+                            for q in qs])
+        qs = qs[allowed] if allowed.any() else qs[-1:]
     if not patients:
-        return float(np.quantile(pool, 0.999)), float("nan")
+        return float(qs[0]), float("nan")
     scores = [np.mean([dice(m.anomaly > q, m.lesion) for m in patients]) for q in qs]
     best = int(np.argmax(scores))
     return float(qs[best]), float(scores[best])

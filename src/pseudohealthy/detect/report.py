@@ -27,7 +27,7 @@ def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
 
 def overlay_figure(flair: nib.Nifti1Image, pseudo: nib.Nifti1Image, score: nib.Nifti1Image,
                    clusters_img: nib.Nifti1Image, clusters: list[Cluster], truth: nib.Nifti1Image | None,
-                   out_png: Path, max_rows: int = 3) -> None:
+                   out_png: Path, max_rows: int = 3, display_floor: float = 0.4) -> None:
     """Rows: the axial slices through the top clusters' peaks. Columns: FLAIR, pseudo-healthy FLAIR,
     anomaly map on FLAIR, cluster outlines (and the reference lesion mask in green when known)."""
     f, aff = _canonical(flair)
@@ -51,8 +51,9 @@ def overlay_figure(flair: nib.Nifti1Image, pseudo: nib.Nifti1Image, score: nib.N
             base = p if col == 1 else f
             ax.imshow(base[:, :, z].T, cmap="gray", origin="lower", vmin=0, vmax=vmax)
             if col == 2:
-                ax.imshow(np.ma.masked_less_equal(s[:, :, z].T, 0.05 * smax), cmap="hot", origin="lower",
-                          vmin=0, vmax=smax, alpha=0.7)
+                # probseg scale: 0.5 is the calibrated threshold; show from a little below it
+                ax.imshow(np.ma.masked_less(s[:, :, z].T, display_floor), cmap="hot", origin="lower",
+                          vmin=display_floor, vmax=max(smax, display_floor + 0.1), alpha=0.75)
             if col == 3:
                 labels = c[:, :, z].T
                 for k in np.unique(labels[labels > 0])[:5]:
@@ -62,6 +63,10 @@ def overlay_figure(flair: nib.Nifti1Image, pseudo: nib.Nifti1Image, score: nib.N
                 if t is not None and t[:, :, z].any():
                     ax.contour(t[:, :, z].T > 0.5, levels=[0.5], colors="lime", linewidths=0.8)
             ax.set_axis_off()
+            if col == 0 and r < len(clusters):
+                cl = clusters[r]
+                ax.text(2, f.shape[1] - 4, f"#{cl.rank} {cl.hemisphere} {cl.lobe}, {cl.volume_mm3:.0f} mm³",
+                        color="yellow", fontsize=8, va="top")
             if r == 0:
                 ax.set_title(titles[col], color="white", fontsize=9)
     fig.tight_layout()
@@ -85,8 +90,9 @@ def subject_page(out_html: Path, participant_id: str, figure_rel: str, clusters:
  '<th>hemisphere</th><th>lobe</th></tr>' + rows + '</table>' if clusters else '<p>No cluster above the threshold.</p>'}
 <h2>Overlays (axial, through the top clusters)</h2>
 <img src="{figure_rel}" alt="overlays">
-<p class="note">Anomaly score = FLAIR brighter than its pseudo-healthy version, in units of the normalised
-intensity range (scaled to [0, 1]). Research software: not a medical device.</p>
+<p class="note">Anomaly score s = FLAIR brighter than its pseudo-healthy version (smoothed, standardised per slice),
+shown as s / (s + threshold): 0.5 is the threshold chosen on validation subjects, and the map is drawn from 0.4.
+Green outline: the reference lesion mask, where the dataset has one. Research software: not a medical device.</p>
 <p><a href="index.html">all subjects</a></p></body></html>"""
     write_text_atomic(out_html, body)
 

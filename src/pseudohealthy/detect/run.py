@@ -43,7 +43,6 @@ from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
 
 
-
 def score_to_unit(score: np.ndarray, threshold: float) -> np.ndarray:
     """Map anomaly scores (≥ 0, any scale) monotonically to [0, 1) for a probseg map:
     s / (s + threshold), so the validation-chosen threshold sits at 0.5 (not a calibrated probability)."""
@@ -51,10 +50,44 @@ def score_to_unit(score: np.ndarray, threshold: float) -> np.ndarray:
     return (score / (score + max(threshold, 1e-12))).astype(np.float32)
 
 
-
-def _roles(work_dir: Path) -> dict[str, str]:
+def roles(work_dir: Path) -> dict[str, str]:
+    """participant_id -> train | val | test, from WORK_DIR/splits.tsv."""
     lines = (Path(work_dir) / "splits.tsv").read_text().splitlines()[1:]
     return {line.split("\t")[0]: line.split("\t")[2] for line in lines}
+
+
+def analyse_role(work_dir: Path, role: str, models, cfg: Config, device: str = "cpu",
+                 on_subject: Callable[[str], None] | None = None) -> dict[str, SubjectMaps]:
+    """Template-grid results for every prepared subject with ``role`` in splits.tsv."""
+    out = {}
+    for pid in [p for p, r in roles(work_dir).items() if r == role]:
+        out[pid] = analyse(Path(work_dir) / "subjects" / pid, models, cfg, device)
+        if on_subject:
+            on_subject(pid)
+    return out
+
+
+def calibration_from(maps: dict[str, SubjectMaps], cfg: Config) -> dict:
+    """Thresholds chosen on validation results (method and both references) and what they scored."""
+    if not maps:
+        raise UserError("no validation subjects in splits.tsv; add subjects and re-run prepare")
+    val = list(maps.values())
+    threshold, val_dice = choose_threshold(val, cfg)
+    reference_threshold, reference_dice = choose_threshold([reference_maps(m, cfg) for m in val], cfg)
+    raw_threshold, _ = choose_threshold([reference_maps(m, cfg, postprocessed=False) for m in val], cfg)
+    patients = [m for m in val if m.lesion.any()]
+    auprc = (float(average_precision_score(np.concatenate([m.lesion[m.brain] for m in patients]),
+                                           np.concatenate([m.anomaly[m.brain] for m in patients])))
+             if patients else float("nan"))
+    return {
+        "threshold": threshold, "min_cluster_mm3": cfg.method.min_cluster_mm3, "rank_by": cfg.method.rank_by,
+        "max_control_clusters": cfg.method.max_control_clusters,
+        "guidance_scale": cfg.diffusion.guidance_scale, "noise_level": cfg.diffusion.noise_level,
+        "steps": cfg.diffusion.steps, "chosen_on": list(maps), "val_patients": len(patients),
+        "val_dice": val_dice, "val_auprc": auprc,
+        "reference_threshold": reference_threshold, "reference_val_dice": reference_dice,
+        "raw_reference_threshold": raw_threshold, "version": __version__,
+    }
 
 
 def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], None] | None = None) -> dict:
@@ -62,29 +95,9 @@ def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], N
     work_dir = Path(work_dir)
     cfg = load_work_config(work_dir)
     models = load_models(work_dir, cfg)
-    val = [pid for pid, role in _roles(work_dir).items() if role == "val"]
-    if not val:
+    if "val" not in roles(work_dir).values():
         raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
-    maps = []
-    for pid in val:
-        maps.append(analyse(work_dir / "subjects" / pid, models, cfg, device))
-        if on_subject:
-            on_subject(pid)
-    threshold, val_dice = choose_threshold(maps)
-    reference_threshold, reference_dice = choose_threshold([reference_maps(m, cfg) for m in maps])
-    raw_threshold, _ = choose_threshold([reference_maps(m, cfg, postprocessed=False) for m in maps])
-    patients = [m for m in maps if m.lesion.any()]
-    auprc = (float(average_precision_score(np.concatenate([m.lesion[m.brain] for m in patients]),
-                                           np.concatenate([m.anomaly[m.brain] for m in patients])))
-             if patients else float("nan"))
-    calibration = {
-        "threshold": threshold, "min_cluster_mm3": cfg.method.min_cluster_mm3, "rank_by": cfg.method.rank_by,
-        "guidance_scale": cfg.diffusion.guidance_scale, "noise_level": cfg.diffusion.noise_level,
-        "steps": cfg.diffusion.steps, "chosen_on": val, "val_patients": len(patients),
-        "val_dice": val_dice, "val_auprc": auprc,
-        "reference_threshold": reference_threshold, "reference_val_dice": reference_dice,
-        "raw_reference_threshold": raw_threshold, "version": __version__,
-    }
+    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
     save_calibration(work_dir, calibration)
     return calibration
 

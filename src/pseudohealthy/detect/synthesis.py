@@ -15,6 +15,7 @@ from pseudohealthy.config import Config
 from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode, timestep_ladder
 from pseudohealthy.diffusion.guidance import guided_eps
 from pseudohealthy.diffusion.schedule import NoiseSchedule
+from pseudohealthy.errors import UserError
 from pseudohealthy.models.networks import translator_input
 
 
@@ -42,7 +43,7 @@ def _to_batch(volume: np.ndarray, zs: np.ndarray, device: torch.device) -> torch
 
 @torch.no_grad()
 def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Models, cfg: Config,
-               device: str = "cpu", batch_size: int = 64, guidance_scale: float | None = None,
+               device: str = "cpu", batch_size: int | None = None, guidance_scale: float | None = None,
                noise_level: int | None = None, steps: int | None = None, eta: float | None = None,
                seed: int | None = None) -> Synthesis:
     """Run the method on one subject's template-space volumes. Overrides default to the config."""
@@ -53,6 +54,11 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
     if cfg.method.guidance == "none":
         scale = 0.0
     eta = cfg.diffusion.eta if eta is None else eta
+    batch_size = batch_size or cfg.diffusion.batch_size
+    precision = getattr(torch, cfg.diffusion.precision)
+    if precision is torch.float16 and dev.type != "cuda":
+        raise UserError("diffusion.precision float16 needs a CUDA device; use bfloat16 or float32 on CPU")
+    autocast = torch.autocast(dev.type, dtype=precision, enabled=precision is not torch.float32)
     generator = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
     zs = brain_slices(brain, cfg.data.min_brain_fraction)
     out = np.full(flair.shape, -1.0, np.float32)
@@ -62,17 +68,22 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
     classifier = models.classifier.to(dev).eval() if models.classifier is not None else None
     for start in range(0, len(zs), batch_size):
         chunk = zs[start:start + batch_size]
-        x0, cond = _to_batch(flair, chunk, dev), _to_batch(t1, chunk, dev)
+        x0, t1_batch = _to_batch(flair, chunk, dev), _to_batch(t1, chunk, dev)
         labels = torch.zeros(len(chunk), dtype=torch.long, device=dev)
 
-        def eps_fn(x, t, cond=cond, labels=labels):
-            return translator(translator_input(x, cond, cfg), t, class_labels=labels)
+        def eps_fn(x, t, t1=t1_batch, x0=x0, labels=labels):
+            with autocast:
+                return translator(translator_input(x, t1, x0, cfg), t, class_labels=labels).float()
 
-        classify = (lambda x, t: classifier(x, t)) if classifier is not None else None
+        def classify(x, t):
+            with autocast:
+                return classifier(x, t).float()
+
         x_top = ddim_encode(x0, eps_fn, schedule, ladder)
-        healed = ddim_decode(x_top, guided_eps(eps_fn, classify, schedule, scale), schedule, ladder, eta, generator)
+        healed = ddim_decode(x_top, guided_eps(eps_fn, classify if classifier is not None else None, schedule, scale),
+                             schedule, ladder, eta, generator)
         out[:, :, chunk] = healed[:, 0].cpu().numpy().transpose(1, 2, 0)
         if classifier is not None:
             t_small = torch.ones(len(chunk), dtype=torch.long, device=dev)
-            probs[chunk] = torch.softmax(classifier(x0, t_small).float(), dim=1).cpu().numpy()
+            probs[chunk] = torch.softmax(classify(x0, t_small), dim=1).cpu().numpy()
     return Synthesis(out, probs, zs)

@@ -20,8 +20,9 @@ def _common(net: NetworkConfig) -> dict:
 
 
 def build_translator(cfg: Config) -> DiffusionModelUNet:
-    """Noisy FLAIR (+ clean T1 unless ablated) in, predicted noise out; 9-class label embedding."""
-    in_channels = 2 if cfg.method.condition_on_t1 else 1
+    """Noisy FLAIR (+ a clean conditioning image, see ``translator_input``) in, predicted noise out;
+    9-class label embedding."""
+    in_channels = 1 if cfg.method.condition == "none" else 2
     return DiffusionModelUNet(in_channels=in_channels, out_channels=1, num_class_embeds=NUM_CLASSES,
                               **_common(cfg.translator))
 
@@ -38,5 +39,8 @@ def build_classifier(cfg: Config) -> DiffusionModelEncoder:
                                  **_common(cfg.classifier))
 
 
-def translator_input(noisy_flair: torch.Tensor, t1: torch.Tensor, cfg: Config) -> torch.Tensor:
-    return torch.cat([noisy_flair, t1], dim=1) if cfg.method.condition_on_t1 else noisy_flair
+def translator_input(noisy_flair: torch.Tensor, t1: torch.Tensor, flair: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """The network input: noisy FLAIR, plus the clean conditioning image the config names."""
+    if cfg.method.condition == "none":
+        return noisy_flair
+    return torch.cat([noisy_flair, t1 if cfg.method.condition == "t1" else flair], dim=1)

@@ -96,7 +96,7 @@ class _Task:
         t, noise = t.to(batch.flair.device), noise.to(batch.flair.device)
         noisy = self.schedule.q_sample(batch.flair, t, noise)
         if self.kind == "translator":
-            pred = model(translator_input(noisy, batch.t1, self.cfg), t, class_labels=batch.labels)
+            pred = model(translator_input(noisy, batch.t1, batch.flair, self.cfg), t, class_labels=batch.labels)
             return F.mse_loss(pred.float(), noise), {}
         logits = model(noisy, t).float()
         return F.cross_entropy(logits, batch.labels), {"acc": (logits.argmax(1) == batch.labels).float().mean().item()}
