@@ -168,3 +168,37 @@ def test_threshold_keeps_validation_controls_nearly_clean():
     strict = load_config("quick", overrides={"method": {"max_control_clusters": 0, "min_cluster_mm3": 0}})
     threshold, best = choose_threshold(maps, strict)
     assert threshold >= 2.0 and best == 0.0  # the control's blob forces a threshold above the lesion
+
+
+def test_unwritable_out_dir_is_refused(tiny_bids, tmp_path, monkeypatch):
+    import os
+
+    out = tmp_path / "readonly"
+    out.mkdir()
+    # Tests may run as root, for whom chmod does not bite: ask the same question the code asks.
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).resolve() != out.resolve())
+    with pytest.raises(UserError, match="not writable"):
+        detect(tiny_bids, out, tmp_path / "model")
+
+
+def test_detect_on_a_plain_pair(trained, tiny_bids, tiny_phantom, tmp_path):
+    from pseudohealthy.detect.run import detect_pair
+
+    patient = next(s["participant_id"] for s in tiny_phantom["subjects"] if s["group"] == "fcd")
+    chosen = build_inventory(tiny_bids, [patient]).subjects[0]
+    loose = tmp_path / "scans"
+    loose.mkdir()
+    t1, flair = loose / "patient_t1.nii.gz", loose / "patient_flair.nii.gz"
+    shutil.copy(chosen.t1w, t1)
+    shutil.copy(chosen.flair, flair)
+    result = detect_pair(t1, flair, tmp_path / "out", trained, "sub-pat1")
+    anat = tmp_path / "out" / "sub-pat1" / "anat"
+    score = nib.load(anat / "sub-pat1_label-FCD_desc-anomaly_probseg.nii.gz")
+    assert score.shape == nib.load(flair).shape and np.allclose(score.affine, nib.load(flair).affine)
+    assert result["participant_id"] == "sub-pat1" and (tmp_path / "out" / "sub-pat1.html").is_file()
+    sidecar = json.loads((anat / "sub-pat1_desc-clusters_dseg.json").read_text())
+    assert sidecar["Sources"][0].startswith("file://")
+    with pytest.raises(UserError, match="inside the input folder"):
+        detect_pair(t1, flair, loose / "out", trained)
+    with pytest.raises(UserError, match="not found"):
+        detect_pair(loose / "missing.nii.gz", flair, tmp_path / "out2", trained)

@@ -246,6 +246,28 @@ def detect(
     run_detect(bids_dir, out_dir, model, participant_label, overwrite, device, allow_2d_flair)
 
 
+@app.command("detect-pair")
+def detect_pair(
+    t1w: Path = typer.Argument(..., help="T1-weighted NIfTI (read only)."),
+    flair: Path = typer.Argument(..., help="FLAIR NIfTI of the same session (read only)."),
+    out_dir: Path = typer.Argument(..., help="Output folder (a BIDS-derivatives dataset), not the inputs' folder."),
+    model: Path = typer.Option(..., "--model", help="The WORK_DIR that `train` and `calibrate` used."),
+    subject: str = typer.Option("sub-01", "--subject", help="Subject id used to name the outputs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs of this subject."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+) -> None:
+    """Find FCD candidates on a plain T1w + FLAIR pair, without a BIDS dataset.
+
+    Same processing and outputs as `detect` (native-space maps, ranked clusters, HTML report), named after --subject.
+    """
+    from pseudohealthy.detect.run import detect_pair as detect_one
+
+    with console.status("detect (preprocess, synthesise, cluster)"):
+        result = detect_one(t1w, flair, out_dir, model, subject, overwrite, device)
+    console.print(f"[green]detected[/] {result['participant_id']}: {result['n_clusters']} cluster(s), top: "
+                  f"{result['top']}; report: {Path(out_dir) / (result['participant_id'] + '.html')}")
+
+
 def run_detect(bids_dir: Path, out_dir: Path, work_dir: Path, labels: list[str] | None, overwrite: bool,
                device: str = "cpu", allow_2d_flair: bool = False) -> list[dict]:
     from pseudohealthy.detect.run import detect as detect_subjects

@@ -107,24 +107,25 @@ def _derivative_stem(flair: Path) -> str:
     return re.sub(r"_FLAIR$", "", name)
 
 
-def _check_out_dir(bids_dir: Path, out_dir: Path) -> None:
-    bids, out = Path(bids_dir).resolve(), Path(out_dir).resolve()
-    if out == bids or bids in out.parents:
-        raise UserError(f"OUT_DIR {out_dir} is inside BIDS_DIR {bids_dir}; choose a folder outside the input "
-                        "dataset (e.g. BIDS_DIR/../derivatives/pseudohealthy)")
+def _check_out_dir(source_dir: Path, out_dir: Path, what: str = "BIDS_DIR") -> None:
+    """Outputs never go inside the input folder; OUT_DIR must be writable."""
+    source, out = Path(source_dir).resolve(), Path(out_dir).resolve()
+    if out == source or source in out.parents:
+        raise UserError(f"OUT_DIR {out_dir} is inside {what} {source_dir}; choose a folder outside the input "
+                        "data (e.g. BIDS_DIR/../derivatives/pseudohealthy)")
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise UserError(f"{out_dir}: not writable; choose a folder you can write to")
 
 
-def _write_description(out_dir: Path, bids_dir: Path) -> None:
+def _write_description(out_dir: Path, source_uri: str) -> None:
     write_json_atomic(out_dir / "dataset_description.json", {
         "Name": "pseudohealthy FCD detection",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "pseudohealthy", "Version": __version__,
                          "Description": "location-guided pseudo-healthy diffusion (Li et al. 2026)"}],
-        "SourceDatasets": [{"URL": Path(bids_dir).resolve().as_uri()}],
+        "SourceDatasets": [{"URL": source_uri}],
     })
     write_text_atomic(out_dir / ".bidsignore", "*.html\n**/figures\nsourcedata\n")
     write_text_atomic(out_dir / "README", (
@@ -157,7 +158,7 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     maps = analyse(scratch, models, cfg, device)
     meta = load_meta(scratch)
     anat = out_dir / pid / "anat"
-    stem = _derivative_stem(inputs.flair)
+    stem = _derivative_stem(inputs.flair) if inputs.flair.name.startswith(pid + "_") else pid
     flair_native = nib.load(inputs.flair)
     affine = flair_native.affine
 
@@ -176,8 +177,7 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     save_nifti(anat / f"{stem}_desc-clusters_dseg.nii.gz", labels.astype(np.uint16), affine)
     save_nifti(anat / f"{stem}_desc-brain_mask.nii.gz", brain_native.astype(np.uint8), affine)
     _write_cluster_table(anat / f"{stem}_desc-clusters_dseg.tsv", clusters)
-    sources = [f"bids::{inputs.flair.relative_to(inputs.flair.parents[2])}",
-               f"bids::{inputs.t1w.relative_to(inputs.t1w.parents[2])}"]
+    sources = [_source(inputs.flair, pid), _source(inputs.t1w, pid)]
     classifier = _classifier_summary(maps, cfg)
     space = {"SpatialReference": sources[0]}  # the subject's own FLAIR grid
     for name, extra in ((f"{stem}_desc-pseudohealthy_FLAIR.json",
@@ -210,6 +210,13 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     top = (f"{clusters[0].hemisphere} {clusters[0].lobe}, {clusters[0].volume_mm3:.0f} mm³" if clusters else "none")
     return {"participant_id": pid, "n_clusters": len(clusters), "top": top, "classifier": classifier,
             "clusters": [c.row() for c in clusters], "maps": maps}
+
+
+def _source(path: Path, participant_id: str) -> str:
+    """A BIDS URI for a file of the source dataset (``sub-X/anat/…``), else the file's own URI."""
+    if path.parent.name == "anat" and path.parent.parent.name == participant_id:
+        return f"bids::{path.relative_to(path.parents[2])}"
+    return Path(path).resolve().as_uri()
 
 
 def _vol(subject_dir: Path, name: str) -> np.ndarray:
@@ -268,25 +275,51 @@ def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: It
     """
     bids_dir, out_dir = Path(bids_dir), Path(out_dir)
     _check_out_dir(bids_dir, out_dir)
+    inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair, require_labels=False)
+    for pid, reason in inventory.skipped.items():
+        if on_subject:
+            on_subject(pid, reason)
+    return _detect_all(inventory.subjects, out_dir, work_dir, bids_dir.resolve().as_uri(), overwrite, device,
+                       on_start, on_subject)
+
+
+def detect_pair(t1w: Path, flair: Path, out_dir: Path, work_dir: Path, participant_id: str = "sub-01",
+                overwrite: bool = False, device: str = "cpu") -> dict:
+    """Detect lesions on a plain T1w + FLAIR pair (any file names, no BIDS dataset); the outputs are
+    the same BIDS-derivatives files as ``detect`` writes, named after ``participant_id``."""
+    t1w, flair, out_dir = Path(t1w), Path(flair), Path(out_dir)
+    for path, what in ((t1w, "T1w"), (flair, "FLAIR")):
+        if not path.is_file():
+            raise UserError(f"{path}: {what} file not found")
+    if not re.fullmatch(r"sub-[A-Za-z0-9]+", participant_id):
+        raise UserError(f"--subject {participant_id!r} is not a valid BIDS subject id (sub-<letters/digits>)")
+    for path in (t1w, flair):
+        _check_out_dir(path.parent, out_dir, "the input folder")
+    inputs = SubjectInputs(participant_id, "unknown", t1w, flair, None, 0, None, None)
+    results = _detect_all([inputs], out_dir, work_dir, flair.resolve().parent.as_uri(), overwrite, device)
+    if not results:
+        raise UserError(f"{out_dir}: {participant_id} was already done with this model; pass --overwrite to redo it")
+    return results[0]
+
+
+def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, source_uri: str, overwrite: bool,
+                device: str, on_start: Callable[[int], None] | None = None,
+                on_subject: Callable[[str, str | None], None] | None = None) -> list[dict]:
     cfg = load_work_config(work_dir)
     calibration = load_calibration(work_dir)
     models = load_models(work_dir, cfg)
-    inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair, require_labels=False)
     key = run_key(work_dir)
-    states = {s.participant_id: _output_state(out_dir, s.participant_id, key) for s in inventory.subjects}
+    states = {s.participant_id: _output_state(out_dir, s.participant_id, key) for s in subjects}
     if not overwrite:
         clash = [pid for pid, state in states.items() if state == "foreign"]
         if clash:
             raise UserError(f"{out_dir}: outputs for {', '.join(clash[:5])} already exist; pass --overwrite to "
                             "replace them or choose another OUT_DIR")
-    _write_description(out_dir, bids_dir)
+    _write_description(out_dir, source_uri)
     if on_start:
-        on_start(len(inventory.subjects))
-    for pid, reason in inventory.skipped.items():
-        if on_subject:
-            on_subject(pid, reason)
+        on_start(len(subjects))
     results = []
-    for inputs in inventory.subjects:
+    for inputs in subjects:
         if states[inputs.participant_id] == "done" and not overwrite:
             if on_subject:
                 on_subject(inputs.participant_id, "already done with this model (--overwrite redoes it)")
