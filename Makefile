@@ -25,8 +25,8 @@ test-slow: $(STAMP)
 
 # Speed and memory, side by side in one run, on the model `make demo` trained (benchmarks/results/*.json).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_detect.py $(BENCH_WORK)
-	$(BIN)/python benchmarks/bench_train.py $(BENCH_WORK)
+	$(BIN)/python -u benchmarks/bench_detect.py $(BENCH_WORK)
+	$(BIN)/python -u benchmarks/bench_train.py $(BENCH_WORK)
 
 clean-venv:
 	rm -rf $(VENV)

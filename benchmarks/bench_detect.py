@@ -63,10 +63,11 @@ def main() -> None:
         "ours": ours, "reference_loop": reference,
         "speedup": round(reference["seconds"] / ours["seconds"], 1),
         "auprc_difference": round(ours["auprc"] - reference["auprc"], 4)}
+    write_result("detect", result)  # partial results survive an interrupted benchmark
     print(f"{pid}: ours {ours['seconds']} s (AUPRC {ours['auprc']}), reference-style loop "
           f"{reference['seconds']} s (AUPRC {reference['auprc']}): {result['ours_vs_reference_loop']['speedup']}x")
 
-    steps = [5, 10, 25] if args.quick else [5, 10, 25, 50, 100]
+    steps = [5, 10, 25] if args.quick else [5, 10, 25, 50, 100]  # at the config's L (ours: 200)
     result["steps_sweep"] = [_timed(subject, models, cfg, steps=k) for k in steps]
     batches = [1, 16, 64] if args.quick else [1, 8, 16, 32, 64]
     result["batch_sweep"] = [_timed(subject, models, cfg, batch_size=b, steps=10) for b in batches]
@@ -76,6 +77,7 @@ def main() -> None:
     for row in result["steps_sweep"] + result["batch_sweep"]:
         print({k: row[k] for k in row if k in ("steps", "batch_size", "seconds", "auprc")})
     print("precision:", {k: (v["seconds"], v["auprc"]) for k, v in result["precision"].items()})
+    write_result("detect", result)
 
     # time against the number of slices: the same subject with its brain restricted to n slices
     import nibabel as nib
