@@ -20,7 +20,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from pseudohealthy import __version__
 from pseudohealthy.anomaly.clusters import Cluster, find_clusters
@@ -39,6 +38,7 @@ from pseudohealthy.detect.pipeline import (
 )
 from pseudohealthy.detect.report import index_page, overlay_figure, subject_page
 from pseudohealthy.errors import UserError
+from pseudohealthy.evaluation.metrics import pixel_auprc
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
 
@@ -76,9 +76,8 @@ def calibration_from(maps: dict[str, SubjectMaps], cfg: Config) -> dict:
     reference_threshold, reference_dice = choose_threshold([reference_maps(m, cfg) for m in val], cfg)
     raw_threshold, _ = choose_threshold([reference_maps(m, cfg, postprocessed=False) for m in val], cfg)
     patients = [m for m in val if m.lesion.any()]
-    auprc = (float(average_precision_score(np.concatenate([m.lesion[m.brain] for m in patients]),
-                                           np.concatenate([m.anomaly[m.brain] for m in patients])))
-             if patients else float("nan"))
+    auprc = (pixel_auprc(np.concatenate([m.lesion[m.brain] for m in patients]),
+                         np.concatenate([m.anomaly[m.brain] for m in patients])) if patients else float("nan"))
     return {
         "threshold": threshold, "min_cluster_mm3": cfg.method.min_cluster_mm3, "rank_by": cfg.method.rank_by,
         "max_control_clusters": cfg.method.max_control_clusters,

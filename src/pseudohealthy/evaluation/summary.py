@@ -5,11 +5,11 @@ post-processing (``reference``) and without (``raw_reference``). Computed on the
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from pseudohealthy.anomaly.clusters import find_clusters
 from pseudohealthy.config import Config
 from pseudohealthy.detect.pipeline import SubjectMaps, reference_maps
+from pseudohealthy.evaluation.metrics import pixel_auprc
 
 
 def _detection(score: np.ndarray, lesion: np.ndarray, affine: np.ndarray, threshold: float,
@@ -30,14 +30,14 @@ def summarise(maps: dict[str, SubjectMaps], affine: np.ndarray, calibration: dic
             ("reference", lambda m: reference_maps(m, cfg).anomaly, calibration["reference_threshold"]),
             ("raw_reference", lambda m: reference_maps(m, cfg, postprocessed=False).anomaly,
              calibration.get("raw_reference_threshold", float("inf")))):
+        scores = {k: score_of(m) for k, m in maps.items()}  # each map post-processed once
         if patients:
-            y = np.concatenate([m.lesion[m.brain] for m in patients.values()])
-            s = np.concatenate([score_of(m)[m.brain] for m in patients.values()])
-            out[f"{name}_auprc"] = float(average_precision_score(y, s))
-        det = [_detection(score_of(m), m.lesion, affine, threshold, calibration["min_cluster_mm3"])
-               for m in patients.values()]
-        fp = [_detection(score_of(m), m.lesion, affine, threshold, calibration["min_cluster_mm3"])[2]
-              for m in controls.values()]
+            out[f"{name}_auprc"] = pixel_auprc(np.concatenate([m.lesion[m.brain] for m in patients.values()]),
+                                               np.concatenate([scores[k][m.brain] for k, m in patients.items()]))
+        det = [_detection(scores[k], m.lesion, affine, threshold, calibration["min_cluster_mm3"])
+               for k, m in patients.items()]
+        fp = [_detection(scores[k], m.lesion, affine, threshold, calibration["min_cluster_mm3"])[2]
+              for k, m in controls.items()]
         out[f"{name}_top1"] = float(np.mean([d[0] for d in det])) if det else float("nan")
         out[f"{name}_top3"] = float(np.mean([d[1] for d in det])) if det else float("nan")
         out[f"{name}_clusters_per_control"] = float(np.mean(fp)) if fp else float("nan")
