@@ -41,7 +41,7 @@ def _scratch_work(work: Path, dest: Path, cfg) -> Path:
 def ours(work: Path, cfg, iterations: int) -> float:
     """Slices per second of the training loop, from its own step clock (validation excluded)."""
     train(work, cfg, "translator", iterations=iterations)
-    with open(model_dir(work, "translator") / "metrics.csv", newline="") as fh:
+    with open(model_dir(work, "translator", cfg) / "metrics.csv", newline="") as fh:
         seconds = float(list(csv.DictReader(fh))[-1]["seconds"])
     return iterations * cfg.train_translator.batch_size / seconds
 

@@ -26,8 +26,8 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_prepared, tmp_p
                            "-m", "pseudohealthy", "train", str(parallel), "--model", "translator",
                            "--iterations", "3"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    a = torch.load(model_dir(single, "translator") / "checkpoint.pt", weights_only=True)
-    b = torch.load(model_dir(parallel, "translator") / "checkpoint.pt", weights_only=True)
+    a = torch.load(model_dir(single, "translator", cfg) / "checkpoint.pt", weights_only=True)
+    b = torch.load(model_dir(parallel, "translator", cfg) / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 3
     torch.manual_seed(cfg.seed)
     initial = build_model("translator", cfg).state_dict()

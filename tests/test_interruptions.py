@@ -89,14 +89,14 @@ def test_killed_run_continues_and_loses_nothing(tiny_bids, tmp_path):
     (work / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     reference = tmp_path / "reference"
     shutil.copytree(work, reference)
-    checkpoint = model_dir(work, "classifier") / "checkpoint.pt"
+    checkpoint = model_dir(work, "classifier", cfg) / "checkpoint.pt"
     run_and_kill(["train", str(work), "--model", "classifier", "--iterations", "60"],
                  checkpoint.exists, rng.uniform(0, 0.3))
     assert_no_half_written_files(work)
     _ok(["train", str(work), "--model", "classifier", "--iterations", "60", "--resume"])
     train(reference, cfg, "classifier", iterations=60)
     resumed = torch.load(checkpoint, weights_only=True)
-    uninterrupted = torch.load(model_dir(reference, "classifier") / "checkpoint.pt", weights_only=True)
+    uninterrupted = torch.load(model_dir(reference, "classifier", cfg) / "checkpoint.pt", weights_only=True)
     assert resumed["step"] == uninterrupted["step"] == 60
     for key, value in uninterrupted["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0)

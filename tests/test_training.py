@@ -31,13 +31,13 @@ def test_resume_reaches_the_same_weights(work, tmp_path, kind):
     train(work, cfg, kind, iterations=4)
     train(other, cfg, kind, iterations=2)
     train(other, cfg, kind, iterations=4, resume=True)
-    a = torch.load(model_dir(work, kind) / "checkpoint.pt", weights_only=True)
-    b = torch.load(model_dir(other, kind) / "checkpoint.pt", weights_only=True)
+    a = torch.load(model_dir(work, kind, cfg) / "checkpoint.pt", weights_only=True)
+    b = torch.load(model_dir(other, kind, cfg) / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 4
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
-    assert (model_dir(work, kind) / "config.yaml").is_file()
-    lines = (model_dir(other, kind) / "metrics.csv").read_text().splitlines()
+    assert (model_dir(work, kind, cfg) / "config.yaml").is_file()
+    lines = (model_dir(other, kind, cfg) / "metrics.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["2", "4"]  # no duplicated rows after resume
 
 

@@ -17,13 +17,11 @@ def histogram_match(pseudo: np.ndarray, real: np.ndarray, brain: np.ndarray) -> 
     return out
 
 
-def anomaly_map(real: np.ndarray, pseudo: np.ndarray, brain: np.ndarray, mode: str = "positive",
-                smoothing_vox: float = 0.0, slice_standardise: bool = False) -> np.ndarray:
-    """Difference real − pseudo-healthy inside the brain; ``positive`` keeps only FLAIR-brighter signal
-    (FCD raises FLAIR), ``absolute`` both signs. Optionally Gaussian-smoothed (σ in voxels) and
-    standardised per axial slice (see ``standardise_slices``). 0 outside the brain."""
-    diff = real - pseudo
-    score = np.clip(diff, 0, None) if mode == "positive" else np.abs(diff)
+def anomaly_map(difference: np.ndarray, brain: np.ndarray, mode: str = "positive", smoothing_vox: float = 0.0,
+                slice_standardise: bool = False) -> np.ndarray:
+    """From a real − pseudo-healthy difference to the anomaly map: ``positive`` keeps only FLAIR-brighter
+    signal (FCD raises FLAIR), ``absolute`` both signs; then ``postprocess``. 0 outside the brain."""
+    score = np.clip(difference, 0, None) if mode == "positive" else np.abs(difference)
     return postprocess(score, brain, smoothing_vox, slice_standardise)
 
 

@@ -163,11 +163,14 @@ def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] |
 
 
 def run_train(work_dir: Path, model: str, preset: str | None, resume: bool, device: str,
-              iterations: int | None = None) -> dict:
-    from pseudohealthy.config import load_work_config
+              iterations: int | None = None, settings: list[str] | None = None) -> dict:
+    from pseudohealthy.config import load_work_config, with_overrides
+    from pseudohealthy.evaluation.run import parse_settings
     from pseudohealthy.training.trainer import train as train_model
 
     cfg = load_work_config(work_dir, preset)
+    if settings:
+        cfg = with_overrides(cfg, parse_settings(settings))
     quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun only rank 0 reports
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), console=console, disable=quiet) as bar:
@@ -187,18 +190,21 @@ def run_train(work_dir: Path, model: str, preset: str | None, resume: bool, devi
 @app.command()
 def train(
     work_dir: Path = typer.Argument(..., help="Work folder made by `prepare`."),
-    model: str = typer.Option(..., "--model", help="translator (the T1 -> FLAIR diffusion model) or classifier "
-                                                   "(the noise-aware lobe classifier)."),
+    model: str = typer.Option(..., "--model", help="translator (the T1 -> FLAIR diffusion model), classifier "
+                                                   "(the noise-aware lobe classifier) or autoencoder (the "
+                                                   "DenoisingAE baseline)."),
     preset: str | None = typer.Option(None, "--preset", help="Preset or YAML file (default: WORK_DIR/config.yaml)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from WORK_DIR/models/<model>/checkpoint.pt."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override the preset's iterations."),
+    setting: list[str] | None = typer.Option(None, "--set", help="Train a variant, e.g. --set method.condition=none "
+                                                                 "(the no-T1 ablation); repeatable."),
 ) -> None:
-    """Train the translator or the classifier on the prepared slices (AdamW, EMA, checkpoints, exact resume).
+    """Train a model on the prepared slices (AdamW, EMA, checkpoints, exact resume).
 
-    Writes WORK_DIR/models/<model>/checkpoint.pt (atomically, every checkpoint_every steps), metrics.csv (loss; validation loss, accuracy, lesion-vs-normal AUROC) and config.yaml.
+    Writes WORK_DIR/models/<name>/checkpoint.pt (atomically, every checkpoint_every steps), metrics.csv (loss; validation loss, accuracy, lesion-vs-normal AUROC) and config.yaml. <name> is the model kind, plus what makes a variant (e.g. translator-none for --set method.condition=none), so baselines and ablations never overwrite the method's models.
     """
-    run_train(work_dir, model, preset, resume, device, iterations)
+    run_train(work_dir, model, preset, resume, device, iterations, setting)
 
 
 @app.command()
@@ -298,6 +304,8 @@ def demo(
 
     Steps finished in an earlier run are reused, so an interrupted demo continues where it stopped. Ends by printing the report's path and the headline figures (method vs a no-model reference).
     """
+    from pseudohealthy.data.splits import read_splits
+
     start = time.perf_counter()
     work_dir = Path(work_dir)
     bids = work_dir / "bids"
@@ -312,8 +320,7 @@ def demo(
         checkpoint = model_dir / "models" / kind / "checkpoint.pt"
         run_train(model_dir, kind, None, resume=checkpoint.exists(), device="cpu")
     run_calibrate(model_dir, "cpu")
-    splits = (model_dir / "splits.tsv").read_text().splitlines()[1:]
-    test_ids = [line.split("\t")[0] for line in splits if line.split("\t")[2] == "test"]
+    test_ids = [pid for pid, _, role in read_splits(model_dir) if role == "test"]
     out_dir = work_dir / "derivatives"
     results = run_detect(bids, out_dir, model_dir, test_ids, overwrite=True)
     _print_summary(results, model_dir, out_dir, time.perf_counter() - start)
@@ -369,6 +376,68 @@ def evaluate(
     if out:
         write_json_atomic(out, summary)
         console.print(f"figures in {out}")
+
+
+@app.command()
+def benchmark(
+    work_dir: Path = typer.Argument(..., help="Work folder made by `prepare` (made here from --bids if missing)."),
+    methods: str = typer.Option("all", "--methods", help="'all' or a comma-separated list of: full, no_t1, "
+                                                         "no_histmatch, no_guidance, binary_guidance, denoising_ae, "
+                                                         "anoddpm, wolleb, imgcond, control_zscore."),
+    bids: Path | None = typer.Option(None, "--bids", help="BIDS dataset to prepare WORK_DIR from when it has not "
+                                                          "been prepared."),
+    preset: str | None = typer.Option(None, "--preset", help="Preset for preparing from --bids (default quick); "
+                                                             "with a prepared WORK_DIR it must be the one used."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default WORK_DIR/benchmark)."),
+    setting: list[str] | None = typer.Option(None, "--set", help="Override a setting for every method, e.g. "
+                                                                 "--set diffusion.steps=5; repeatable."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Parallel subjects when preparing."),
+) -> None:
+    """Compare the method with its ablations and the paper's baselines on the same data: one table.
+
+    For each method: trains the models it needs that are missing (resuming unfinished ones), chooses its threshold on the validation subjects, runs it on the test subjects and scores it (pixel AUROC/AUPRC, Dice at the validation threshold and at the oracle threshold, R@5/R@10, top-1/top-3 detection, false-positive clusters, specificity, peak distance, lobe accuracy, 95 % bootstrap CIs). Writes OUT/results.csv, results.json, results.md, figures/ and configs/ with each row's config, checkpoints, split, seed and commit. Finished methods are reused when run again.
+    """
+    from pseudohealthy.config import load_work_config
+    from pseudohealthy.evaluation.benchmark import run_benchmark
+    from pseudohealthy.evaluation.methods import select_methods
+    from pseudohealthy.evaluation.run import parse_settings
+
+    specs = select_methods(methods)
+    overrides = parse_settings(setting or [])
+    if not (work_dir / "config.yaml").is_file():
+        if bids is None:
+            raise UserError(f"{work_dir}: not prepared; pass --bids BIDS_DIR to prepare it, or run "
+                            f"`pseudohealthy prepare BIDS_DIR {work_dir}` first")
+        run_prepare(bids, work_dir, preset or "quick", None, jobs)
+    elif preset and load_work_config(work_dir).name != preset:
+        raise UserError(f"{work_dir} was prepared with preset '{load_work_config(work_dir).name}', not '{preset}'; "
+                        "use another WORK_DIR for another preset")
+    out = out or work_dir / "benchmark"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("benchmark", total=None)
+
+        def on_event(event: str, detail: str) -> None:
+            if event == "train":
+                bar.reset(task, description=f"train {detail}", total=None)
+            elif event == "method":
+                bar.reset(task, description=f"{detail}: validation, then test subjects", total=None)
+            elif event == "subject":
+                bar.advance(task)
+            elif event in ("trained", "done"):
+                bar.console.print(f"[green]{event}[/] {detail}")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total)
+
+        results = run_benchmark(work_dir, specs, out, overrides, device, on_event, on_step)
+    for r in results:
+        m = r["metrics"]
+        console.print(f"  {r['name']:16s} AUPRC {m['auprc']:.3f}  R@5 {m['r@5']:.3f}  R@10 {m['r@10']:.3f}  "
+                      f"Dice {m['dice_val']:.3f} (oracle {m['dice_oracle']:.3f})  top-1 {m['top1']:.2f}  "
+                      f"FP/control {m['fp_per_control']:.1f}")
+    console.print(f"table: {out / 'results.md'}; figures: {out / 'figures'}")
 
 
 def main() -> None:

@@ -57,11 +57,11 @@ def _explain(exc: ValidationError, source: str) -> str:
     return f"{source}: invalid value for '{where}': {err['msg']}"
 
 
-def _deep_update(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def deep_update(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_update(out[key], value)
+            out[key] = deep_update(out[key], value)
         else:
             out[key] = value
     return out
@@ -84,9 +84,17 @@ def load_config(preset: str | Path, overrides: dict[str, Any] | None = None) -> 
             )
         source = str(path)
         text = path.read_text(encoding="utf-8")
-    data = _deep_update(_read_yaml(text, source), overrides or {})
+    data = deep_update(_read_yaml(text, source), overrides or {})
     try:
         return Config.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_explain(exc, source)) from exc
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any], source: str = "--set") -> Config:
+    """``cfg`` with nested ``overrides`` applied and validated again."""
+    try:
+        return Config.model_validate(deep_update(cfg.model_dump(mode="json"), overrides))
     except ValidationError as exc:
         raise UserError(_explain(exc, source)) from exc
 

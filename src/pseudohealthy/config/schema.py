@@ -43,8 +43,9 @@ class DiffusionConfig(_Strict):
     steps: int = Field(ge=1, description="DDIM steps between 0 and L")
     guidance_scale: float = Field(ge=0, description="s: classifier guidance toward class 0")
     eta: float = Field(default=0.0, ge=0, le=1, description="DDIM η of the decode: 0 deterministic, 1 DDPM-like")
-    precision: Literal["float32", "bfloat16", "float16"] = Field(
-        default="float32", description="autocast dtype of the network calls at inference (float16: CUDA only)")
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="float32", description="autocast dtype of the network calls at inference (float16: CUDA only; "
+                                       "auto: bfloat16 where the CPU/GPU computes it natively, else float32)")
     batch_size: int = Field(default=64, ge=1, description="slices per network call at inference")
 
     @model_validator(mode="after")
@@ -91,6 +92,24 @@ class MethodConfig(_Strict):
         default="t1", description="the translator's clean conditioning image: t1 (the method), flair (image-"
                                   "conditioned DDPM, Baugh et al. 2024) or none (FLAIR-only diffusion)")
     guidance: Literal["lobe", "binary", "none"] = "lobe"
+    detector: Literal["diffusion", "autoencoder", "control_zscore"] = Field(
+        default="diffusion", description="what makes the pseudo-healthy image: the diffusion translator (the "
+                                         "method), a denoising autoencoder (Kascenas et al. 2022) or the training "
+                                         "controls' voxel-wise FLAIR mean/std in template space (no learning)")
+    noise: Literal["gaussian", "simplex"] = Field(
+        default="gaussian", description="the translator's noise in training and sampling (simplex: AnoDDPM)")
+    encode: Literal["invert", "noise"] = Field(
+        default="invert", description="how the FLAIR reaches noise level L: DDIM inversion (the method) or "
+                                      "forward noising with fresh noise (AnoDDPM)")
+    train_on: Literal["all", "healthy"] = Field(
+        default="all", description="slices the translator/autoencoder trains on: all (lesion slices carry their "
+                                   "lobe label) or healthy only (label 0), as unsupervised baselines do")
+    synthetic_anomalies: bool = Field(
+        default=False, description="translator training: paste synthetic anomalies into the conditioning image "
+                                   "(with condition: flair, the image-conditioned DDPM of Baugh et al. 2024)")
+    denoising_noise_std: float = Field(default=0.2, gt=0, description="autoencoder: std of the coarse noise")
+    denoising_noise_cells: int = Field(default=16, ge=2, description="autoencoder: coarse noise drawn on a "
+                                                                     "cells x cells grid, upsampled to the slice")
     histogram_matching: bool = True
     anomaly: Literal["positive", "absolute"] = "positive"
     smoothing_mm: float = Field(default=0.0, ge=0, description="Gaussian σ applied to the anomaly map")

@@ -11,6 +11,8 @@ Rule, deterministic for a seed:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from pseudohealthy.config.schema import DataConfig
@@ -44,3 +46,9 @@ def assign_roles(subjects: list[dict], cfg: DataConfig, seed: int) -> dict[str, 
         roles.update({pid: "test" for pid in test_extra})
         roles.update({pid: "train" for pid in train})
     return roles
+
+
+def read_splits(work_dir: Path) -> list[tuple[str, str, str]]:
+    """(participant_id, group, role) rows of WORK_DIR/splits.tsv, as ``prepare`` wrote them."""
+    path = Path(work_dir) / "splits.tsv"
+    return [tuple(line.split("\t")[:3]) for line in path.read_text().splitlines()[1:] if line.strip()]

@@ -16,7 +16,8 @@ import numpy as np
 from pseudohealthy.anomaly.clusters import count_clusters
 from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, postprocess, zscore_reference
 from pseudohealthy.config import Config
-from pseudohealthy.detect.synthesis import Models, Synthesis, synthesize
+from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
+from pseudohealthy.detect.synthesis import Models, Synthesis, brain_slices, reconstruct, synthesize
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.metrics import dice
 from pseudohealthy.io.atomic import write_json_atomic
@@ -37,16 +38,26 @@ class SubjectMaps:
     synthesis: Synthesis
 
 
+def required_models(cfg: Config) -> list[str]:
+    """The trained model kinds ``cfg``'s detector uses (their folders: ``training.trainer.model_name``)."""
+    if cfg.method.detector == "control_zscore":
+        return []
+    if cfg.method.detector == "autoencoder":
+        return ["autoencoder"]
+    return ["translator"] + (["classifier"] if cfg.method.guidance != "none" else [])
+
+
 def load_models(work_dir: Path, cfg: Config) -> Models:
-    if not (model_dir(work_dir, "translator") / "checkpoint.pt").is_file():
-        raise UserError(f"{work_dir}: no trained translator; run `pseudohealthy train {work_dir} --model translator`")
-    classifier = None
-    if cfg.method.guidance != "none":
-        if not (model_dir(work_dir, "classifier") / "checkpoint.pt").is_file():
-            raise UserError(f"{work_dir}: no trained classifier; run `pseudohealthy train {work_dir} --model "
-                            "classifier` (or set method.guidance: none)")
-        classifier = load_trained(work_dir, cfg, "classifier")
-    return Models(load_trained(work_dir, cfg, "translator"), classifier)
+    models = Models()
+    for kind in required_models(cfg):
+        if not (model_dir(work_dir, kind, cfg) / "checkpoint.pt").is_file():
+            hint = " (or set method.guidance: none)" if kind == "classifier" else ""
+            raise UserError(f"{model_dir(work_dir, kind, cfg)}: no trained {kind} for this configuration; run "
+                            f"`pseudohealthy train {work_dir} --model {kind}` with it{hint}")
+        setattr(models, kind, load_trained(work_dir, cfg, kind))
+    if cfg.method.detector == "control_zscore":
+        models.controls = fit_control_stats(work_dir)
+    return models
 
 
 def _volume(subject_dir: Path, name: str) -> np.ndarray:
@@ -58,16 +69,25 @@ def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu",
     flair = _volume(subject_dir, "flair").astype(np.float32)
     t1 = _volume(subject_dir, "t1").astype(np.float32)
     brain = _volume(subject_dir, "brain") > 0
-    syn = synthesize(flair, t1, brain, models, cfg, device=device, **overrides)
+    if cfg.method.detector == "control_zscore":  # the "pseudo-healthy" FLAIR is the training controls' mean
+        syn = Synthesis(models.controls.mean, np.zeros((brain.shape[2], 1), np.float32),
+                        brain_slices(brain, cfg.data.min_brain_fraction))
+    elif cfg.method.detector == "autoencoder":
+        syn = reconstruct(flair, brain, models.autoencoder, cfg, device, overrides.get("batch_size"))
+    else:
+        syn = synthesize(flair, t1, brain, models, cfg, device=device, **overrides)
     # Slices with too little brain are not synthesised (nor trained on); they are not scored either.
     processed = np.zeros(brain.shape[2], bool)
     processed[syn.slices] = True
     brain = brain & processed[None, None, :]
     pseudo = syn.pseudo_healthy
-    if cfg.method.histogram_matching:
-        pseudo = histogram_match(pseudo, flair, brain)
-    score = anomaly_map(flair, pseudo, brain, cfg.method.anomaly, smoothing_voxels(cfg),
-                        cfg.method.slice_standardise)
+    if cfg.method.detector == "control_zscore":
+        difference = control_zscore(flair, models.controls)  # in units of the controls' std
+    else:
+        if cfg.method.histogram_matching:
+            pseudo = histogram_match(pseudo, flair, brain)
+        difference = flair - pseudo
+    score = anomaly_map(difference, brain, cfg.method.anomaly, smoothing_voxels(cfg), cfg.method.slice_standardise)
     lesion = _volume(subject_dir, "lesion") > 0.5
     return SubjectMaps(flair, pseudo, score, brain, lesion, syn)
 

@@ -27,6 +27,7 @@ from pseudohealthy.config import Config, load_work_config
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.preprocess import NativeMapper, Normalisation, is_done, load_meta, preprocess_subject
+from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import (
     SubjectMaps,
     analyse,
@@ -34,6 +35,7 @@ from pseudohealthy.detect.pipeline import (
     load_calibration,
     load_models,
     reference_maps,
+    required_models,
     save_calibration,
 )
 from pseudohealthy.detect.report import index_page, overlay_figure, subject_page
@@ -41,6 +43,7 @@ from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.metrics import pixel_auprc
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
+from pseudohealthy.training.trainer import model_dir
 
 
 def score_to_unit(score: np.ndarray, threshold: float) -> np.ndarray:
@@ -52,8 +55,7 @@ def score_to_unit(score: np.ndarray, threshold: float) -> np.ndarray:
 
 def roles(work_dir: Path) -> dict[str, str]:
     """participant_id -> train | val | test, from WORK_DIR/splits.tsv."""
-    lines = (Path(work_dir) / "splits.tsv").read_text().splitlines()[1:]
-    return {line.split("\t")[0]: line.split("\t")[2] for line in lines}
+    return {pid: role for pid, _, role in read_splits(work_dir)}
 
 
 def analyse_role(work_dir: Path, role: str, models, cfg: Config, device: str = "cpu",
@@ -238,11 +240,11 @@ def existing_outputs(out_dir: Path, participant_id: str) -> list[Path]:
 DONE_MARKER = "detect_done.json"
 
 
-def run_key(work_dir: Path) -> str:
-    """Fingerprint of what determines a subject's outputs: config, calibration and model weights."""
+def run_key(work_dir: Path, cfg: Config) -> str:
+    """Fingerprint of what determines a subject's outputs: config, calibration and the weights it uses."""
     digest = hashlib.sha256()
     for path in [Path(work_dir) / "config.yaml", Path(work_dir) / "calibration.json",
-                 *sorted((Path(work_dir) / "models").glob("*/checkpoint.pt"))]:
+                 *[model_dir(work_dir, kind, cfg) / "checkpoint.pt" for kind in required_models(cfg)]]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -307,7 +309,7 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
     cfg = load_work_config(work_dir)
     calibration = load_calibration(work_dir)
     models = load_models(work_dir, cfg)
-    key = run_key(work_dir)
+    key = run_key(work_dir, cfg)
     states = {s.participant_id: _output_state(out_dir, s.participant_id, key) for s in subjects}
     if not overwrite:
         clash = [pid for pid, state in states.items() if state == "foreign"]

@@ -11,18 +11,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pseudohealthy.baselines.control_zscore import ControlStats
 from pseudohealthy.config import Config
-from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode, timestep_ladder
+from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode, gaussian_noise, timestep_ladder
 from pseudohealthy.diffusion.guidance import guided_eps
 from pseudohealthy.diffusion.schedule import NoiseSchedule
+from pseudohealthy.diffusion.simplex import simplex_noise
 from pseudohealthy.errors import UserError
 from pseudohealthy.models.networks import translator_input
 
 
 @dataclass
 class Models:
-    translator: torch.nn.Module
-    classifier: torch.nn.Module | None  # None when guidance is off
+    """What a configuration's detector needs (``method.detector``); the others are None."""
+
+    translator: torch.nn.Module | None = None
+    classifier: torch.nn.Module | None = None  # None when guidance is off
+    autoencoder: torch.nn.Module | None = None
+    controls: ControlStats | None = None
 
 
 @dataclass
@@ -35,6 +41,16 @@ class Synthesis:
 def brain_slices(brain: np.ndarray, min_fraction: float) -> np.ndarray:
     fraction = brain.reshape(-1, brain.shape[2]).mean(axis=0)
     return np.flatnonzero(fraction >= min_fraction)
+
+
+def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for ``precision``; ``auto`` picks bfloat16 only where it is native (CUDA with
+    bf16 support, or a CPU with AVX512-BF16/AMX), since emulated bf16 is slower than float32."""
+    if precision != "auto":
+        return getattr(torch, precision)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
 def _to_batch(volume: np.ndarray, zs: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -55,11 +71,12 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
         scale = 0.0
     eta = cfg.diffusion.eta if eta is None else eta
     batch_size = batch_size or cfg.diffusion.batch_size
-    precision = getattr(torch, cfg.diffusion.precision)
+    precision = inference_dtype(cfg.diffusion.precision, dev)
     if precision is torch.float16 and dev.type != "cuda":
         raise UserError("diffusion.precision float16 needs a CUDA device; use bfloat16 or float32 on CPU")
     autocast = torch.autocast(dev.type, dtype=precision, enabled=precision is not torch.float32)
     generator = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+    noise_fn = simplex_noise if cfg.method.noise == "simplex" else gaussian_noise
     zs = brain_slices(brain, cfg.data.min_brain_fraction)
     out = np.full(flair.shape, -1.0, np.float32)
     n_classes = 2 if cfg.method.guidance == "binary" else 9
@@ -79,11 +96,30 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
             with autocast:
                 return classifier(x, t).float()
 
-        x_top = ddim_encode(x0, eps_fn, schedule, ladder)
+        if cfg.method.encode == "invert":
+            x_top = ddim_encode(x0, eps_fn, schedule, ladder)
+        else:  # AnoDDPM: partial forward diffusion with fresh noise
+            top = torch.full((len(chunk),), ladder[-1], dtype=torch.long, device=dev)
+            x_top = schedule.q_sample(x0, top, noise_fn(tuple(x0.shape), generator).to(dev))
         healed = ddim_decode(x_top, guided_eps(eps_fn, classify if classifier is not None else None, schedule, scale),
-                             schedule, ladder, eta, generator)
+                             schedule, ladder, eta, generator, noise_fn)
         out[:, :, chunk] = healed[:, 0].cpu().numpy().transpose(1, 2, 0)
         if classifier is not None:
             t_small = torch.ones(len(chunk), dtype=torch.long, device=dev)
             probs[chunk] = torch.softmax(classify(x0, t_small), dim=1).cpu().numpy()
     return Synthesis(out, probs, zs)
+
+
+@torch.no_grad()
+def reconstruct(flair: np.ndarray, brain: np.ndarray, autoencoder: torch.nn.Module, cfg: Config,
+                device: str = "cpu", batch_size: int | None = None) -> Synthesis:
+    """The denoising autoencoder baseline's "pseudo-healthy" FLAIR: its reconstruction of each slice."""
+    dev = torch.device(device)
+    zs = brain_slices(brain, cfg.data.min_brain_fraction)
+    out = np.full(flair.shape, -1.0, np.float32)
+    batch_size = batch_size or cfg.diffusion.batch_size
+    net = autoencoder.to(dev).eval()
+    for start in range(0, len(zs), batch_size):
+        chunk = zs[start:start + batch_size]
+        out[:, :, chunk] = net(_to_batch(flair, chunk, dev))[:, 0].float().cpu().numpy().transpose(1, 2, 0)
+    return Synthesis(out, np.zeros((flair.shape[2], 1), np.float32), zs)

@@ -77,20 +77,27 @@ def distance_to_lesion_mm(point_vox: Sequence[int], truth: np.ndarray, spacing_m
     return float(ndi.distance_transform_edt(~truth, sampling=spacing_mm)[tuple(int(i) for i in point_vox)])
 
 
+def bootstrap_cis(items: Sequence, statistic: Callable[[list], dict[str, float]], n_resamples: int = 1000,
+                  seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile CIs of every value of ``statistic`` (a dict) over items resampled with replacement;
+    one statistic call per resample, NaN values dropped per key."""
+    items = list(items)
+    if not items:
+        return {}
+    rng = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {}
+    for _ in range(n_resamples):
+        for key, value in statistic([items[i] for i in rng.integers(0, len(items), len(items))]).items():
+            values.setdefault(key, [])
+            if np.isfinite(value):
+                values[key].append(value)
+    tail = (1 - level) / 2 * 100
+    return {key: (tuple(float(v) for v in np.percentile(vals, [tail, 100 - tail])) if vals
+                  else (float("nan"), float("nan"))) for key, vals in values.items()}
+
+
 def bootstrap_ci(items: Sequence, statistic: Callable[[list], float], n_resamples: int = 1000,
                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile CI of ``statistic`` over subjects resampled with replacement (NaN resamples dropped)."""
-    items = list(items)
-    if not items:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_resamples):
-        value = statistic([items[i] for i in rng.integers(0, len(items), len(items))])
-        if np.isfinite(value):
-            values.append(value)
-    if not values:
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    cis = bootstrap_cis(items, lambda sample: {"value": statistic(sample)}, n_resamples, seed, level)
+    return cis.get("value", (float("nan"), float("nan")))

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from pseudohealthy.config import load_config
-from pseudohealthy.detect.pipeline import load_models
+from pseudohealthy.config import Config, load_config
+from pseudohealthy.detect.pipeline import SubjectMaps, load_models
 from pseudohealthy.detect.run import analyse_role, calibration_from
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.summary import summarise
@@ -32,17 +32,24 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def calibrate_and_test(work_dir: Path, cfg: Config, device: str = "cpu",
+                       on_subject: Callable[[str], None] | None = None) -> tuple[dict, dict[str, SubjectMaps]]:
+    """Threshold chosen on the validation subjects with ``cfg``, then the test subjects' maps."""
+    models = load_models(work_dir, cfg)
+    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
+    test = analyse_role(work_dir, "test", models, cfg, device, on_subject)
+    if not test:
+        raise UserError(f"{work_dir}: no test subjects in splits.tsv")
+    return calibration, test
+
+
 def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: str = "cpu",
              on_subject: Callable[[str], None] | None = None) -> dict:
     work_dir = Path(work_dir)
     if not (work_dir / "config.yaml").is_file():
         raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare` and `train` first")
     cfg = load_config(work_dir / "config.yaml", overrides=overrides)
-    models = load_models(work_dir, cfg)
-    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
-    test = analyse_role(work_dir, "test", models, cfg, device, on_subject)
-    if not test:
-        raise UserError(f"{work_dir}: no test subjects in splits.tsv")
+    calibration, test = calibrate_and_test(work_dir, cfg, device, on_subject)
     _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
     return {"overrides": overrides or {}, "calibration": calibration,
             **summarise(test, affine, calibration, cfg)}

@@ -6,7 +6,7 @@ Inputs are (B, C, H, W) float32 in [-1, 1] (see pseudohealthy.data.preprocess); 
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import DiffusionModelUNet
+from monai.networks.nets import DiffusionModelUNet, UNet
 from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder
 
 from pseudohealthy.config.schema import Config, NetworkConfig
@@ -37,6 +37,14 @@ def build_classifier(cfg: Config) -> DiffusionModelEncoder:
     size = cfg.data.image_size
     return DiffusionModelEncoder(in_channels=1, out_channels=classifier_classes(cfg), input_shape=(size, size),
                                  **_common(cfg.classifier))
+
+
+def build_autoencoder(cfg: Config) -> UNet:
+    """The denoising autoencoder baseline (Kascenas et al. 2022): a plain UNet (no timestep), FLAIR in,
+    FLAIR out, with the translator's channel widths."""
+    net = cfg.translator
+    return UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=tuple(net.channels),
+                strides=(2,) * (len(net.channels) - 1), num_res_units=net.num_res_blocks, norm="instance")
 
 
 def translator_input(noisy_flair: torch.Tensor, t1: torch.Tensor, flair: torch.Tensor, cfg: Config) -> torch.Tensor:

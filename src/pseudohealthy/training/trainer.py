@@ -20,20 +20,51 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pseudohealthy.baselines.synthetic_anomalies import add_anomalies, anomaly_fields
 from pseudohealthy.config import Config, save_config
 from pseudohealthy.config.schema import TrainConfig
 from pseudohealthy.data.slices import SliceCache, open_slice_cache
 from pseudohealthy.diffusion.schedule import NoiseSchedule
+from pseudohealthy.diffusion.simplex import simplex_noise
 from pseudohealthy.errors import UserError
-from pseudohealthy.models.networks import build_classifier, build_translator, classifier_classes, translator_input
+from pseudohealthy.models.networks import (
+    build_autoencoder,
+    build_classifier,
+    build_translator,
+    classifier_classes,
+    translator_input,
+)
 from pseudohealthy.training.checkpoint import load_checkpoint, save_checkpoint
 from pseudohealthy.training.distributed import Rank, barrier, init_distributed, mean_over_ranks
 
-KINDS = ("translator", "classifier")
+KINDS = ("translator", "classifier", "autoencoder")
 
 
-def model_dir(work_dir: Path, kind: str) -> Path:
-    return Path(work_dir) / "models" / kind
+def model_name(kind: str, cfg: Config) -> str:
+    """The folder name of the ``kind`` model that ``cfg`` needs: the kind, plus what makes this variant
+    differ from the method's own model (so baselines and ablations train beside it, never over it)."""
+    method = cfg.method
+    parts = [kind]
+    if kind == "translator":
+        parts += [method.condition] if method.condition != "t1" else []
+        parts += ["simplex"] if method.noise == "simplex" else []
+        parts += ["synthetic"] if method.synthetic_anomalies else []
+    if kind in ("translator", "autoencoder") and method.train_on == "healthy":
+        parts.append("healthy")
+    if kind == "classifier" and classifier_classes(cfg) == 2:
+        parts.append("binary")
+    return "-".join(parts)
+
+
+def model_dir(work_dir: Path, kind: str, cfg: Config) -> Path:
+    return Path(work_dir) / "models" / model_name(kind, cfg)
+
+
+def coarse_noise(gen: torch.Generator, n: int, size: int, cells: int, std: float) -> torch.Tensor:
+    """The denoising autoencoder's corruption (Kascenas et al. 2022): Gaussian noise drawn on a coarse
+    ``cells`` x ``cells`` grid and upsampled to the slice, so it hides structures, not just pixels."""
+    coarse = torch.randn((n, 1, cells, cells), generator=gen) * std
+    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def _step_rng(seed: int, step: int, salt: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -47,6 +78,18 @@ class Batch:
     flair: torch.Tensor  # (B, 1, H, W)
     t1: torch.Tensor
     labels: torch.Tensor  # (B,)
+
+
+@dataclass
+class Draw:
+    """The random part of one step for a global batch; ``take`` gives a rank its share."""
+
+    t: torch.Tensor
+    noise: torch.Tensor
+    anomalies: torch.Tensor | None = None  # additive fields for the conditioning image
+
+    def take(self, share) -> Draw:
+        return Draw(self.t[share], self.noise[share], None if self.anomalies is None else self.anomalies[share])
 
 
 def _batch(cache: SliceCache, rows: np.ndarray, labels: np.ndarray, device: torch.device) -> Batch:
@@ -64,12 +107,13 @@ def _class_balanced(rng: np.random.Generator, rows: np.ndarray, labels: np.ndarr
 
 
 class _Task:
-    """What differs between the two models: the network, the loss and the batch sampling."""
+    """What differs between the models: the network, the loss, the noise and the batch sampling."""
 
     def __init__(self, kind: str, cfg: Config, cache: SliceCache):
         self.kind, self.cfg = kind, cfg
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
-        self.train: TrainConfig = cfg.train_translator if kind == "translator" else cfg.train_classifier
+        # The autoencoder baseline trains on the translator's budget (same network widths).
+        self.train: TrainConfig = cfg.train_classifier if kind == "classifier" else cfg.train_translator
         self.max_t = min(self.train.max_timestep or cfg.diffusion.timesteps, cfg.diffusion.timesteps)
         labels = cache.labels
         if kind == "classifier" and classifier_classes(cfg) == 2:
@@ -79,37 +123,54 @@ class _Task:
     def build(self) -> torch.nn.Module:
         return build_model(self.kind, self.cfg)
 
+    def usable(self, rows: np.ndarray) -> np.ndarray:
+        """The rows this model may train on (healthy-only baselines never see a lesion slice)."""
+        if self.kind != "classifier" and self.cfg.method.train_on == "healthy":
+            return rows[self.labels[rows] == 0]
+        return rows
+
     def sample_rows(self, rng: np.random.Generator, rows: np.ndarray, n: int) -> np.ndarray:
         """A global batch of slice rows, sorted (memmap reads in order; the order pairs rows with noise)."""
         if self.kind == "classifier":
             return np.sort(_class_balanced(rng, rows, self.labels, n))
         return np.sort(rng.choice(rows, size=n))
 
-    def draw_noise(self, gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Timesteps and noise for a global batch of ``n`` slices (on the CPU, so any device agrees)."""
-        size = self.cfg.data.image_size
+    def draw_noise(self, gen: torch.Generator, n: int) -> Draw:
+        """Timesteps, noise (and synthetic anomalies) for a global batch of ``n`` slices, on the CPU so
+        every device and rank agrees."""
+        size, method = self.cfg.data.image_size, self.cfg.method
+        if self.kind == "autoencoder":
+            return Draw(torch.zeros(n, dtype=torch.long),
+                        coarse_noise(gen, n, size, method.denoising_noise_cells, method.denoising_noise_std))
         t = torch.randint(1, self.max_t + 1, (n,), generator=gen)
-        return t, torch.randn((n, 1, size, size), generator=gen)
+        if self.kind == "classifier":
+            return Draw(t, torch.randn((n, 1, size, size), generator=gen))
+        noise = simplex_noise((n, 1, size, size), gen) if method.noise == "simplex" else \
+            torch.randn((n, 1, size, size), generator=gen)
+        return Draw(t, noise, anomaly_fields(gen, n, size) if method.synthetic_anomalies else None)
 
-    def loss(self, model: torch.nn.Module, batch: Batch, t: torch.Tensor, noise: torch.Tensor
-             ) -> tuple[torch.Tensor, dict]:
-        t, noise = t.to(batch.flair.device), noise.to(batch.flair.device)
+    def loss(self, model: torch.nn.Module, batch: Batch, draw: Draw) -> tuple[torch.Tensor, dict]:
+        t, noise = draw.t.to(batch.flair.device), draw.noise.to(batch.flair.device)
+        if self.kind == "autoencoder":
+            return F.mse_loss(model(batch.flair + noise).float(), batch.flair), {}
         noisy = self.schedule.q_sample(batch.flair, t, noise)
         if self.kind == "translator":
-            pred = model(translator_input(noisy, batch.t1, batch.flair, self.cfg), t, class_labels=batch.labels)
+            condition = batch.flair if draw.anomalies is None else add_anomalies(batch.flair, draw.anomalies)
+            pred = model(translator_input(noisy, batch.t1, condition, self.cfg), t, class_labels=batch.labels)
             return F.mse_loss(pred.float(), noise), {}
         logits = model(noisy, t).float()
         return F.cross_entropy(logits, batch.labels), {"acc": (logits.argmax(1) == batch.labels).float().mean().item()}
 
 
 def build_model(kind: str, cfg: Config) -> torch.nn.Module:
-    return build_translator(cfg) if kind == "translator" else build_classifier(cfg)
+    return {"translator": build_translator, "classifier": build_classifier, "autoencoder": build_autoencoder}[kind](cfg)
 
 
 def _network_signature(cfg: Config, kind: str) -> dict:
-    net = cfg.translator if kind == "translator" else cfg.classifier
+    """What a checkpoint must match to be resumed or loaded: network, slice size and model variant."""
+    net = cfg.classifier if kind == "classifier" else cfg.translator
     return {"network": net.model_dump(mode="json"), "image_size": cfg.data.image_size,
-            "method": cfg.method.model_dump(mode="json")}
+            "variant": model_name(kind, cfg)}
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -124,7 +185,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 def validate(task: _Task, model: torch.nn.Module, cache: SliceCache, device: torch.device, seed: int,
              max_slices: int = 256) -> dict:
     """Loss (and accuracy, lesion-vs-normal AUROC for the classifier) on validation slices, fixed noise."""
-    rows = cache.rows("val")
+    rows = task.usable(cache.rows("val"))
     if len(rows) == 0:
         return {}
     rng, gen = _step_rng(seed, -1, 7)
@@ -134,8 +195,8 @@ def validate(task: _Task, model: torch.nn.Module, cache: SliceCache, device: tor
     losses, scores, labels, correct = [], [], [], 0
     for start in range(0, len(rows), 32):
         batch = _batch(cache, rows[start:start + 32], task.labels, device)
-        if task.kind == "translator":
-            loss, _ = task.loss(model, batch, *task.draw_noise(gen, len(batch.labels)))
+        if task.kind != "classifier":
+            loss, _ = task.loss(model, batch, task.draw_noise(gen, len(batch.labels)))
             losses.append(loss.item() * len(batch.labels))
         else:
             t = torch.randint(1, task.max_t + 1, (len(batch.labels),), generator=gen).to(device)
@@ -166,15 +227,16 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
         raise UserError(f"{work_dir}: no prepared slices; run `pseudohealthy prepare BIDS_DIR {work_dir}` first")
     cache = open_slice_cache(work_dir)
     task = _Task(kind, cfg, cache)
-    rows = cache.rows("train")
+    rows = task.usable(cache.rows("train"))
     if len(rows) == 0:
-        raise UserError(f"{work_dir}: no training slices (every subject is in val or test)")
+        raise UserError(f"{work_dir}: no training slices for the {model_name(kind, cfg)} model (every subject is "
+                        "in val or test, or no healthy slice)")
     total = iterations or task.train.iterations
     rank, dev = init_distributed(device)
     if task.train.batch_size % rank.world:
         raise UserError(f"batch_size {task.train.batch_size} is not divisible by the {rank.world} processes; "
                         "choose a batch size that is a multiple of --nproc_per_node x nodes")
-    out_dir = model_dir(work_dir, kind)
+    out_dir = model_dir(work_dir, kind, cfg)
     ckpt_path = out_dir / "checkpoint.pt"
     signature = _network_signature(cfg, kind)
 
@@ -188,7 +250,7 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
         if not resume:
             raise UserError(f"{ckpt_path} exists; pass --resume to continue it, or use a new WORK_DIR")
         ckpt = load_checkpoint(ckpt_path, expect_kind=kind, expect_preset=signature["network"])
-        if ckpt["signature"] != signature:
+        if any(ckpt["signature"].get(key, value) != value for key, value in signature.items()):
             raise UserError(f"{ckpt_path}: made with another config (method or image size); use a new WORK_DIR")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -214,11 +276,11 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
         rng, gen = _step_rng(cfg.seed, step, 0)
         torch.manual_seed(int(rng.integers(2**62)))  # dropout inside MONAI's networks uses the global RNG
         picked = task.sample_rows(rng, rows, task.train.batch_size)
-        t, noise = task.draw_noise(gen, len(picked))
+        draw = task.draw_noise(gen, len(picked))
         share = rank.shard(len(picked))
         batch = _batch(cache, picked[share], task.labels, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=task.train.bf16):
-            loss, extra = task.loss(net, batch, t[share], noise[share])
+            loss, extra = task.loss(net, batch, draw.take(share))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -273,7 +335,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def load_trained(work_dir: Path, cfg: Config, kind: str, use_ema: bool = True) -> torch.nn.Module:
     """The trained network (EMA weights by default) in eval mode; checks it matches ``cfg``."""
-    ckpt_path = model_dir(work_dir, kind) / "checkpoint.pt"
+    ckpt_path = model_dir(work_dir, kind, cfg) / "checkpoint.pt"
     signature = _network_signature(cfg, kind)
     ckpt = load_checkpoint(ckpt_path, expect_kind=kind, expect_preset=signature["network"])
     net = build_model(kind, cfg)

@@ -1,0 +1,142 @@
+"""The baselines' own pieces: simplex noise, coarse noise, synthetic anomalies, the control z-score,
+and which model each method of the benchmark trains (variants never overwrite the method's models)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
+from pseudohealthy.baselines.synthetic_anomalies import add_anomalies, anomaly_fields
+from pseudohealthy.config import load_config
+from pseudohealthy.detect.pipeline import required_models
+from pseudohealthy.diffusion.simplex import _simplex, simplex_noise
+from pseudohealthy.errors import UserError
+from pseudohealthy.evaluation.methods import METHODS, method_config, select_methods
+from pseudohealthy.training.trainer import coarse_noise, model_name
+
+
+def test_simplex_is_zero_on_its_lattice_and_bounded():
+    perm = torch.randperm(256, generator=torch.Generator().manual_seed(0))
+    # Lattice vertices (skewed grid): the own corner contributes 0 and the others are beyond the
+    # kernel radius (distance² 2/3 > 0.5), so the noise is exactly 0 there.
+    i, j = torch.meshgrid(torch.arange(-3.0, 4.0), torch.arange(-3.0, 4.0), indexing="ij")
+    g2 = (3 - 3 ** 0.5) / 6
+    t = (i + j) * g2
+    assert torch.allclose(_simplex(i - t, j - t, perm), torch.zeros_like(i), atol=1e-6)
+    points = torch.rand(20000, 2, generator=torch.Generator().manual_seed(1)) * 40
+    values = _simplex(points[:, 0], points[:, 1], perm)
+    assert values.abs().max() < 1 and values.std() > 0.1
+
+
+def test_simplex_noise_is_standardised_smooth_and_seeded():
+    a = simplex_noise((4, 1, 64, 64), torch.Generator().manual_seed(3))
+    b = simplex_noise((4, 1, 64, 64), torch.Generator().manual_seed(3))
+    c = simplex_noise((4, 1, 64, 64), torch.Generator().manual_seed(4))
+    assert a.shape == (4, 1, 64, 64) and torch.equal(a, b) and not torch.equal(a, c)
+    flat = a.reshape(4, -1)
+    torch.testing.assert_close(flat.mean(1), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.std(1), torch.ones(4), atol=1e-4, rtol=0)
+
+    def lag1(x):
+        return torch.corrcoef(torch.stack([x[..., :-1].flatten(), x[..., 1:].flatten()]))[0, 1]
+
+    assert lag1(a) > 0.3  # structured: neighbours correlate, unlike Gaussian noise
+    assert abs(lag1(torch.randn(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)))) < 0.05
+
+
+def test_coarse_noise_is_smooth_with_the_given_std():
+    noise = coarse_noise(torch.Generator().manual_seed(0), 64, 64, cells=8, std=0.2)
+    assert noise.shape == (64, 1, 64, 64)
+    assert 0.12 < float(noise.std()) < 0.22  # bilinear upsampling keeps most of the variance
+    assert float((noise[..., 1:] - noise[..., :-1]).abs().mean()) < 0.05  # neighbouring pixels nearly equal
+
+
+def test_anomaly_fields_and_pasting_into_the_brain():
+    fields = anomaly_fields(torch.Generator().manual_seed(0), 400, 32)
+    present = fields.flatten(1).abs().amax(1) > 0.01
+    assert 0.4 < present.float().mean() < 0.6  # probability 0.5
+    assert fields.abs().max() <= 1.0 and fields[present].abs().amax() >= 0.29
+    flair = torch.full((1, 1, 8, 8), -1.0)
+    flair[..., 2:6, 2:6] = 0.0
+    pasted = add_anomalies(flair, torch.full((1, 1, 8, 8), 0.5))
+    assert torch.equal(pasted[flair == -1], flair[flair == -1])  # background untouched
+    assert torch.allclose(pasted[flair == 0], torch.full((16,), 0.5))
+
+
+@pytest.mark.parametrize("name, models", [
+    ("full", ["translator", "classifier"]),
+    ("no_t1", ["translator-none", "classifier"]),
+    ("no_histmatch", ["translator", "classifier"]),
+    ("no_guidance", ["translator"]),
+    ("binary_guidance", ["translator", "classifier-binary"]),
+    ("denoising_ae", ["autoencoder-healthy"]),
+    ("anoddpm", ["translator-none-simplex-healthy"]),
+    ("wolleb", ["translator-none", "classifier-binary"]),
+    ("imgcond", ["translator-flair-synthetic-healthy"]),
+    ("control_zscore", []),
+])
+def test_each_method_names_the_models_it_shares(tmp_path, name, models):
+    from pseudohealthy.config import save_config
+
+    save_config(load_config("quick"), tmp_path / "config.yaml")
+    cfg = method_config(tmp_path, METHODS[name])
+    assert [model_name(kind, cfg) for kind in required_models(cfg)] == models
+
+
+def test_method_selection_and_user_settings(tmp_path):
+    from pseudohealthy.config import save_config
+
+    assert [m.name for m in select_methods("all")] == list(METHODS)
+    assert [m.name for m in select_methods("wolleb, full,wolleb")] == ["wolleb", "full"]
+    with pytest.raises(UserError, match="unknown method"):
+        select_methods("full,nonsense")
+    save_config(load_config("quick"), tmp_path / "config.yaml")
+    cfg = method_config(tmp_path, METHODS["anoddpm"], {"diffusion": {"steps": 5}, "method": {"smoothing_mm": 0}})
+    assert (cfg.diffusion.steps, cfg.diffusion.noise_level, cfg.method.noise, cfg.method.smoothing_mm) == \
+        (5, 250, "simplex", 0)
+    assert METHODS["anoddpm"].overrides["diffusion"] == {"noise_level": 250, "eta": 1.0}  # not mutated
+
+
+def _write_subject(work, pid, flair):
+    subject = work / "subjects" / pid
+    subject.mkdir(parents=True)
+    for name, data in (("flair", flair), ("brain", np.ones_like(flair))):
+        nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), subject / f"{name}.nii.gz")
+
+
+def test_control_zscore_against_hand_computed_values(tmp_path):
+    shape = (2, 2, 1)
+    values = {"sub-01": [0.0, 1.0, 2.0, 2.0], "sub-02": [2.0, 1.0, 2.0, 2.0], "sub-03": [4.0, 1.0, 2.0, 2.0]}
+    for pid, v in values.items():
+        _write_subject(tmp_path, pid, np.array(v).reshape(shape))
+    (tmp_path / "splits.tsv").write_text("participant_id\tgroup\trole\nsub-01\thc\ttrain\nsub-02\thc\ttrain\n"
+                                         "sub-03\thc\ttrain\nsub-04\tfcd\ttrain\nsub-05\thc\ttest\n")
+    stats = fit_control_stats(tmp_path)
+    assert stats.participants == ["sub-01", "sub-02", "sub-03"]
+    # voxel 0: mean 2, sample std 2; voxels 1-3: std 0, floored at the median std (0) -> at least 1e-6,
+    # so use a FLAIR equal to the mean there.
+    np.testing.assert_allclose(stats.mean.ravel(), [2.0, 1.0, 2.0, 2.0])
+    assert stats.std.ravel()[0] == pytest.approx(2.0)
+    z = control_zscore(np.array([5.0, 1.0, 2.0, 2.0]).reshape(shape), stats)
+    np.testing.assert_allclose(z.ravel(), [1.5, 0.0, 0.0, 0.0])
+    with pytest.raises(UserError, match="grid"):
+        control_zscore(np.zeros((3, 2, 1)), stats)
+
+
+def test_control_zscore_floors_the_std_at_its_median(tmp_path):
+    shape = (3, 1, 1)
+    for pid, v in {"sub-01": [0.0, 0.0, 5.0], "sub-02": [1.0, 2.0, 5.0]}.items():
+        _write_subject(tmp_path, pid, np.array(v).reshape(shape))
+    (tmp_path / "splits.tsv").write_text("participant_id\tgroup\trole\nsub-01\thc\ttrain\nsub-02\thc\ttrain\n")
+    stats = fit_control_stats(tmp_path)
+    # sample stds: 0.707, 1.414, 0 -> median 0.707; the constant voxel gets 0.707, not 0
+    np.testing.assert_allclose(stats.std.ravel(), [2 ** -0.5, 2 ** 0.5, 2 ** -0.5], rtol=1e-6)
+
+
+def test_control_zscore_needs_two_training_controls(tmp_path):
+    (tmp_path / "splits.tsv").write_text("participant_id\tgroup\trole\nsub-01\thc\ttrain\nsub-02\tfcd\ttrain\n")
+    with pytest.raises(UserError, match="at least 2 training controls"):
+        fit_control_stats(tmp_path)
