@@ -1,0 +1,134 @@
+"""The benchmark command on the tiny dataset: trains what a method needs, scores it with the shared
+metrics, writes the table and figures with provenance, and reuses finished methods."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pseudohealthy.anomaly.clusters import find_clusters
+from pseudohealthy.config import load_config, save_config
+from pseudohealthy.detect.pipeline import SubjectMaps
+from pseudohealthy.detect.synthesis import Synthesis
+from pseudohealthy.evaluation.benchmark import run_benchmark
+from pseudohealthy.evaluation.methods import select_methods
+from pseudohealthy.evaluation.scores import aggregate, score_subject, summarise_method
+
+
+@pytest.fixture(scope="module")
+def bench_work(tiny_prepared, tiny_phantom, tmp_path_factory):
+    """The tiny work folder with roles set for a benchmark: one test patient, one training patient,
+    the control for validation; tiny models and a short sampler."""
+    work = tmp_path_factory.mktemp("bench") / "work"
+    shutil.copytree(tiny_prepared, work)
+    cfg = load_config(work / "config.yaml", overrides={
+        "diffusion": {"steps": 2, "noise_level": 20},
+        "train_translator": {"batch_size": 4, "iterations": 3, "checkpoint_every": 3},
+        "train_classifier": {"batch_size": 4, "iterations": 3, "checkpoint_every": 3}})
+    save_config(cfg, work / "config.yaml")
+    patients = sorted(s["participant_id"] for s in tiny_phantom["subjects"] if s["group"] == "fcd")
+    control = next(s["participant_id"] for s in tiny_phantom["subjects"] if s["group"] == "hc")
+    role = {patients[0]: ("fcd", "test"), patients[1]: ("fcd", "train"), control: ("hc", "val")}
+    (work / "splits.tsv").write_text("participant_id\tgroup\trole\n" + "".join(
+        f"{pid}\t{group}\t{r}\n" for pid, (group, r) in sorted(role.items())))
+    return work
+
+
+def test_benchmark_writes_the_table_with_provenance_and_reuses_results(bench_work, tmp_path):
+    out = tmp_path / "bench"
+    methods = select_methods("full,no_histmatch,denoising_ae")
+    events = []
+    results = run_benchmark(bench_work, methods, out, on_event=lambda e, d: events.append((e, d)))
+    assert ("train", "translator") in events and ("train", "autoencoder-healthy") in events
+    assert [r["name"] for r in results] == ["full", "no_histmatch", "denoising_ae"]
+    for r in results:
+        m = r["metrics"]
+        assert m["patients"] == 1 and m["controls"] == 0 and m["lesion_slices"] > 0
+        assert 0 <= m["auprc"] <= 1 and 0 <= m["r@5"] <= m["r@10"] <= 1 and 0 <= m["dice_oracle"] <= 1
+        assert m["dice_oracle"] >= m["dice_val"] - 1e-9  # the oracle threshold is the best one on test
+        assert len(r["pr_curve"]["recall"]) > 2
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [row["method"] for row in rows] == ["full", "no_histmatch", "denoising_ae"]
+    for row in rows:
+        assert row["commit"] and row["seed"] == "0" and len(row["split_sha256"]) == 64
+        assert (out / row["config"]).is_file()
+    assert set(json.loads(rows[0]["checkpoints"])) == {"translator", "classifier"}
+    assert set(json.loads(rows[2]["checkpoints"])) == {"autoencoder-healthy"}
+    # the two translator methods share the method's own weights
+    assert json.loads(rows[0]["checkpoints"])["translator"] == json.loads(rows[1]["checkpoints"])["translator"]
+    table = (out / "results.md").read_text()
+    assert sum(line.startswith("| ") and "`" in line for line in table.splitlines()) == 3
+    assert "R@5" in table and "oracle" in table
+    report = json.loads((out / "results.json").read_text())  # strict JSON: NaN written as null
+    assert [m["name"] for m in report["methods"]] == ["full", "no_histmatch", "denoising_ae"]
+    for name in ("pr_curves", "overlays"):
+        assert (out / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+
+    stamp = (out / "methods" / "full.json").stat().st_mtime_ns
+    events.clear()
+    again = run_benchmark(bench_work, methods[:1], out, on_event=lambda e, d: events.append((e, d)))
+    assert events == [] and json.dumps(again[0]["metrics"]) == json.dumps(results[0]["metrics"])  # nothing re-run
+    assert (out / "methods" / "full.json").stat().st_mtime_ns == stamp
+
+
+def test_benchmark_cli_errors_are_one_line(bench_work, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pseudohealthy", "benchmark", *args], capture_output=True,
+                              text=True, timeout=300)
+
+    out = run(str(bench_work), "--methods", "full,magic")
+    assert out.returncode == 2 and "unknown method" in out.stderr and "Traceback" not in out.stderr
+    out = run(str(tmp_path / "nowhere"))
+    assert out.returncode == 2 and "--bids" in out.stderr
+    out = run(str(bench_work), "--methods", "control_zscore", "--out", str(tmp_path / "z"))
+    assert out.returncode == 2 and "at least 2 training controls" in out.stderr.replace("\n", " ")
+    assert "--methods" in run("--help").stdout
+
+
+def _maps(lesion: np.ndarray, anomaly: np.ndarray, probs: np.ndarray | None = None) -> SubjectMaps:
+    brain = np.ones(lesion.shape, bool)
+    zs = np.arange(lesion.shape[2])
+    syn = Synthesis(anomaly, probs if probs is not None else np.zeros((lesion.shape[2], 1), np.float32), zs)
+    return SubjectMaps(anomaly, anomaly, anomaly.astype(np.float32), brain, lesion, syn)
+
+
+def test_subject_scores_against_hand_computed_answers():
+    cfg = load_config("quick", overrides={"method": {"min_cluster_mm3": 0}})
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    shape = (20, 20, 6)
+    lesion = np.zeros(shape, bool)
+    lesion[4:7, 4:7, 1:3] = True  # lesion in slices 1 and 2
+    anomaly = np.zeros(shape)
+    anomaly[4, 4, 1] = 3.0  # slice 1: peak inside the lesion
+    anomaly[15, 15, 2] = 5.0  # slice 2: peak far from the lesion (9, 9) px from its corner (6, 6)
+    anomaly[6, 6, 2] = 4.0  # the lesion's own peak there, lower (not 26-connected to (4, 4, 1))
+    lobe = np.full(shape, 1)  # everything frontal (code 1 = FL)
+    probs = np.zeros((6, 9), np.float32)
+    probs[:, 0] = 1.0
+    probs[2] = 0
+    probs[2, 1] = 0.9  # most abnormal slice: class 1 (FL)
+    s = score_subject("sub-p", _maps(lesion, anomaly, probs), 1.0, cfg, affine, lobe, truth_class=1)
+    # R@5 (1.67 px on 3 mm pixels): slice 1 hit, slice 2 missed; R@10 (3.33 px): still missed
+    assert s.recalled == {5: (1, 2), 10: (1, 2)}
+    clusters, _ = find_clusters(anomaly, affine, 1.0, 0)
+    assert len(clusters) == 3 and s.clusters == 3 and s.false_clusters == 1
+    assert not s.top1 and s.top3  # the top cluster is the far one
+    assert s.peak_distance_mm == pytest.approx(3 * np.hypot(15 - 6, 15 - 6))
+    assert s.lobe_correct == 1.0 and s.classifier_lobe_correct == 1.0
+    assert s.dice == pytest.approx(2 * 2 / (3 + 18))
+
+    control = score_subject("sub-c", _maps(np.zeros(shape, bool), anomaly), 1.0, cfg, affine, lobe, 0)
+    assert control.clusters == 3 and control.recalled == {}
+    figures = aggregate([s, control])
+    assert figures["r@5"] == 0.5 and figures["top1"] == 0.0 and figures["top3"] == 1.0
+    assert figures["fp_per_patient"] == 1 and figures["fp_per_control"] == 3 and figures["specificity"] == 0
+    summary = summarise_method([s, control], n_resamples=20)
+    assert summary["patients"] == 1 and summary["controls"] == 1 and summary["lesion_slices"] == 2
+    low, high = summary["r@5_ci"]
+    assert low <= 0.5 <= high
