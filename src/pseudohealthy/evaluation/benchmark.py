@@ -75,8 +75,9 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
 
 
 def _fingerprint(cfg: Config, checkpoints: dict, split_sha: str) -> str:
+    """What a stored result depends on; the source commit too, so a table never mixes code versions."""
     payload = json.dumps({"config": config_to_yaml(cfg), "checkpoints": checkpoints, "split": split_sha,
-                          "version": __version__}, sort_keys=True)
+                          "version": __version__, "commit": source_commit()}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
