@@ -1,10 +1,12 @@
 """Detection speed, measured side by side in one run on one trained model (issue: performance).
 
-- our detector (all slices batched, the config's steps) vs a reference-style loop (slice by slice,
-  batch 1, fp32, 100 DDIM steps to L = 100 of 1000), with the AUPRC of each on the same subject;
+- our detector (all slices batched, the config's steps and precision) vs a reference-style loop
+  (slice by slice, batch 1, fp32, 100 DDIM steps to L = 100 of 1000), with the AUPRC of each on the
+  same test patients;
 - a sweep of DDIM steps and of batch size (time and AUPRC), and bf16 autocast vs fp32;
 - detection time against the number of slices (expected linear);
-- peak resident memory of `pseudohealthy detect` on one subject (a child process).
+- peak resident memory and time of `pseudohealthy detect` on one subject (a child process), at the
+  work folder's preset and at the 128 px `medium` preset (``detect_128px.py``).
 
 Usage: python benchmarks/bench_detect.py WORK_DIR [--bids BIDS_DIR] [--quick]
 """
@@ -12,6 +14,8 @@ Usage: python benchmarks/bench_detect.py WORK_DIR [--bids BIDS_DIR] [--quick]
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,25 +25,32 @@ import numpy as np
 
 from common import peak_rss_mb, provenance, write_result
 from pseudohealthy.config import load_work_config
+from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import analyse, load_models
 from pseudohealthy.detect.synthesis import synthesize
 from pseudohealthy.evaluation.metrics import pixel_auprc
 
 
-def _test_patient(work: Path) -> str:
-    rows = [line.split("\t") for line in (work / "splits.tsv").read_text().splitlines()[1:]]
-    patients = [r[0] for r in rows if r[2] == "test" and r[1] == "fcd"]
+def _test_patients(work: Path) -> list[str]:
+    patients = [pid for pid, group, role in read_splits(work) if role == "test" and group == "fcd"]
     if not patients:
         sys.exit(f"{work}/splits.tsv has no test patient to benchmark on")
-    return patients[0]
+    return patients
 
 
-def _timed(subject: Path, models, cfg, **overrides) -> dict:
+def _timed(subjects: list[Path], models, cfg, **overrides) -> dict:
+    """Seconds per subject and the pooled AUPRC of ``subjects`` under ``overrides``."""
     start = time.perf_counter()
-    maps = analyse(subject, models, cfg, **overrides)
-    seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 2), "auprc": round(pixel_auprc(maps.lesion[maps.brain], maps.anomaly[maps.brain]), 4),
-            "slices": int(len(maps.synthesis.slices)), **overrides}
+    maps = [analyse(subject, models, cfg, **overrides) for subject in subjects]
+    seconds = (time.perf_counter() - start) / len(subjects)
+    auprc = pixel_auprc(np.concatenate([m.lesion[m.brain] for m in maps]),
+                        np.concatenate([m.anomaly[m.brain] for m in maps]))
+    return {"seconds_per_subject": round(seconds, 2), "auprc": round(auprc, 4),
+            "slices": int(np.mean([len(m.synthesis.slices) for m in maps])), **overrides}
+
+
+def _with_precision(cfg, precision: str):
+    return cfg.model_copy(update={"diffusion": cfg.diffusion.model_copy(update={"precision": precision})})
 
 
 def main() -> None:
@@ -53,30 +64,33 @@ def main() -> None:
         sys.exit(f"{work}: no trained and calibrated model; run `make demo` first (or pass another WORK_DIR)")
     cfg = load_work_config(work)
     models = load_models(work, cfg)
-    pid = _test_patient(work)
-    subject = work / "subjects" / pid
-    result = {"subject": pid, **provenance(cfg)}
+    patients = _test_patients(work)
+    subjects = [work / "subjects" / pid for pid in patients]
+    pid, subject = patients[0], subjects[0]
+    result = {"subjects": patients, **provenance(cfg)}
 
-    ours = _timed(subject, models, cfg)
-    reference = _timed(subject, models, cfg, batch_size=1, steps=100, noise_level=100)
+    # side by side on the first test patient (the reference loop needs about 9 minutes per subject on 2 cores)
+    ours = _timed([subject], models, cfg)
+    reference = _timed([subject], models, _with_precision(cfg, "float32"), batch_size=1, steps=100, noise_level=100)
     result["ours_vs_reference_loop"] = {
         "ours": ours, "reference_loop": reference,
-        "speedup": round(reference["seconds"] / ours["seconds"], 1),
+        "speedup": round(reference["seconds_per_subject"] / ours["seconds_per_subject"], 1),
         "auprc_difference": round(ours["auprc"] - reference["auprc"], 4)}
     write_result("detect", result)  # partial results survive an interrupted benchmark
-    print(f"{pid}: ours {ours['seconds']} s (AUPRC {ours['auprc']}), reference-style loop "
-          f"{reference['seconds']} s (AUPRC {reference['auprc']}): {result['ours_vs_reference_loop']['speedup']}x")
+    print(f"{pid}: ours {ours['seconds_per_subject']} s (AUPRC {ours['auprc']}), "
+          f"reference-style loop {reference['seconds_per_subject']} s (AUPRC {reference['auprc']}): "
+          f"{result['ours_vs_reference_loop']['speedup']}x")
 
-    steps = [5, 10, 25] if args.quick else [5, 10, 25, 50, 100]  # at the config's L (ours: 200)
-    result["steps_sweep"] = [_timed(subject, models, cfg, steps=k) for k in steps]
+    # sweeps pool the AUPRC over all test patients (one subject's AUPRC varies a lot with the sampling noise)
+    steps = [5, 10, 25] if args.quick else [5, 10, 25, 50, 100]  # at the config's L (quick: 200)
+    result["steps_sweep"] = [_timed(subjects, models, cfg, steps=k) for k in steps]
+    write_result("detect", result)
     batches = [1, 16, 64] if args.quick else [1, 8, 16, 32, 64]
-    result["batch_sweep"] = [_timed(subject, models, cfg, batch_size=b, steps=10) for b in batches]
-    bf16 = cfg.model_copy(update={"diffusion": cfg.diffusion.model_copy(update={"precision": "bfloat16"})})
-    result["precision"] = {"float32": _timed(subject, models, cfg, steps=10),
-                           "bfloat16": _timed(subject, models, bf16, steps=10)}
+    result["batch_sweep"] = [_timed([subject], models, cfg, batch_size=b) for b in batches]
+    result["precision"] = {p: _timed(subjects, models, _with_precision(cfg, p)) for p in ("float32", "bfloat16")}
     for row in result["steps_sweep"] + result["batch_sweep"]:
-        print({k: row[k] for k in row if k in ("steps", "batch_size", "seconds", "auprc")})
-    print("precision:", {k: (v["seconds"], v["auprc"]) for k, v in result["precision"].items()})
+        print({k: row[k] for k in row if k in ("steps", "batch_size", "seconds_per_subject", "auprc")})
+    print("precision:", {k: (v["seconds_per_subject"], v["auprc"]) for k, v in result["precision"].items()})
     write_result("detect", result)
 
     # time against the number of slices: the same subject with its brain restricted to n slices
@@ -90,7 +104,7 @@ def main() -> None:
         part = brain.copy()
         part[:, :, zs[n:]] = False
         start = time.perf_counter()
-        syn = synthesize(vol["flair"], vol["t1"], part, models, cfg, steps=10)
+        syn = synthesize(vol["flair"], vol["t1"], part, models, cfg)
         scaling.append({"slices": int(len(syn.slices)), "seconds": round(time.perf_counter() - start, 2)})
     slope, intercept = np.polyfit([s["slices"] for s in scaling], [s["seconds"] for s in scaling], 1)
     result["slice_scaling"] = {"points": scaling, "seconds_per_slice": round(float(slope), 3),
@@ -103,6 +117,13 @@ def main() -> None:
                                         "participant", "--model", str(work), "--participant-label", pid])
     result["detect_cli"] = {"peak_rss_mb": round(rss), "seconds": round(seconds, 1), "exit_code": rc}
     print(f"detect CLI on one subject: {seconds:.0f} s, peak RSS {rss:.0f} MB")
+    write_result("detect", result)
+
+    medium = subprocess.run([sys.executable, str(Path(__file__).with_name("detect_128px.py")), str(bids), pid],
+                            capture_output=True, text=True)
+    result["detect_cli_128px"] = json.loads(medium.stdout.strip().splitlines()[-1]) if medium.returncode == 0 \
+        else {"error": medium.stderr[-500:]}
+    print("detect CLI at 128 px (medium preset):", result["detect_cli_128px"])
     print("results:", write_result("detect", result))
 
 

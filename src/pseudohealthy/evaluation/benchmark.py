@@ -48,6 +48,16 @@ def source_commit() -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
+def package_digest() -> str:
+    """SHA-256 over the package's Python sources: a stored result is reused only with the same code."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -75,9 +85,9 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
 
 
 def _fingerprint(cfg: Config, checkpoints: dict, split_sha: str) -> str:
-    """What a stored result depends on; the source commit too, so a table never mixes code versions."""
+    """What a stored result depends on, the package's code included, so a table never mixes code versions."""
     payload = json.dumps({"config": config_to_yaml(cfg), "checkpoints": checkpoints, "split": split_sha,
-                          "version": __version__, "commit": source_commit()}, sort_keys=True)
+                          "code": package_digest()}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -160,7 +170,8 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         "provenance": {"config": str(config_path.relative_to(out_dir)), "config_sha256": _sha256(config_path),
                        "checkpoints": checkpoints, "split": "splits.tsv", "split_sha256": split_sha,
                        "test_subjects": list(test), "validation_subjects": calibration["chosen_on"],
-                       "seed": cfg.seed, "commit": source_commit(), "version": __version__},
+                       "seed": cfg.seed, "commit": source_commit(), "code_sha256": package_digest(),
+                       "version": __version__},
     }
     write_json_atomic(result_path, result)
     if on_event:
