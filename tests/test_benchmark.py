@@ -132,3 +132,16 @@ def test_subject_scores_against_hand_computed_answers():
     assert summary["patients"] == 1 and summary["controls"] == 1 and summary["lesion_slices"] == 2
     low, high = summary["r@5_ci"]
     assert low <= 0.5 <= high
+
+
+def test_train_cli_writes_a_variant_beside_the_methods_models(bench_work, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(bench_work, work, ignore=shutil.ignore_patterns("models"))
+    out = subprocess.run([sys.executable, "-m", "pseudohealthy", "train", str(work), "--model", "autoencoder",
+                          "--set", "method.train_on=healthy", "--iterations", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.name for p in (work / "models").iterdir()) == ["autoencoder-healthy"]
+    bad = subprocess.run([sys.executable, "-m", "pseudohealthy", "train", str(work), "--model", "translator",
+                          "--set", "method.condition=T2"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "method.condition" in bad.stderr and "Traceback" not in bad.stderr
