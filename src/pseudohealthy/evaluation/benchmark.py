@@ -108,7 +108,10 @@ def _pr_curve(maps: dict[str, SubjectMaps], points: int = 400) -> dict[str, list
         return {"precision": [], "recall": []}
     precision, recall, _ = precision_recall_curve(np.concatenate([m.lesion[m.brain] for m in patients]),
                                                   np.concatenate([m.anomaly[m.brain] for m in patients]))
-    keep = np.unique(np.linspace(0, len(recall) - 1, min(points, len(recall))).astype(int))
+    # Evenly spaced in recall (most of the curve's points are low thresholds at high recall).
+    order = np.argsort(recall, kind="stable")
+    nearest = np.searchsorted(recall[order], np.linspace(0, 1, points)).clip(0, len(recall) - 1)
+    keep = np.unique(order[nearest])
     return {"precision": precision[keep].round(5).tolist(), "recall": recall[keep].round(5).tolist()}
 
 
