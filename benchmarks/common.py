@@ -12,16 +12,13 @@ from pathlib import Path
 
 import torch
 
+from pseudohealthy.evaluation.benchmark import source_commit
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def provenance(cfg=None) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    except OSError:
-        commit = "unknown"
-    return {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": commit,
+    return {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": source_commit(),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "torch": torch.__version__,
