@@ -156,10 +156,10 @@ def test_anoddpm_and_imgcond_sampling_paths_run_and_are_seeded():
         cfg = load_config("quick", overrides={"method": method, "diffusion": {"steps": 2, "noise_level": 50}})
         torch.manual_seed(0)
         models = Models(translator=build_model("translator", cfg))
-        a = synthesize(flair, flair, brain, models, cfg).pseudo_healthy
-        b = synthesize(flair, flair, brain, models, cfg).pseudo_healthy
-        c = synthesize(flair, flair, brain, models, cfg, seed=5).pseudo_healthy
-        assert a.shape == flair.shape and np.array_equal(a, b) and not np.array_equal(a, c)
-        assert not np.allclose(a, flair, atol=1e-3)  # fresh noise at L: not the input back
+        a = synthesize(flair, flair, brain, models, cfg).samples
+        b = synthesize(flair, flair, brain, models, cfg).samples
+        c = synthesize(flair, flair, brain, models, cfg, seed=5).samples
+        assert a.shape == (1, *flair.shape) and np.array_equal(a, b) and not np.array_equal(a, c)
+        assert not np.allclose(a[0], flair, atol=1e-3)  # fresh noise at L: not the input back
     assert inference_dtype("float32", torch.device("cpu")) is torch.float32
     assert inference_dtype("auto", torch.device("cpu")) in (torch.bfloat16, torch.float32)

@@ -6,14 +6,27 @@ import warnings
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.exposure import match_histograms
 
 
-def histogram_match(pseudo: np.ndarray, real: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Map the pseudo-healthy intensities inside the brain onto the real FLAIR's histogram (per volume)."""
+def histogram_match(pseudo: np.ndarray, real: np.ndarray, brain: np.ndarray, knots: int = 1001) -> np.ndarray:
+    """Map the pseudo-healthy intensities inside the brain onto the real FLAIR's histogram (per volume).
+
+    Piecewise-linear between ``knots`` matching quantiles of the two histograms (Nyúl & Udupa's
+    landmark matching with dense landmarks), spaced more densely toward both ends (cosine spacing: about
+    0.15 % apart in the middle, down to a few millionths at the ends) so that the bright tail, where a
+    lesion lives, is matched nearly voxel by voxel. Exact rank matching
+    (``skimage.exposure.match_histograms``) gives each voxel the FLAIR value of its rank, so a change
+    of 1e-7 that swaps two near-equal voxels (another batch size's rounding) moves them by the gap
+    between FLAIR order statistics, which slice standardisation then magnifies; this mapping is a
+    continuous function of the intensities. Tied source quantiles map to the mean of their targets.
+    """
     out = pseudo.copy()
     if brain.any():
-        out[brain] = match_histograms(pseudo[brain], real[brain])
+        levels = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, knots))
+        source, target = np.quantile(pseudo[brain], levels), np.quantile(real[brain], levels)
+        xs, which = np.unique(source, return_inverse=True)
+        ys = np.bincount(which, weights=target) / np.bincount(which)
+        out[brain] = np.interp(pseudo[brain], xs, ys)
     return out
 
 

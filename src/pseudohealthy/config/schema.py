@@ -46,7 +46,11 @@ class DiffusionConfig(_Strict):
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="float32", description="autocast dtype of the network calls at inference (float16: CUDA only; "
                                        "auto: bfloat16 where the CPU/GPU computes it natively, else float32)")
-    batch_size: int = Field(default=64, ge=1, description="slices per network call at inference")
+    batch_size: int = Field(default=64, ge=1, description="rows (slices x samples) per network call at inference")
+    samples: int = Field(default=1, ge=1, le=64, description="N: pseudo-healthy decodes per slice from one inversion; "
+                                                            "the anomaly map is the mean of the N single-sample "
+                                                            "maps, their spread the uncertainty (stochastic "
+                                                            "decoding only)")
 
     @model_validator(mode="after")
     def _check(self) -> "DiffusionConfig":
@@ -116,6 +120,9 @@ class MethodConfig(_Strict):
     slice_standardise: bool = Field(default=False, description="robust z-score of the map per axial slice")
     min_cluster_mm3: float = Field(default=50.0, ge=0, description="smaller clusters are not reported")
     rank_by: Literal["peak", "mean"] = "peak"
+    confidence_radius_mm: float = Field(
+        default=5.0, ge=0, description="a cluster's confidence looks at its voxels within this distance of its "
+                                       "peak in each of the N single-sample maps")
     max_control_clusters: float | None = Field(
         default=1.0, ge=0, description="calibration: the threshold may leave validation controls at most this "
                                        "many clusters on average (null: no limit)")

@@ -31,11 +31,16 @@ class SubjectMaps:
     """Template-grid results for one subject (volumes (H, W, Z))."""
 
     flair: np.ndarray
-    pseudo_healthy: np.ndarray  # after histogram matching when enabled
-    anomaly: np.ndarray
+    pseudo_healthy: np.ndarray  # mean of the samples, after histogram matching when enabled
+    anomaly: np.ndarray  # the anomaly map: mean of ``sample_maps``
     brain: np.ndarray
     lesion: np.ndarray  # bool, from the prepared lesion mask (all False for controls / unknown)
     synthesis: Synthesis
+    sample_maps: np.ndarray | None = None  # (N, H, W, Z) single-sample maps; None: just ``anomaly`` (N = 1)
+
+    def __post_init__(self) -> None:
+        if self.sample_maps is None:
+            self.sample_maps = self.anomaly[None]
 
 
 def required_models(cfg: Config) -> list[str]:
@@ -65,31 +70,39 @@ def _volume(subject_dir: Path, name: str) -> np.ndarray:
 
 
 def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu", **overrides) -> SubjectMaps:
-    """Pseudo-healthy FLAIR and anomaly map for a preprocessed subject (template grid)."""
+    """Pseudo-healthy FLAIR and anomaly map for a preprocessed subject (template grid).
+
+    With N samples (``diffusion.samples``) each pseudo-healthy draw is histogram-matched and turned
+    into its own anomaly map; the subject's map is their mean (the Monte-Carlo estimate of the expected
+    map, whose draw-to-draw variance falls as 1/N) and the N maps are kept for the uncertainty outputs.
+    The subject id (the folder's name) seeds the draws.
+    """
+    subject_dir = Path(subject_dir)
     flair = _volume(subject_dir, "flair").astype(np.float32)
     t1 = _volume(subject_dir, "t1").astype(np.float32)
     brain = _volume(subject_dir, "brain") > 0
     if cfg.method.detector == "control_zscore":  # the "pseudo-healthy" FLAIR is the training controls' mean
-        syn = Synthesis(models.controls.mean, np.zeros((brain.shape[2], 1), np.float32),
+        syn = Synthesis(models.controls.mean[None], np.zeros((brain.shape[2], 1), np.float32),
                         brain_slices(brain, cfg.data.min_brain_fraction))
     elif cfg.method.detector == "autoencoder":
         syn = reconstruct(flair, brain, models.autoencoder, cfg, device, overrides.get("batch_size"))
     else:
-        syn = synthesize(flair, t1, brain, models, cfg, device=device, **overrides)
+        syn = synthesize(flair, t1, brain, models, cfg, subject=subject_dir.name, device=device, **overrides)
     # Slices with too little brain are not synthesised (nor trained on); they are not scored either.
     processed = np.zeros(brain.shape[2], bool)
     processed[syn.slices] = True
     brain = brain & processed[None, None, :]
-    pseudo = syn.pseudo_healthy
     if cfg.method.detector == "control_zscore":
-        difference = control_zscore(flair, models.controls)  # in units of the controls' std
+        pseudo = syn.samples
+        differences = control_zscore(flair, models.controls)[None]  # in units of the controls' std
     else:
-        if cfg.method.histogram_matching:
-            pseudo = histogram_match(pseudo, flair, brain)
-        difference = flair - pseudo
-    score = anomaly_map(difference, brain, cfg.method.anomaly, smoothing_voxels(cfg), cfg.method.slice_standardise)
+        pseudo = np.stack([histogram_match(p, flair, brain) for p in syn.samples]) \
+            if cfg.method.histogram_matching else syn.samples
+        differences = flair[None] - pseudo
+    sample_maps = np.stack([anomaly_map(d, brain, cfg.method.anomaly, smoothing_voxels(cfg),
+                                        cfg.method.slice_standardise) for d in differences])
     lesion = _volume(subject_dir, "lesion") > 0.5
-    return SubjectMaps(flair, pseudo, score, brain, lesion, syn)
+    return SubjectMaps(flair, pseudo.mean(axis=0), sample_maps.mean(axis=0), brain, lesion, syn, sample_maps)
 
 
 def smoothing_voxels(cfg: Config) -> float:

@@ -1,7 +1,8 @@
 """Pseudo-healthy FLAIR for a whole subject: batched DDIM inversion to L, guided sampling back to 0.
 
 All slices of a subject are processed together in batches; the classifier gradient is one backward
-pass per step for the batch. Shapes: volumes (H, W, Z) on the template grid, range [-1, 1].
+pass per step for the batch. Random draws are per (slice, sample) row (``diffusion.noise``), so a
+subject's result does not depend on the batch it ran in. Shapes: volumes (H, W, Z) on the template grid, range [-1, 1].
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import torch
 
 from pseudohealthy.baselines.control_zscore import ControlStats
 from pseudohealthy.config import Config
-from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode, gaussian_noise, timestep_ladder
+from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode, timestep_ladder
 from pseudohealthy.diffusion.guidance import guided_eps
+from pseudohealthy.diffusion.noise import RowNoise, gaussian_noise, row_seed
 from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.diffusion.simplex import simplex_noise
 from pseudohealthy.errors import UserError
@@ -33,7 +35,7 @@ class Models:
 
 @dataclass
 class Synthesis:
-    pseudo_healthy: np.ndarray  # (H, W, Z), -1 outside processed slices
+    samples: np.ndarray  # (N, H, W, Z): N pseudo-healthy draws, -1 outside processed slices
     class_probabilities: np.ndarray  # (Z, n_classes) classifier on the real FLAIR at t = 1 (0 where unused)
     slices: np.ndarray  # the z indices processed
 
@@ -57,12 +59,26 @@ def _to_batch(volume: np.ndarray, zs: np.ndarray, device: torch.device) -> torch
     return torch.from_numpy(np.ascontiguousarray(volume[:, :, zs].transpose(2, 0, 1), np.float32)).unsqueeze(1).to(device)
 
 
+def is_stochastic(cfg: Config, eta: float | None = None) -> bool:
+    """Whether the decode draws noise (η > 0, or AnoDDPM's forward noising): only then do several
+    samples differ. Deterministic detectors give one sample whatever ``diffusion.samples`` says."""
+    if cfg.method.detector != "diffusion":
+        return False
+    return cfg.method.encode == "noise" or (cfg.diffusion.eta if eta is None else eta) > 0
+
+
 @torch.no_grad()
 def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Models, cfg: Config,
-               device: str = "cpu", batch_size: int | None = None, guidance_scale: float | None = None,
-               noise_level: int | None = None, steps: int | None = None, eta: float | None = None,
-               seed: int | None = None) -> Synthesis:
-    """Run the method on one subject's template-space volumes. Overrides default to the config."""
+               subject: str = "", device: str = "cpu", batch_size: int | None = None,
+               guidance_scale: float | None = None, noise_level: int | None = None, steps: int | None = None,
+               eta: float | None = None, seed: int | None = None, samples: int | None = None) -> Synthesis:
+    """Run the method on one subject's template-space volumes. Overrides default to the config.
+
+    Each slice is inverted once to L and decoded ``samples`` times (``diffusion.samples``). Every random
+    draw of a (slice, sample) row comes from its own generator seeded by (seed, ``subject``, slice index,
+    sample index), so the result does not depend on ``batch_size`` or on what else is processed.
+    ``batch_size`` bounds the rows of one network call (slices x samples).
+    """
     dev = torch.device(device)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     ladder = timestep_ladder(noise_level or cfg.diffusion.noise_level, steps or cfg.diffusion.steps)
@@ -70,40 +86,48 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
     if cfg.method.guidance == "none":
         scale = 0.0
     eta = cfg.diffusion.eta if eta is None else eta
+    n_samples = (samples or cfg.diffusion.samples) if is_stochastic(cfg, eta) else 1
     batch_size = batch_size or cfg.diffusion.batch_size
     precision = inference_dtype(cfg.diffusion.precision, dev)
     if precision is torch.float16 and dev.type != "cuda":
         raise UserError("diffusion.precision float16 needs a CUDA device; use bfloat16 or float32 on CPU")
     autocast = torch.autocast(dev.type, dtype=precision, enabled=precision is not torch.float32)
-    generator = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+    seed = cfg.seed if seed is None else seed
     noise_fn = simplex_noise if cfg.method.noise == "simplex" else gaussian_noise
     zs = brain_slices(brain, cfg.data.min_brain_fraction)
-    out = np.full(flair.shape, -1.0, np.float32)
+    out = np.full((n_samples, *flair.shape), -1.0, np.float32)
     n_classes = 2 if cfg.method.guidance == "binary" else 9
     probs = np.zeros((flair.shape[2], n_classes), np.float32)
     translator = models.translator.to(dev).eval()
     classifier = models.classifier.to(dev).eval() if models.classifier is not None else None
-    for start in range(0, len(zs), batch_size):
-        chunk = zs[start:start + batch_size]
-        x0, t1_batch = _to_batch(flair, chunk, dev), _to_batch(t1, chunk, dev)
-        labels = torch.zeros(len(chunk), dtype=torch.long, device=dev)
+    per_chunk = max(1, batch_size // n_samples)  # slices per chunk, so one call holds <= batch_size rows
+    for start in range(0, len(zs), per_chunk):
+        chunk = zs[start:start + per_chunk]
+        x0, t1_slices = _to_batch(flair, chunk, dev), _to_batch(t1, chunk, dev)
+        # Rows are slice-major: (z0, sample 0), (z0, sample 1), ..., (z1, sample 0), ...
+        noise = RowNoise([row_seed(seed, subject, z, k) for z in chunk for k in range(n_samples)], noise_fn)
 
-        def eps_fn(x, t, t1=t1_batch, x0=x0, labels=labels):
+        def eps_fn(x, t):
+            rows = x.shape[0] // len(chunk)  # 1 while encoding the slices, n_samples while decoding
             with autocast:
-                return translator(translator_input(x, t1, x0, cfg), t, class_labels=labels).float()
+                return translator(translator_input(x, t1_slices.repeat_interleave(rows, 0),
+                                                   x0.repeat_interleave(rows, 0), cfg), t,
+                                  class_labels=torch.zeros(x.shape[0], dtype=torch.long, device=dev)).float()
 
         def classify(x, t):
             with autocast:
                 return classifier(x, t).float()
 
         if cfg.method.encode == "invert":
-            x_top = ddim_encode(x0, eps_fn, schedule, ladder)
+            x_top = ddim_encode(x0, eps_fn, schedule, ladder).repeat_interleave(n_samples, 0)
         else:  # AnoDDPM: partial forward diffusion with fresh noise
-            top = torch.full((len(chunk),), ladder[-1], dtype=torch.long, device=dev)
-            x_top = schedule.q_sample(x0, top, noise_fn(tuple(x0.shape), generator).to(dev))
+            x0_rows = x0.repeat_interleave(n_samples, 0)
+            top = torch.full((len(x0_rows),), ladder[-1], dtype=torch.long, device=dev)
+            x_top = schedule.q_sample(x0_rows, top, noise(tuple(x0_rows.shape)).to(dev))
         healed = ddim_decode(x_top, guided_eps(eps_fn, classify if classifier is not None else None, schedule, scale),
-                             schedule, ladder, eta, generator, noise_fn)
-        out[:, :, chunk] = healed[:, 0].cpu().numpy().transpose(1, 2, 0)
+                             schedule, ladder, eta, noise)
+        healed = healed[:, 0].reshape(len(chunk), n_samples, *healed.shape[2:]).cpu().numpy()
+        out[:, :, :, chunk] = healed.transpose(1, 2, 3, 0)
         if classifier is not None:
             t_small = torch.ones(len(chunk), dtype=torch.long, device=dev)
             probs[chunk] = torch.softmax(classify(x0, t_small), dim=1).cpu().numpy()
@@ -122,4 +146,4 @@ def reconstruct(flair: np.ndarray, brain: np.ndarray, autoencoder: torch.nn.Modu
     for start in range(0, len(zs), batch_size):
         chunk = zs[start:start + batch_size]
         out[:, :, chunk] = net(_to_batch(flair, chunk, dev))[:, 0].float().cpu().numpy().transpose(1, 2, 0)
-    return Synthesis(out, np.zeros((flair.shape[2], 1), np.float32), zs)
+    return Synthesis(out[None], np.zeros((flair.shape[2], 1), np.float32), zs)

@@ -18,12 +18,8 @@ from pseudohealthy.diffusion.schedule import NoiseSchedule
 
 # eps_fn(x_t, t) -> ε̂ for a batch at one timestep (t: (B,) long).
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# noise_fn(shape, generator) -> unit-variance noise drawn on the CPU (Gaussian, or simplex for AnoDDPM).
-NoiseFn = Callable[[tuple[int, ...], torch.Generator | None], torch.Tensor]
-
-
-def gaussian_noise(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
-    return torch.randn(shape, generator=generator)
+# noise(shape) -> unit-variance noise of that shape on the CPU (e.g. ``diffusion.noise.RowNoise``).
+NoiseSource = Callable[[tuple[int, ...]], torch.Tensor]
 
 
 def timestep_ladder(noise_level: int, steps: int) -> list[int]:
@@ -34,15 +30,16 @@ def timestep_ladder(noise_level: int, steps: int) -> list[int]:
 
 
 def ddim_update(x_t: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor,
-                eta: float = 0.0, generator: torch.Generator | None = None,
-                noise_fn: NoiseFn = gaussian_noise) -> torch.Tensor:
+                eta: float = 0.0, noise: NoiseSource | None = None) -> torch.Tensor:
     x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
     if eta == 0:
         return a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps
     # σ² = η² (1−ᾱ_{t'})/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_{t'}); only meaningful going down (t' < t).
     sigma = eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)).clamp(min=0).sqrt()
-    noise = noise_fn(tuple(x_t.shape), generator).to(x_t.device, x_t.dtype)
-    return a_next.sqrt() * x0_hat + (1 - a_next - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * noise
+    if noise is None:
+        raise ValueError("stochastic DDIM (eta > 0) needs a noise source")
+    z = noise(tuple(x_t.shape)).to(x_t.device, x_t.dtype)
+    return a_next.sqrt() * x0_hat + (1 - a_next - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * z
 
 
 def _model_t(t: int, batch: int, device: torch.device) -> torch.Tensor:
@@ -62,14 +59,13 @@ def ddim_encode(x0: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder
 
 
 def ddim_decode(x_top: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder: list[int],
-                eta: float = 0.0, generator: torch.Generator | None = None,
-                noise_fn: NoiseFn = gaussian_noise) -> torch.Tensor:
-    """Sample from the ladder's top noise level back to t = 0 (η = 0: deterministic; noise from
-    ``noise_fn`` with ``generator``, drawn on the CPU so a seed gives the same result on every device)."""
+                eta: float = 0.0, noise: NoiseSource | None = None) -> torch.Tensor:
+    """Sample from the ladder's top noise level back to t = 0 (η = 0: deterministic; otherwise fresh
+    noise from ``noise`` at every step, drawn on the CPU so a seed gives the same result on every device)."""
     x = x_top
     for t, t_prev in zip(ladder[::-1][:-1], ladder[::-1][1:]):
         tt = _model_t(t, x.shape[0], x.device)
         eps = eps_fn(x, tt)
         x = ddim_update(x, eps, schedule.alpha_bar_at(torch.full_like(tt, t)),
-                        schedule.alpha_bar_at(torch.full_like(tt, t_prev)), eta, generator, noise_fn)
+                        schedule.alpha_bar_at(torch.full_like(tt, t_prev)), eta, noise)
     return x
