@@ -36,3 +36,29 @@ def tiny_prepared(tiny_bids, tmp_path_factory) -> Path:
     prepare(tiny_bids, work, load_config("quick"), jobs=2)
     return work
 
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_prepared, tmp_path_factory) -> Path:
+    """A copy of the tiny work folder with briefly trained models, a short sampler, and a threshold
+    calibrated for 2 draws per slice (so detection makes spread and confidence outputs)."""
+    import shutil
+
+    from pseudohealthy.config import load_config, save_config
+    from pseudohealthy.detect.run import calibrate
+    from pseudohealthy.training.trainer import train
+
+    work = tmp_path_factory.mktemp("detect") / "work"
+    shutil.copytree(tiny_prepared, work)
+    cfg = load_config(work / "config.yaml", overrides={
+        "diffusion": {"steps": 2, "noise_level": 20},
+        "train_translator": {"batch_size": 4}, "train_classifier": {"batch_size": 4}})
+    save_config(cfg, work / "config.yaml")
+    # The tiny dataset has no validation subjects: mark the control as one (roles are data, not code).
+    lines = (work / "splits.tsv").read_text().splitlines()
+    lines = [line.replace("\ttrain", "\tval") if "\thc\t" in line else line for line in lines]
+    (work / "splits.tsv").write_text("\n".join(lines) + "\n")
+    train(work, cfg, "translator", iterations=3)
+    train(work, cfg, "classifier", iterations=3)
+    calibrate(work, samples=2)
+    return work

@@ -46,3 +46,21 @@ def test_previews_are_pictures(tiny_phantom, tmp_path):
     for png in pngs:
         data = Path(png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 20_000
+
+
+def test_participant_label_takes_several_values_after_one_flag():
+    from pseudohealthy.cli.main import expand_multi_value_options as expand
+
+    assert expand(["detect", "B", "O", "participant", "--participant-label", "01", "sub-02", "--model", "M"]) == [
+        "detect", "B", "O", "participant", "--participant-label", "01", "--participant-label", "sub-02",
+        "--model", "M"]
+    assert expand(["prepare", "B", "W", "--participant-label", "1", "--participant-label", "2"]) == [
+        "prepare", "B", "W", "--participant-label", "1", "--participant-label", "2"]
+    assert expand(["prepare", "B", "W", "--participant-label"]) == ["prepare", "B", "W", "--participant-label"]
+
+
+def test_readme_participant_label_form_runs(tiny_bids, tmp_path):
+    """The README's form (several labels after one flag) reaches the inventory: unknown labels are named."""
+    out = _run("prepare", str(tiny_bids), str(tmp_path / "w"), "--participant-label", "00001", "99998", "99999")
+    assert out.returncode == 2 and "unexpected extra argument" not in out.stderr
+    assert "99998" in out.stderr and "Traceback" not in out.stderr

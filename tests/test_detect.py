@@ -16,35 +16,21 @@ import torch
 from helpers import tree_digest
 from pseudohealthy.anomaly.clusters import find_clusters
 from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, standardise_slices
-from pseudohealthy.config import load_config, save_config
+from pseudohealthy.config import load_config
 from pseudohealthy.data.bids import build_inventory
-from pseudohealthy.detect.run import calibrate, detect, score_to_unit
+from pseudohealthy.detect.run import detect, score_to_unit
 from pseudohealthy.errors import UserError
-from pseudohealthy.training.trainer import train
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_prepared, tmp_path_factory):
-    """A copy of the tiny work folder with briefly trained models and a short sampler."""
-    work = tmp_path_factory.mktemp("detect") / "work"
-    shutil.copytree(tiny_prepared, work)
-    cfg = load_config(work / "config.yaml", overrides={
-        "diffusion": {"steps": 2, "noise_level": 20},
-        "train_translator": {"batch_size": 4}, "train_classifier": {"batch_size": 4}})
-    save_config(cfg, work / "config.yaml")
-    # The tiny dataset has no validation subjects: mark the control as one (roles are data, not code).
-    lines = (work / "splits.tsv").read_text().splitlines()
-    lines = [line.replace("\ttrain", "\tval") if "\thc\t" in line else line for line in lines]
-    (work / "splits.tsv").write_text("\n".join(lines) + "\n")
-    train(work, cfg, "translator", iterations=3)
-    train(work, cfg, "classifier", iterations=3)
-    calibrate(work)
-    return work
 
 
 def test_calibration_is_stored(trained):
     cal = json.loads((trained / "calibration.json").read_text())
     assert cal["threshold"] > 0 and cal["chosen_on"] and cal["min_cluster_mm3"] >= 0
+    assert cal["samples"] == 2
+
+
+def test_detect_refuses_another_number_of_samples_than_calibrated(trained, tiny_bids, tmp_path):
+    with pytest.raises(UserError, match="chosen for --samples 2, not 3"):
+        detect(tiny_bids, tmp_path / "out", trained, samples=3)
 
 
 def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tiny_phantom, tmp_path):
@@ -58,16 +44,24 @@ def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tin
     stem = flair.name.replace("_FLAIR.nii.gz", "")
     anat = out / patient / "anat"
     for suffix in ("desc-pseudohealthy_FLAIR", "label-FCD_desc-anomaly_probseg", "desc-clusters_dseg",
-                   "desc-brain_mask"):
+                   "desc-brain_mask", "label-FCD_desc-anomalyspread_probseg"):
         img = nib.load(anat / f"{stem}_{suffix}.nii.gz")
         assert img.shape == native.shape
         np.testing.assert_allclose(img.affine, native.affine, atol=1e-4)
         assert (anat / f"{stem}_{suffix}.json").is_file()
     score = np.asarray(nib.load(anat / f"{stem}_label-FCD_desc-anomaly_probseg.nii.gz").dataobj)
     assert 0 <= score.min() and score.max() <= 1
+    spread = np.asarray(nib.load(anat / f"{stem}_label-FCD_desc-anomalyspread_probseg.nii.gz").dataobj)
+    assert spread.min() >= 0 and spread.max() > 0  # two draws differ somewhere
+    sidecar = json.loads((anat / f"{stem}_desc-clusters_dseg.json").read_text())
+    assert sidecar["Samples"] == 2 and "confidence" in sidecar
     table = (anat / f"{stem}_desc-clusters_dseg.tsv").read_text().splitlines()
-    assert table[0].startswith("index\tname\trank")
+    header = table[0].split("\t")
+    assert header[:3] == ["index", "name", "rank"] and header[-1] == "confidence"
+    for row in table[1:]:
+        assert float(row.split("\t")[-1]) in (0.0, 0.5, 1.0)  # k of 2 draws agree
     assert (out / f"{patient}.html").is_file() and (out / "index.html").is_file()
+    assert "<th>confidence</th>" in (out / f"{patient}.html").read_text() or len(table) == 1
     assert (out / patient / "figures" / f"{patient}_overlays.png").stat().st_size > 10_000
     assert tree_digest(tiny_bids) == before
 

@@ -22,6 +22,7 @@ class Cluster:
     peak_mm: list[float]
     hemisphere: str
     lobe: str
+    confidence: float | None = None  # fraction of the N single-sample maps that agree (None: N = 1)
 
     def row(self) -> dict:
         return asdict(self)
@@ -76,3 +77,50 @@ def find_clusters(score: np.ndarray, affine: np.ndarray, threshold: float, min_v
 
 def _mm(affine: np.ndarray, ijk: np.ndarray) -> list[float]:
     return [round(float(v), 1) for v in affine[:3, :3] @ ijk + affine[:3, 3]]
+
+
+def peak_regions(ranked: np.ndarray, clusters: list[Cluster], affine: np.ndarray,
+                 radius_mm: float) -> list[np.ndarray]:
+    """Per cluster, the flat indices of its voxels within ``radius_mm`` of its peak (the peak at least)."""
+    inverse = np.linalg.inv(affine)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    regions = []
+    for cluster in clusters:
+        vox = np.argwhere(ranked == cluster.rank)
+        peak = inverse[:3, :3] @ np.asarray(cluster.peak_mm) + inverse[:3, 3]
+        distance = np.sqrt((((vox - peak) * spacing) ** 2).sum(axis=1))
+        near = vox[distance <= max(radius_mm, float(distance.min()))]
+        regions.append(np.ravel_multi_index(tuple(near.T), ranked.shape))
+    return regions
+
+
+class ClusterAgreement:
+    """Cluster confidence and voxel-wise spread from N single-sample maps, fed one map at a time.
+
+    Confidence of a cluster = the fraction of the N single-sample maps whose maximum over the
+    cluster's peak region (its voxels within a radius of its peak) exceeds the threshold: "in how many
+    of N independent pseudo-healthy redraws would this region have been reported?". Spread = the
+    voxel-wise standard deviation of the N maps (population, ddof 0). Maps are added one by one so
+    that N native-space volumes never have to be held at once.
+    """
+
+    def __init__(self, regions: list[np.ndarray], threshold: float):
+        self.regions, self.threshold = regions, threshold
+        self.hits = np.zeros(len(regions), int)
+        self.n = 0
+        self._sum = self._sum_sq = None
+
+    def add(self, sample_map: np.ndarray) -> None:
+        flat = sample_map.reshape(-1).astype(np.float64)
+        for i, region in enumerate(self.regions):
+            self.hits[i] += bool(flat[region].max() > self.threshold)
+        self._sum = flat.copy() if self._sum is None else self._sum + flat
+        self._sum_sq = flat ** 2 if self._sum_sq is None else self._sum_sq + flat ** 2
+        self.n += 1
+
+    def confidence(self) -> list[float]:
+        return [float(h) / self.n for h in self.hits] if self.n else []
+
+    def spread(self, shape: tuple[int, ...]) -> np.ndarray:
+        mean = self._sum / self.n
+        return np.sqrt(np.clip(self._sum_sq / self.n - mean ** 2, 0, None)).reshape(shape).astype(np.float32)

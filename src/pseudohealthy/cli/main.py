@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -45,6 +46,15 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
     _state["debug"] = debug
+
+
+MODEL_HELP = "The WORK_DIR that `train` and `calibrate` used, or a MODEL.zip made by `export-model`."
+SAMPLES_HELP = ("N pseudo-healthy draws per slice (diffusion.samples): the map is their mean, their spread the "
+                "uncertainty, each cluster's confidence their agreement. Costs about N times the decoding.")
+
+
+def _samples_override(samples: int | None) -> dict:
+    return {"diffusion": {"samples": samples}} if samples is not None else {}
 
 
 def _default_jobs() -> int:
@@ -106,8 +116,8 @@ def prepare(
     work_dir: Path = typer.Argument(..., help="Work folder for preprocessed data, splits and slices."),
     preset: str = typer.Option("quick", "--preset", help="Preset name (quick, paper) or a YAML config file."),
     participant_label: list[str] | None = typer.Option(None, "--participant-label",
-                                                       help="Only these subjects (e.g. 00001 or sub-00001); "
-                                                            "repeat the option for several."),
+                                                       help="Only these subjects, e.g. --participant-label "
+                                                            "00001 00002 (with or without sub-)."),
     jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Subjects processed in parallel."),
     allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair",
                                         help="Use a thick-slice 2D FLAIR when a subject has no 3D FLAIR."),
@@ -211,21 +221,24 @@ def train(
 def calibrate(
     work_dir: Path = typer.Argument(..., help="Work folder with trained models."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    samples: int | None = typer.Option(None, "--samples", min=1, max=64,
+                                       help=SAMPLES_HELP),
 ) -> None:
     """Choose the detection threshold on the validation subjects (never the test set) and store it.
 
     Runs the full detector on the validation patients and controls of WORK_DIR/splits.tsv, picks the anomaly threshold with the best mean Dice on the validation patients, and writes WORK_DIR/calibration.json.
     """
-    run_calibrate(work_dir, device)
+    run_calibrate(work_dir, device, samples)
 
 
-def run_calibrate(work_dir: Path, device: str) -> dict:
+def run_calibrate(work_dir: Path, device: str, samples: int | None = None) -> dict:
     from pseudohealthy.detect.run import calibrate as calibrate_model
 
     with _progress() as bar:
         task = bar.add_task("calibrate on validation subjects", total=None)
-        result = calibrate_model(work_dir, device, on_subject=lambda pid: bar.advance(task))
-    console.print(f"[green]calibrated[/]: threshold {result['threshold']:.4f} on {len(result['chosen_on'])} "
+        result = calibrate_model(work_dir, device, on_subject=lambda pid: bar.advance(task), samples=samples)
+    console.print(f"[green]calibrated[/]: threshold {result['threshold']:.4f} for {result['samples']} sample(s) "
+                  f"on {len(result['chosen_on'])} "
                   f"validation subjects (Dice {result['val_dice']:.3f}, AUPRC {result['val_auprc']:.3f}); "
                   f"{Path(work_dir) / 'calibration.json'}")
     return result
@@ -236,12 +249,16 @@ def detect(
     bids_dir: Path = typer.Argument(..., help="BIDS dataset root (read only)."),
     out_dir: Path = typer.Argument(..., help="Output folder: a BIDS-derivatives dataset (outside BIDS_DIR)."),
     analysis_level: str = typer.Argument("participant", help="BIDS-App analysis level; only 'participant'."),
-    model: Path = typer.Option(..., "--model", help="The WORK_DIR that `train` and `calibrate` used."),
+    model: Path = typer.Option(..., "--model", help=MODEL_HELP),
     participant_label: list[str] | None = typer.Option(None, "--participant-label",
-                                                       help="Only these subjects; repeat for several."),
+                                                       help="Only these subjects, e.g. --participant-label "
+                                                            "00001 00002 (with or without sub-); put it after "
+                                                            "the positional arguments."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs of these subjects."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair", help="Use a 2D FLAIR when no 3D one exists."),
+    samples: int | None = typer.Option(None, "--samples", min=1, max=64,
+                                       help="N draws per slice; must be the N the model was calibrated for (the default)."),
 ) -> None:
     """Find FCD candidates per subject (a BIDS App): pseudo-healthy FLAIR, anomaly map, ranked clusters, report.
 
@@ -249,7 +266,7 @@ def detect(
     """
     if analysis_level != "participant":
         raise UserError(f"analysis level '{analysis_level}' is not supported; use 'participant'")
-    run_detect(bids_dir, out_dir, model, participant_label, overwrite, device, allow_2d_flair)
+    run_detect(bids_dir, out_dir, model, participant_label, overwrite, device, allow_2d_flair, samples)
 
 
 @app.command("detect-pair")
@@ -257,28 +274,32 @@ def detect_pair(
     t1w: Path = typer.Argument(..., help="T1-weighted NIfTI (read only)."),
     flair: Path = typer.Argument(..., help="FLAIR NIfTI of the same session (read only)."),
     out_dir: Path = typer.Argument(..., help="Output folder (a BIDS-derivatives dataset), not the inputs' folder."),
-    model: Path = typer.Option(..., "--model", help="The WORK_DIR that `train` and `calibrate` used."),
+    model: Path = typer.Option(..., "--model", help=MODEL_HELP),
     subject: str = typer.Option("sub-01", "--subject", help="Subject id used to name the outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs of this subject."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    samples: int | None = typer.Option(None, "--samples", min=1, max=64,
+                                       help="N draws per slice; must be the N the model was calibrated for (the default)."),
 ) -> None:
     """Find FCD candidates on a plain T1w + FLAIR pair, without a BIDS dataset.
 
     Same processing and outputs as `detect` (native-space maps, ranked clusters, HTML report), named after --subject.
     """
+    from pseudohealthy.bundle.archive import opened_model
     from pseudohealthy.detect.run import detect_pair as detect_one
 
-    with console.status("detect (preprocess, synthesise, cluster)"):
-        result = detect_one(t1w, flair, out_dir, model, subject, overwrite, device)
+    with console.status("detect (preprocess, synthesise, cluster)"), opened_model(model) as work_dir:
+        result = detect_one(t1w, flair, out_dir, work_dir, subject, overwrite, device, samples)
     console.print(f"[green]detected[/] {result['participant_id']}: {result['n_clusters']} cluster(s), top: "
                   f"{result['top']}; report: {Path(out_dir) / (result['participant_id'] + '.html')}")
 
 
 def run_detect(bids_dir: Path, out_dir: Path, work_dir: Path, labels: list[str] | None, overwrite: bool,
-               device: str = "cpu", allow_2d_flair: bool = False) -> list[dict]:
+               device: str = "cpu", allow_2d_flair: bool = False, samples: int | None = None) -> list[dict]:
+    from pseudohealthy.bundle.archive import opened_model
     from pseudohealthy.detect.run import detect as detect_subjects
 
-    with _progress() as bar:
+    with _progress() as bar, opened_model(work_dir) as model:
         task = bar.add_task("detect", total=None)
 
         def on_subject(pid, error):
@@ -286,10 +307,29 @@ def run_detect(bids_dir: Path, out_dir: Path, work_dir: Path, labels: list[str] 
                 bar.console.print(f"[yellow]skipped {pid}[/]: {error}", highlight=False)
             bar.advance(task)
 
-        results = detect_subjects(bids_dir, out_dir, work_dir, labels, overwrite, device, allow_2d_flair,
-                                  on_start=lambda n: bar.update(task, total=n), on_subject=on_subject)
+        results = detect_subjects(bids_dir, out_dir, model, labels, overwrite, device, allow_2d_flair,
+                                  on_start=lambda n: bar.update(task, total=n), on_subject=on_subject,
+                                  samples=samples)
     console.print(f"[green]detected[/] {len(results)} subject(s); report: {Path(out_dir) / 'index.html'}")
     return results
+
+
+@app.command("export-model")
+def export_model(
+    work_dir: Path = typer.Argument(..., help="Work folder with trained models and a calibration."),
+    archive: Path = typer.Argument(..., help="The model archive to write (MODEL.zip)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace ARCHIVE if it exists."),
+) -> None:
+    """Write a trained model as one file to run elsewhere: `detect --model MODEL.zip`.
+
+    The archive holds the resolved config, the calibration, the EMA weights of every network the method uses (plain tensors, loaded with weights_only), a model card (preset, training data, steps, validation figures, versions, date; JSON and Markdown) and SHA-256 checksums of every file. Damaged, altered or incompatible archives are refused when opened.
+    """
+    from pseudohealthy.bundle.archive import export_model as export
+    from pseudohealthy.bundle.card import card_summary
+
+    card = export(work_dir, archive, overwrite)
+    size = archive.stat().st_size / 1e6
+    console.print(f"[green]exported[/] {archive} ({size:.1f} MB): {card_summary(card)}", highlight=False)
 
 
 @app.command()
@@ -360,18 +400,25 @@ def evaluate(
                                                                  "--set diffusion.guidance_scale=0; repeatable."),
     out: Path | None = typer.Option(None, "--out", help="Also write the figures to this JSON file."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    model: Path | None = typer.Option(None, "--model", help="A MODEL.zip (export-model) to evaluate on WORK_DIR's "
+                                                            "prepared subjects instead of WORK_DIR's own models."),
+    samples: int | None = typer.Option(None, "--samples", min=1, max=64,
+                                       help=SAMPLES_HELP),
 ) -> None:
     """Measure the method on the test subjects of WORK_DIR (pixel AUPRC, detection, clusters per control).
 
     With --set, inference settings change for this run only (models are not retrained); the threshold is re-chosen on the validation subjects with the same settings, never on the test set.
     """
+    from pseudohealthy.bundle.archive import opened_model
+    from pseudohealthy.config.loader import deep_update
     from pseudohealthy.evaluation.run import evaluate as evaluate_work, parse_settings
     from pseudohealthy.io.atomic import write_json_atomic
 
-    overrides = parse_settings(setting or [])
-    with _progress() as bar:
+    overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
+    with _progress() as bar, opened_model(model) if model else nullcontext() as model_root:
         task = bar.add_task("evaluate (validation, then test subjects)", total=None)
-        summary = evaluate_work(work_dir, overrides, device, on_subject=lambda pid: bar.advance(task))
+        summary = evaluate_work(work_dir, overrides, device, on_subject=lambda pid: bar.advance(task),
+                                model_root=model_root)
     _print_figures(summary)
     if out:
         write_json_atomic(out, summary)
@@ -393,18 +440,21 @@ def benchmark(
                                                                  "--set diffusion.steps=5; repeatable."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Parallel subjects when preparing."),
+    samples: int | None = typer.Option(None, "--samples", min=1, max=64,
+                                       help=SAMPLES_HELP),
 ) -> None:
     """Compare the method with its ablations and the paper's baselines on the same data: one table.
 
     For each method: trains the models it needs that are missing (resuming unfinished ones), chooses its threshold on the validation subjects, runs it on the test subjects and scores it (pixel AUROC/AUPRC, Dice at the validation threshold and at the oracle threshold, R@5/R@10, top-1/top-3 detection, false-positive clusters, specificity, peak distance, lobe accuracy, 95 % bootstrap CIs). Writes OUT/results.csv, results.json, results.md, figures/ and configs/ with each row's config, checkpoints, split, seed and commit. Finished methods are reused when run again.
     """
     from pseudohealthy.config import load_work_config
+    from pseudohealthy.config.loader import deep_update
     from pseudohealthy.evaluation.benchmark import run_benchmark
     from pseudohealthy.evaluation.methods import select_methods
     from pseudohealthy.evaluation.run import parse_settings
 
     specs = select_methods(methods)
-    overrides = parse_settings(setting or [])
+    overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
     if not (work_dir / "config.yaml").is_file():
         if bids is None:
             raise UserError(f"{work_dir}: not prepared; pass --bids BIDS_DIR to prepare it, or run "
@@ -440,9 +490,40 @@ def benchmark(
     console.print(f"table: {out / 'results.md'}; figures: {out / 'figures'}")
 
 
+MULTI_VALUE_OPTIONS = ("--participant-label",)
+
+
+def expand_multi_value_options(argv: list[str]) -> list[str]:
+    """``--participant-label 01 02 03`` (fMRIPrep's form) -> one option per value, as click parses it.
+
+    Values are the words after the option up to the next one starting with ``-``; as in fMRIPrep, give
+    the positional arguments before the option.
+    """
+    out: list[str] = []
+    option, values = None, 0
+
+    def close() -> None:
+        if option and not values:
+            out.append(option)  # the option without a value: click reports it
+
+    for word in argv:
+        if word in MULTI_VALUE_OPTIONS:
+            close()
+            option, values = word, 0
+        elif option and not word.startswith("-"):
+            out += [option, word]
+            values += 1
+        else:
+            close()
+            option = None
+            out.append(word)
+    close()
+    return out
+
+
 def main() -> None:
     try:
-        app()
+        app(args=expand_multi_value_options(sys.argv[1:]), prog_name="pseudohealthy")
     except UserError as exc:
         if _state["debug"]:
             raise

@@ -78,7 +78,8 @@ def overlay_figure(flair: nib.Nifti1Image, pseudo: nib.Nifti1Image, score: nib.N
 def subject_page(out_html: Path, participant_id: str, figure_rel: str, clusters: list[Cluster], info: dict) -> None:
     rows = "".join(
         f"<tr><td>{c.rank}</td><td>{c.peak_score:.3f}</td><td>{c.mean_score:.3f}</td><td>{c.volume_mm3:.0f}</td>"
-        f"<td>{', '.join(f'{v:.0f}' for v in c.centroid_mm)}</td><td>{c.hemisphere}</td><td>{c.lobe}</td></tr>"
+        f"<td>{', '.join(f'{v:.0f}' for v in c.centroid_mm)}</td><td>{c.hemisphere}</td><td>{c.lobe}</td>"
+        f"<td>{'n/a' if c.confidence is None else f'{c.confidence:.0%}'}</td></tr>"
         for c in clusters[:10])
     facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in info.items())
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{participant_id}</title>
@@ -87,11 +88,13 @@ def subject_page(out_html: Path, participant_id: str, figure_rel: str, clusters:
 <ul>{facts}</ul>
 <h2>Clusters (ranked by score)</h2>
 {'<table><tr><th>rank</th><th>peak</th><th>mean</th><th>volume mm³</th><th>centroid mm (RAS)</th>'
- '<th>hemisphere</th><th>lobe</th></tr>' + rows + '</table>' if clusters else '<p>No cluster above the threshold.</p>'}
+ '<th>hemisphere</th><th>lobe</th><th>confidence</th></tr>' + rows + '</table>' if clusters else '<p>No cluster above the threshold.</p>'}
 <h2>Overlays (axial, through the top clusters)</h2>
 <img src="{figure_rel}" alt="overlays">
 <p class="note">Anomaly score s = FLAIR brighter than its pseudo-healthy version (smoothed, standardised per slice),
 shown as s / (s + threshold): 0.5 is the threshold chosen on validation subjects, and the map is drawn from 0.4.
+Confidence: the share of the independent pseudo-healthy draws (diffusion.samples) in which the region around the
+cluster's peak exceeds the threshold on its own; n/a with a single draw.
 Green outline: the reference lesion mask, where the dataset has one. Research software: not a medical device.</p>
 <p><a href="index.html">all subjects</a></p></body></html>"""
     write_text_atomic(out_html, body)

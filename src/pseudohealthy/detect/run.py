@@ -4,8 +4,11 @@ Derivatives (native FLAIR space of each subject), for a FLAIR ``sub-X_acq-A_FLAI
 - ``sub-X_acq-A_desc-pseudohealthy_FLAIR.nii.gz``: the pseudo-healthy FLAIR (FLAIR intensity scale);
 - ``sub-X_acq-A_label-FCD_desc-anomaly_probseg.nii.gz``: anomaly score scaled to [0, 1] (not a
   calibrated probability);
+- ``sub-X_acq-A_label-FCD_desc-anomalyspread_probseg.nii.gz``: voxel-wise standard deviation of the
+  N single-sample maps on the same [0, 1] scale (all 0 when N = 1);
 - ``sub-X_acq-A_desc-clusters_dseg.nii.gz`` + ``.tsv``: clusters above the calibrated threshold,
-  label = rank; the TSV holds rank, peak and mean score, volume, centroid, hemisphere and lobe;
+  label = rank; the TSV holds rank, peak and mean score, volume, centroid, hemisphere, lobe and
+  confidence (the fraction of the N single-sample maps that exceed the threshold near its peak);
 - ``sub-X.html`` and ``sub-X/figures/``: the report; ``index.html`` lists all subjects.
 """
 
@@ -22,13 +25,15 @@ import nibabel as nib
 import numpy as np
 
 from pseudohealthy import __version__
-from pseudohealthy.anomaly.clusters import Cluster, find_clusters
-from pseudohealthy.config import Config, load_work_config
+from pseudohealthy.bundle.card import card_summary, model_card
+from pseudohealthy.anomaly.clusters import Cluster, ClusterAgreement, find_clusters, peak_regions
+from pseudohealthy.config import Config, load_work_config, with_overrides
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.preprocess import NativeMapper, Normalisation, is_done, load_meta, preprocess_subject
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import (
+    CALIBRATION,
     SubjectMaps,
     analyse,
     choose_threshold,
@@ -84,23 +89,41 @@ def calibration_from(maps: dict[str, SubjectMaps], cfg: Config) -> dict:
         "threshold": threshold, "min_cluster_mm3": cfg.method.min_cluster_mm3, "rank_by": cfg.method.rank_by,
         "max_control_clusters": cfg.method.max_control_clusters,
         "guidance_scale": cfg.diffusion.guidance_scale, "noise_level": cfg.diffusion.noise_level,
-        "steps": cfg.diffusion.steps, "chosen_on": list(maps), "val_patients": len(patients),
+        "steps": cfg.diffusion.steps, "samples": cfg.diffusion.samples, "chosen_on": list(maps), "val_patients": len(patients),
         "val_dice": val_dice, "val_auprc": auprc,
         "reference_threshold": reference_threshold, "reference_val_dice": reference_dice,
         "raw_reference_threshold": raw_threshold, "version": __version__,
     }
 
 
-def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], None] | None = None) -> dict:
-    """Run the detector on the validation subjects and store the threshold chosen there."""
+def with_samples(cfg: Config, samples: int | None) -> Config:
+    """``cfg`` with ``diffusion.samples`` set to ``samples`` (unchanged when None)."""
+    return cfg if samples is None else with_overrides(cfg, {"diffusion": {"samples": samples}}, "--samples")
+
+
+def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], None] | None = None,
+              samples: int | None = None) -> dict:
+    """Run the detector on the validation subjects and store the threshold chosen there (for N =
+    ``samples``, default the config's ``diffusion.samples``; detection then uses the same N)."""
     work_dir = Path(work_dir)
-    cfg = load_work_config(work_dir)
+    cfg = with_samples(load_work_config(work_dir), samples)
     models = load_models(work_dir, cfg)
     if "val" not in roles(work_dir).values():
         raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
     calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
     save_calibration(work_dir, calibration)
     return calibration
+
+
+def calibrated_samples(work_dir: Path, calibration: dict, samples: int | None = None) -> int:
+    """The N the threshold was chosen for; asking detection for another N is refused (its maps are on
+    another scale: a mean of more draws is smoother)."""
+    calibrated = int(calibration.get("samples", 1))  # calibrations before samples existed used one draw
+    if samples is not None and samples != calibrated:
+        raise UserError(f"{Path(work_dir) / CALIBRATION}: the threshold was chosen for --samples {calibrated}, not "
+                        f"{samples}; run `pseudohealthy calibrate {work_dir} --samples {samples}` first, or drop "
+                        "--samples")
+    return calibrated
 
 
 def _derivative_stem(flair: Path) -> str:
@@ -150,7 +173,7 @@ def _classifier_summary(maps: SubjectMaps, cfg: Config) -> str:
 
 
 def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, calibration: dict,
-                   device: str = "cpu", run_key_value: str | None = None) -> dict:
+                   device: str = "cpu", run_key_value: str | None = None, card: dict | None = None) -> dict:
     """Preprocess, synthesise, map back to native space, cluster, and write the subject's derivatives."""
     pid = inputs.participant_id
     scratch = out_dir / "sourcedata" / "work" / pid
@@ -172,14 +195,17 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     brain_native = np.asarray(to_native(maps.brain.astype(np.float32)).dataobj) > 0.5
     clusters, labels = find_clusters(score_native, affine, 0.5,
                                      calibration["min_cluster_mm3"], lobe, hemi, calibration["rank_by"])
+    spread_native = _agreement(maps, clusters, labels, affine, to_native, calibration["threshold"], cfg)
 
     save_nifti(anat / f"{stem}_desc-pseudohealthy_FLAIR.nii.gz", pseudo_native.astype(np.float32), affine)
     save_nifti(anat / f"{stem}_label-FCD_desc-anomaly_probseg.nii.gz", score_native.astype(np.float32), affine)
+    save_nifti(anat / f"{stem}_label-FCD_desc-anomalyspread_probseg.nii.gz", spread_native, affine)
     save_nifti(anat / f"{stem}_desc-clusters_dseg.nii.gz", labels.astype(np.uint16), affine)
     save_nifti(anat / f"{stem}_desc-brain_mask.nii.gz", brain_native.astype(np.uint8), affine)
     _write_cluster_table(anat / f"{stem}_desc-clusters_dseg.tsv", clusters)
     sources = [_source(inputs.flair, pid), _source(inputs.t1w, pid)]
     classifier = _classifier_summary(maps, cfg)
+    n_samples = len(maps.sample_maps)
     space = {"SpatialReference": sources[0]}  # the subject's own FLAIR grid
     for name, extra in ((f"{stem}_desc-pseudohealthy_FLAIR.json",
                          {"Description": "pseudo-healthy FLAIR (diffusion synthesis), FLAIR intensity scale",
@@ -187,12 +213,19 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
                         (f"{stem}_label-FCD_desc-anomaly_probseg.json",
                          {"Description": "anomaly score s (FLAIR minus pseudo-healthy FLAIR, post-processed) as "
                                          "s / (s + threshold): 0.5 at the validation-chosen threshold; not a "
-                                         "calibrated probability", "AnomalyThreshold": calibration["threshold"]}),
+                                         "calibrated probability; the mean of N single-sample maps",
+                          "AnomalyThreshold": calibration["threshold"], "Samples": n_samples}),
+                        (f"{stem}_label-FCD_desc-anomalyspread_probseg.json",
+                         {"Description": "voxel-wise standard deviation (ddof 0) of the N single-sample anomaly "
+                                         "maps, each as s / (s + threshold) like the anomaly probseg: how much "
+                                         "the map moves between independent pseudo-healthy draws (0 when N = 1)",
+                          "Samples": n_samples}),
                         (f"{stem}_desc-brain_mask.json", {"Description": "brain mask", "Type": "Brain"}),
                         (f"{stem}_desc-clusters_dseg.json",
                          {"Description": "clusters above the validation-chosen threshold; label = rank",
                           "Threshold": 0.5, "ClassifierLobePrediction": classifier,
-                          "MinClusterVolume_mm3": calibration["min_cluster_mm3"]})):
+                          "MinClusterVolume_mm3": calibration["min_cluster_mm3"], "Samples": n_samples,
+                          **CLUSTER_COLUMNS})):
         write_json_atomic(anat / name, {"Sources": sources, **space, **extra})
 
     figure = out_dir / pid / "figures" / f"{pid}_overlays.png"
@@ -202,9 +235,12 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
                    nib.Nifti1Image(labels, affine), clusters, truth, figure)
     info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "classifier's lobe prediction": classifier,
             "threshold (validation-chosen)": f"anomaly {calibration['threshold']:.3f} (0.5 on the probseg map)",
-            "clusters above threshold": len(clusters)}
+            "clusters above threshold": len(clusters),
+            "pseudo-healthy draws per slice (confidence needs 2 or more)": n_samples}
     if inputs.notes:
         info["input notes"] = "; ".join(inputs.notes)
+    if card:
+        info["model"] = card_summary(card)
     subject_page(out_dir / f"{pid}.html", pid, f"{pid}/figures/{pid}_overlays.png", clusters, info)
     if run_key_value:
         write_json_atomic(scratch / DONE_MARKER, {"run_key": run_key_value})
@@ -224,11 +260,45 @@ def _vol(subject_dir: Path, name: str) -> np.ndarray:
     return np.asanyarray(nib.load(subject_dir / f"{name}.nii.gz").dataobj).astype(np.float32)
 
 
+# Column descriptions of the clusters TSV (BIDS: in the sidecar JSON shared with the dseg image).
+CLUSTER_COLUMNS = {
+    "index": {"Description": "label value in the dseg image (= rank)"},
+    "name": {"Description": "cluster name"},
+    "rank": {"Description": "1 = most suspicious, by peak (or mean) score"},
+    "peak_score": {"Description": "largest anomaly probseg value in the cluster (0.5 = threshold)"},
+    "mean_score": {"Description": "mean anomaly probseg value in the cluster"},
+    "volume_mm3": {"Description": "cluster volume", "Units": "mm^3"},
+    "centroid_x": {"Description": "centroid, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
+    "centroid_y": {"Description": "centroid, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
+    "centroid_z": {"Description": "centroid, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
+    "hemisphere": {"Description": "L or R, from the MNI152 atlas carried to the subject"},
+    "lobe": {"Description": "lobe of most of the cluster's voxels (atlas)"},
+    "confidence": {"Description": "fraction of the N single-sample anomaly maps (independent pseudo-healthy "
+                                  "draws) whose maximum within the cluster's peak region (its voxels within "
+                                  "method.confidence_radius_mm of the peak) exceeds the threshold; n/a when "
+                                  "N = 1 (no draws to compare)"},
+}
+
+
+def _agreement(maps: SubjectMaps, clusters: list[Cluster], labels: np.ndarray, affine: np.ndarray,
+               to_native: NativeMapper, threshold: float, cfg: Config) -> np.ndarray:
+    """Set each cluster's confidence from the single-sample maps; return their native-space spread."""
+    if len(maps.sample_maps) < 2:
+        return np.zeros(labels.shape, np.float32)
+    agreement = ClusterAgreement(peak_regions(labels, clusters, affine, cfg.method.confidence_radius_mm), 0.5)
+    for sample_map in maps.sample_maps:
+        agreement.add(score_to_unit(np.asarray(to_native(sample_map).dataobj), threshold))
+    for cluster, confidence in zip(clusters, agreement.confidence()):
+        cluster.confidence = confidence
+    return agreement.spread(labels.shape)
+
+
 def _write_cluster_table(path: Path, clusters: list[Cluster]) -> None:
-    header = "index\tname\trank\tpeak_score\tmean_score\tvolume_mm3\tcentroid_x\tcentroid_y\tcentroid_z\themisphere\tlobe\n"
+    header = "\t".join(CLUSTER_COLUMNS) + "\n"
     rows = "".join(
         f"{c.rank}\tcluster-{c.rank}\t{c.rank}\t{c.peak_score:.4f}\t{c.mean_score:.4f}\t{c.volume_mm3:.1f}\t"
-        f"{c.centroid_mm[0]}\t{c.centroid_mm[1]}\t{c.centroid_mm[2]}\t{c.hemisphere}\t{c.lobe}\n" for c in clusters)
+        f"{c.centroid_mm[0]}\t{c.centroid_mm[1]}\t{c.centroid_mm[2]}\t{c.hemisphere}\t{c.lobe}\t"
+        f"{'n/a' if c.confidence is None else f'{c.confidence:.3f}'}\n" for c in clusters)
     write_text_atomic(path, header + rows)
 
 
@@ -268,7 +338,7 @@ def _output_state(out_dir: Path, participant_id: str, key: str) -> str:
 def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: Iterable[str] | None = None,
            overwrite: bool = False, device: str = "cpu", allow_2d_flair: bool = False,
            on_start: Callable[[int], None] | None = None,
-           on_subject: Callable[[str, str | None], None] | None = None) -> list[dict]:
+           on_subject: Callable[[str, str | None], None] | None = None, samples: int | None = None) -> list[dict]:
     """Detect lesions for every selected subject of ``bids_dir``; derivatives go to ``out_dir``.
 
     Re-running the same command continues an interrupted run: subjects finished with the same model
@@ -281,11 +351,11 @@ def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: It
         if on_subject:
             on_subject(pid, reason)
     return _detect_all(inventory.subjects, out_dir, work_dir, bids_dir.resolve().as_uri(), overwrite, device,
-                       on_start, on_subject)
+                       on_start, on_subject, samples)
 
 
 def detect_pair(t1w: Path, flair: Path, out_dir: Path, work_dir: Path, participant_id: str = "sub-01",
-                overwrite: bool = False, device: str = "cpu") -> dict:
+                overwrite: bool = False, device: str = "cpu", samples: int | None = None) -> dict:
     """Detect lesions on a plain T1w + FLAIR pair (any file names, no BIDS dataset); the outputs are
     the same BIDS-derivatives files as ``detect`` writes, named after ``participant_id``."""
     t1w, flair, out_dir = Path(t1w), Path(flair), Path(out_dir)
@@ -297,7 +367,8 @@ def detect_pair(t1w: Path, flair: Path, out_dir: Path, work_dir: Path, participa
     for path in (t1w, flair):
         _check_out_dir(path.parent, out_dir, "the input folder")
     inputs = SubjectInputs(participant_id, "unknown", t1w, flair, None, 0, None, None)
-    results = _detect_all([inputs], out_dir, work_dir, flair.resolve().parent.as_uri(), overwrite, device)
+    results = _detect_all([inputs], out_dir, work_dir, flair.resolve().parent.as_uri(), overwrite, device,
+                          samples=samples)
     if not results:
         raise UserError(f"{out_dir}: {participant_id} was already done with this model; pass --overwrite to redo it")
     return results[0]
@@ -305,9 +376,12 @@ def detect_pair(t1w: Path, flair: Path, out_dir: Path, work_dir: Path, participa
 
 def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, source_uri: str, overwrite: bool,
                 device: str, on_start: Callable[[int], None] | None = None,
-                on_subject: Callable[[str, str | None], None] | None = None) -> list[dict]:
-    cfg = load_work_config(work_dir)
+                on_subject: Callable[[str, str | None], None] | None = None,
+                samples: int | None = None) -> list[dict]:
     calibration = load_calibration(work_dir)
+    cfg = with_samples(load_work_config(work_dir), calibrated_samples(work_dir, calibration, samples))
+    card_path = Path(work_dir) / "model_card.json"  # in exported archives; made afresh for a work folder
+    card = json.loads(card_path.read_text()) if card_path.is_file() else model_card(work_dir, cfg, calibration)
     models = load_models(work_dir, cfg)
     key = run_key(work_dir, cfg)
     states = {s.participant_id: _output_state(out_dir, s.participant_id, key) for s in subjects}
@@ -326,7 +400,7 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
                 on_subject(inputs.participant_id, "already done with this model (--overwrite redoes it)")
             continue
         try:
-            results.append(detect_subject(inputs, out_dir, cfg, models, calibration, device, key))
+            results.append(detect_subject(inputs, out_dir, cfg, models, calibration, device, key, card))
             error = None
         except SubjectSkipped as exc:
             error = str(exc)

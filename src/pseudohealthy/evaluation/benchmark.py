@@ -91,12 +91,12 @@ def _fingerprint(cfg: Config, checkpoints: dict, split_sha: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _truth_class(work_dir: Path, pid: str) -> int:
+def truth_class(work_dir: Path, pid: str) -> int:
     meta = json.loads((Path(work_dir) / "subjects" / pid / "meta.json").read_text())
     return int(meta.get("label") or 0) if meta.get("group") == "fcd" else 0
 
 
-def _lobe_map(work_dir: Path, pid: str) -> np.ndarray | None:
+def lobe_map(work_dir: Path, pid: str) -> np.ndarray | None:
     path = Path(work_dir) / "subjects" / pid / "lobe.nii.gz"
     return np.asanyarray(nib.load(path).dataobj) if path.is_file() else None
 
@@ -150,8 +150,8 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
     calibration, test = calibrate_and_test(work_dir, cfg, device,
                                            on_subject=(lambda pid: on_event("subject", pid)) if on_event else None)
     _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
-    subjects = [score_subject(pid, maps, calibration["threshold"], cfg, affine, _lobe_map(work_dir, pid),
-                              _truth_class(work_dir, pid)) for pid, maps in test.items()]
+    subjects = [score_subject(pid, maps, calibration["threshold"], cfg, affine, lobe_map(work_dir, pid),
+                              truth_class(work_dir, pid)) for pid, maps in test.items()]
     config_path = out_dir / "configs" / f"{spec.name}.yaml"
     save_config(cfg, config_path)
     pid, z = example_slice(work_dir)

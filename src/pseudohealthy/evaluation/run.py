@@ -33,9 +33,11 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 
 
 def calibrate_and_test(work_dir: Path, cfg: Config, device: str = "cpu",
-                       on_subject: Callable[[str], None] | None = None) -> tuple[dict, dict[str, SubjectMaps]]:
-    """Threshold chosen on the validation subjects with ``cfg``, then the test subjects' maps."""
-    models = load_models(work_dir, cfg)
+                       on_subject: Callable[[str], None] | None = None,
+                       model_root: Path | None = None) -> tuple[dict, dict[str, SubjectMaps]]:
+    """Threshold chosen on the validation subjects with ``cfg``, then the test subjects' maps; the
+    networks come from ``model_root`` (an unpacked model archive) or else from ``work_dir``."""
+    models = load_models(model_root or work_dir, cfg)
     calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
     test = analyse_role(work_dir, "test", models, cfg, device, on_subject)
     if not test:
@@ -44,12 +46,17 @@ def calibrate_and_test(work_dir: Path, cfg: Config, device: str = "cpu",
 
 
 def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: str = "cpu",
-             on_subject: Callable[[str], None] | None = None) -> dict:
+             on_subject: Callable[[str], None] | None = None, model_root: Path | None = None) -> dict:
+    """Figures on WORK_DIR's test subjects; ``model_root``: networks and config from there (an unpacked
+    archive, which must use WORK_DIR's data settings) instead of WORK_DIR's own."""
     work_dir = Path(work_dir)
     if not (work_dir / "config.yaml").is_file():
         raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare` and `train` first")
-    cfg = load_config(work_dir / "config.yaml", overrides=overrides)
-    calibration, test = calibrate_and_test(work_dir, cfg, device, on_subject)
+    cfg = load_config(Path(model_root or work_dir) / "config.yaml", overrides=overrides)
+    if model_root is not None and load_config(work_dir / "config.yaml").data != cfg.data:
+        raise UserError(f"{work_dir} was prepared with other data settings than the model's; prepare the data "
+                        f"with the model's preset ({cfg.name})")
+    calibration, test = calibrate_and_test(work_dir, cfg, device, on_subject, model_root)
     _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
     return {"overrides": overrides or {}, "calibration": calibration,
             **summarise(test, affine, calibration, cfg)}
