@@ -173,7 +173,7 @@ def test_cli_level_mistakes(tiny_bids, tmp_path):
     cases.append((["prepare", str(tiny_bids), str(tmp_path / "w2"), "--preset", str(bad_preset)],
                   "did you mean 'image_size'"))
     cases.append((["detect", str(tiny_bids), str(tmp_path / "o"), "participant", "--model", str(tmp_path / "none")],
-                  "no config.yaml"))
+                  "none: not found"))
     cases.append((["detect", str(tiny_bids), str(tmp_path / "o"), "group", "--model", str(tmp_path)],
                   "analysis level 'group'"))
     for args, phrase in cases:

@@ -64,3 +64,30 @@ def test_readme_participant_label_form_runs(tiny_bids, tmp_path):
     out = _run("prepare", str(tiny_bids), str(tmp_path / "w"), "--participant-label", "00001", "99998", "99999")
     assert out.returncode == 2 and "unexpected extra argument" not in out.stderr
     assert "99998" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_device_auto_cpu_and_unavailable_cuda():
+    import pytest
+    import torch
+
+    from pseudohealthy.devices import resolve_device
+    from pseudohealthy.errors import UserError
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("CPU") == "cpu"
+    with pytest.raises(UserError, match="use auto, cpu, cuda"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            resolve_device("cuda:0")
+
+
+def test_prepare_dry_run_reports_and_writes_nothing(tiny_bids, tiny_phantom, tmp_path):
+    work = tmp_path / "work"
+    out = _run("prepare", str(tiny_bids), str(work), "--dry-run")
+    text = " ".join(out.stderr.split())
+    assert out.returncode == 0, out.stderr
+    assert f"would prepare {len(tiny_phantom['subjects'])} subject(s), skip 0" in text
+    assert "Nothing was computed or written" in text and not work.exists()
+    for subject in tiny_phantom["subjects"]:
+        assert subject["participant_id"] in out.stderr

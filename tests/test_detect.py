@@ -61,9 +61,19 @@ def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tin
     for row in table[1:]:
         assert float(row.split("\t")[-1]) in (0.0, 0.5, 1.0)  # k of 2 draws agree
     assert (out / f"{patient}.html").is_file() and (out / "index.html").is_file()
-    assert "<th>confidence</th>" in (out / f"{patient}.html").read_text() or len(table) == 1
+    page = (out / f"{patient}.html").read_text()
+    assert "<th>confidence</th>" in page or len(table) == 1
+    assert "Neurological convention" in page and "trained on synthetic phantom data" in page
+    views = sorted((out / patient / "figures").glob(f"{patient}_cluster-*.png"))
+    if len(table) == 1:  # no cluster: one figure through the map's maximum instead
+        views = [out / patient / "figures" / f"{patient}_maximum.png"]
+    assert views and all(v.name in page and v.stat().st_size > 50_000 for v in views)
+    assert "peak_mni_x" in header and all(len(r.split("\t")) == len(header) for r in table[1:])
     assert (out / patient / "figures" / f"{patient}_overlays.png").stat().st_size > 10_000
     assert tree_digest(tiny_bids) == before
+    generated = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
+    assert "commit" in generated["Description"] and "sha256" in generated["Description"]
+    assert "preset quick" in generated["Description"]  # which model made it
 
     validator = shutil.which("bids-validator-deno") or str(Path(sys.executable).with_name("bids-validator-deno"))
     report = json.loads(subprocess.run([validator, str(out), "--format", "json"], capture_output=True,

@@ -23,6 +23,7 @@ class Cluster:
     hemisphere: str
     lobe: str
     confidence: float | None = None  # fraction of the N single-sample maps that agree (None: N = 1)
+    peak_mni: list[float] | None = None  # the peak in MNI152 coordinates (None: not known)
 
     def row(self) -> dict:
         return asdict(self)

@@ -162,6 +162,9 @@ def opened_model(model: Path) -> Iterator[Path]:
     """A work-folder-like path for ``--model``: the folder itself, or a verified archive unpacked into a
     temporary folder that is removed afterwards."""
     model = Path(model)
+    if not model.exists():
+        raise UserError(f"--model {model}: not found; give the work folder that `train` and `calibrate` used, or a "
+                        "MODEL.zip made by export-model")
     if model.is_dir():
         yield model
         return

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pseudohealthy import __version__
+from pseudohealthy.devices import DEVICE_HELP, resolve_device
 from pseudohealthy.errors import UserError
 
 app = typer.Typer(
@@ -121,18 +122,56 @@ def prepare(
     jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Subjects processed in parallel."),
     allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair",
                                         help="Use a thick-slice 2D FLAIR when a subject has no 3D FLAIR."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the dataset's layout and participants.tsv and "
+                                                          "print what would be used and skipped, and the split; "
+                                                          "compute and write nothing."),
 ) -> None:
     """Preprocess a BIDS dataset into model-ready data: choose inputs, bias-correct, register to MNI152, normalise, slice.
 
     Per subject: N4; rigid T1w -> FLAIR; affine T1w -> MNI152; brain mask; resampling to the preset's template grid; intensities mapped to [-1, 1] inside the brain. Writes WORK_DIR/subjects/<sub>/ (volumes, transforms, meta.json), WORK_DIR/qc/*.png, inventory.tsv, splits.tsv, slices/ and config.yaml. Finished subjects are skipped when re-run.
     """
-    run_prepare(bids_dir, work_dir, preset, participant_label, jobs, allow_2d_flair)
+    if dry_run:
+        run_prepare_dry(bids_dir, preset, participant_label, allow_2d_flair)
+    else:
+        run_prepare(bids_dir, work_dir, preset, participant_label, jobs, allow_2d_flair)
+
+
+def _inventory_table(inventory, title: str):
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for col in ("subject", "group", "T1w", "FLAIR", "lesion mask", "notes / reason"):
+        table.add_column(col, overflow="fold")
+
+    def short(path, pid):  # the entities that differ between files: acq label and suffix
+        return path.name.removeprefix(pid + "_").removesuffix(".gz").removesuffix(".nii") if path else "-"
+
+    for s in inventory.subjects:
+        pid = s.participant_id
+        table.add_row(pid, s.group, short(s.t1w, pid), short(s.flair, pid), short(s.lesion_mask, pid),
+                      "; ".join(s.notes))
+    for pid, reason in inventory.skipped.items():
+        table.add_row(pid, "[red]skipped[/]", "", "", "", reason)
+    return table
+
+
+def run_prepare_dry(bids_dir: Path, preset: str, labels: list[str] | None, allow_2d_flair: bool) -> None:
+    from collections import Counter
+
+    from pseudohealthy.config import load_config
+    from pseudohealthy.data.prepare import plan
+
+    inventory, roles = plan(bids_dir, load_config(preset), labels, allow_2d_flair)
+    console.print(_inventory_table(inventory, f"dry run: inventory of {bids_dir}"))
+    groups = {s.participant_id: s.group for s in inventory.subjects}
+    counts = Counter(f"{roles[pid]} {'patients' if groups[pid] == 'fcd' else 'controls'}" for pid in roles)
+    console.print(f"[green]would prepare[/] {len(inventory.subjects)} subject(s), skip {len(inventory.skipped)}; "
+                  "split: " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+                  + ". Nothing was computed or written.", highlight=False)
 
 
 def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] | None, jobs: int,
                 allow_2d_flair: bool = False):
-    from rich.table import Table
-
     from pseudohealthy.config import load_config
     from pseudohealthy.data.prepare import prepare as prepare_dataset
 
@@ -142,19 +181,7 @@ def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] |
         task = bar.add_task("prepare subjects", total=None)
 
         def on_inventory(inventory, n_todo):
-            table = Table(title=f"inventory of {bids_dir}", show_lines=False)
-            for col in ("subject", "group", "T1w", "FLAIR", "lesion mask", "notes / reason"):
-                table.add_column(col, overflow="fold")
-            def short(path, pid):  # the entities that differ between files: acq label and suffix
-                return path.name.removeprefix(pid + "_").removesuffix(".gz").removesuffix(".nii") if path else "-"
-
-            for s in inventory.subjects:
-                pid = s.participant_id
-                table.add_row(pid, s.group, short(s.t1w, pid), short(s.flair, pid), short(s.lesion_mask, pid),
-                              "; ".join(s.notes))
-            for pid, reason in inventory.skipped.items():
-                table.add_row(pid, "[red]skipped[/]", "", "", "", reason)
-            bar.console.print(table)
+            bar.console.print(_inventory_table(inventory, f"inventory of {bids_dir}"))
             bar.update(task, total=n_todo)
 
         def on_subject(pid, error):
@@ -205,7 +232,7 @@ def train(
                                                    "DenoisingAE baseline)."),
     preset: str | None = typer.Option(None, "--preset", help="Preset or YAML file (default: WORK_DIR/config.yaml)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from WORK_DIR/models/<model>/checkpoint.pt."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override the preset's iterations."),
     setting: list[str] | None = typer.Option(None, "--set", help="Train a variant, e.g. --set method.condition=none "
                                                                  "(the no-T1 ablation); repeatable."),
@@ -214,13 +241,13 @@ def train(
 
     Writes WORK_DIR/models/<name>/checkpoint.pt (atomically, every checkpoint_every steps), metrics.csv (loss; validation loss, accuracy, lesion-vs-normal AUROC) and config.yaml. <name> is the model kind, plus what makes a variant (e.g. translator-none for --set method.condition=none), so baselines and ablations never overwrite the method's models.
     """
-    run_train(work_dir, model, preset, resume, device, iterations, setting)
+    run_train(work_dir, model, preset, resume, resolve_device(device), iterations, setting)
 
 
 @app.command()
 def calibrate(
     work_dir: Path = typer.Argument(..., help="Work folder with trained models."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
                                        help=SAMPLES_HELP),
 ) -> None:
@@ -228,7 +255,7 @@ def calibrate(
 
     Runs the full detector on the validation patients and controls of WORK_DIR/splits.tsv, picks the anomaly threshold with the best mean Dice on the validation patients, and writes WORK_DIR/calibration.json.
     """
-    run_calibrate(work_dir, device, samples)
+    run_calibrate(work_dir, resolve_device(device), samples)
 
 
 def run_calibrate(work_dir: Path, device: str, samples: int | None = None) -> dict:
@@ -255,7 +282,7 @@ def detect(
                                                             "00001 00002 (with or without sub-); put it after "
                                                             "the positional arguments."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs of these subjects."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair", help="Use a 2D FLAIR when no 3D one exists."),
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
                                        help="N draws per slice; must be the N the model was calibrated for (the default)."),
@@ -266,7 +293,7 @@ def detect(
     """
     if analysis_level != "participant":
         raise UserError(f"analysis level '{analysis_level}' is not supported; use 'participant'")
-    run_detect(bids_dir, out_dir, model, participant_label, overwrite, device, allow_2d_flair, samples)
+    run_detect(bids_dir, out_dir, model, participant_label, overwrite, resolve_device(device), allow_2d_flair, samples)
 
 
 @app.command("detect-pair")
@@ -277,7 +304,7 @@ def detect_pair(
     model: Path = typer.Option(..., "--model", help=MODEL_HELP),
     subject: str = typer.Option("sub-01", "--subject", help="Subject id used to name the outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs of this subject."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
                                        help="N draws per slice; must be the N the model was calibrated for (the default)."),
 ) -> None:
@@ -289,7 +316,7 @@ def detect_pair(
     from pseudohealthy.detect.run import detect_pair as detect_one
 
     with console.status("detect (preprocess, synthesise, cluster)"), opened_model(model) as work_dir:
-        result = detect_one(t1w, flair, out_dir, work_dir, subject, overwrite, device, samples)
+        result = detect_one(t1w, flair, out_dir, work_dir, subject, overwrite, resolve_device(device), samples)
     console.print(f"[green]detected[/] {result['participant_id']}: {result['n_clusters']} cluster(s), top: "
                   f"{result['top']}; report: {Path(out_dir) / (result['participant_id'] + '.html')}")
 
@@ -399,7 +426,7 @@ def evaluate(
     setting: list[str] | None = typer.Option(None, "--set", help="Override a setting for this evaluation, e.g. "
                                                                  "--set diffusion.guidance_scale=0; repeatable."),
     out: Path | None = typer.Option(None, "--out", help="Also write the figures to this JSON file."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     model: Path | None = typer.Option(None, "--model", help="A MODEL.zip (export-model) to evaluate on WORK_DIR's "
                                                             "prepared subjects instead of WORK_DIR's own models."),
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
@@ -417,7 +444,7 @@ def evaluate(
     overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
     with _progress() as bar, opened_model(model) if model else nullcontext() as model_root:
         task = bar.add_task("evaluate (validation, then test subjects)", total=None)
-        summary = evaluate_work(work_dir, overrides, device, on_subject=lambda pid: bar.advance(task),
+        summary = evaluate_work(work_dir, overrides, resolve_device(device), on_subject=lambda pid: bar.advance(task),
                                 model_root=model_root)
     _print_figures(summary)
     if out:
@@ -438,7 +465,7 @@ def benchmark(
     out: Path | None = typer.Option(None, "--out", help="Output folder (default WORK_DIR/benchmark)."),
     setting: list[str] | None = typer.Option(None, "--set", help="Override a setting for every method, e.g. "
                                                                  "--set diffusion.steps=5; repeatable."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Parallel subjects when preparing."),
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
                                        help=SAMPLES_HELP),
@@ -481,7 +508,7 @@ def benchmark(
         def on_step(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total)
 
-        results = run_benchmark(work_dir, specs, out, overrides, device, on_event, on_step)
+        results = run_benchmark(work_dir, specs, out, overrides, resolve_device(device), on_event, on_step)
     for r in results:
         m = r["metrics"]
         console.print(f"  {r['name']:16s} AUPRC {m['auprc']:.3f}  R@5 {m['r@5']:.3f}  R@10 {m['r@10']:.3f}  "

@@ -128,6 +128,13 @@ class MethodConfig(_Strict):
                                        "many clusters on average (null: no limit)")
 
 
+class ReportConfig(_Strict):
+    """What the per-subject HTML report shows."""
+
+    clusters: int = Field(default=5, ge=1, le=50, description="clusters shown with their own three-view figure")
+    dpi: int = Field(default=150, ge=72, le=600, description="resolution of the report's figures")
+
+
 class Config(_Strict):
     """One run's full configuration; written next to every run's outputs."""
 
@@ -140,3 +147,4 @@ class Config(_Strict):
     train_translator: TrainConfig
     train_classifier: TrainConfig
     method: MethodConfig = MethodConfig()
+    report: ReportConfig = ReportConfig()

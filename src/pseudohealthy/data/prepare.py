@@ -62,6 +62,17 @@ def _run_one(args: tuple[SubjectInputs, Config, str]) -> tuple[str, str | None]:
         return inputs.participant_id, str(exc)
 
 
+def plan(bids_dir: Path, cfg: Config, participant_labels: Iterable[str] | None = None,
+         allow_2d_flair: bool = False) -> tuple[Inventory, dict[str, str]]:
+    """What ``prepare`` would use, computing and writing nothing (``prepare --dry-run``): the files
+    chosen per subject, the subjects skipped with their reasons, and the role each usable subject
+    would get (assuming every one of them preprocesses without error)."""
+    inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair)
+    roles = assign_roles([{"participant_id": s.participant_id, "group": s.group, "split": s.split}
+                          for s in inventory.subjects], cfg.data, cfg.seed)
+    return inventory, roles
+
+
 def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Iterable[str] | None = None,
             jobs: int = 1, allow_2d_flair: bool = False,
             on_inventory: Callable[[Inventory, int], None] | None = None,

@@ -244,11 +244,25 @@ class NativeMapper:
         self.native_ref = reference(tuple(native["shape"]), self.native_affine)
         self.inverse = _invert(template_to_flair_transform(out), reference(self.template_shape, self.template_affine))
 
+    def template_mm(self, native_ras_mm) -> list[float]:
+        """A native FLAIR point (scanner RAS, mm) in template (MNI152) RAS coordinates."""
+        x, y, z = (float(v) for v in native_ras_mm)
+        tx, ty, tz = self.inverse.TransformPoint((-x, -y, z))  # SimpleITK works in LPS
+        return [round(-tx, 1), round(-ty, 1), round(tz, 1)]
+
     def __call__(self, volume: np.ndarray, linear: bool = True) -> nib.Nifti1Image:
         if tuple(volume.shape) != self.template_shape:
             raise ValueError(f"volume shape {volume.shape} is not the template grid {self.template_shape}")
         data = _resample(to_sitk(volume.astype(np.float32), self.template_affine), self.native_ref, self.inverse,
                          linear)
+        return nib.Nifti1Image(data.astype(np.float32), self.native_affine)
+
+
+    def t1_on_flair_grid(self, out: Path, t1w: Path) -> nib.Nifti1Image:
+        """The subject's own T1w (whole head, not bias-corrected) resampled onto its FLAIR grid through the
+        saved rigid registration: for the report, and to check that registration by eye."""
+        flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))  # FLAIR points -> T1 points
+        data = _resample(nib_to_sitk(load_volume(t1w, "T1w")), self.native_ref, flair_to_t1)
         return nib.Nifti1Image(data.astype(np.float32), self.native_affine)
 
 

@@ -17,7 +17,8 @@ from pseudohealthy.io.atomic import write_text_atomic, write_with_atomic  # noqa
 
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-        "img{max-width:100%}.note{color:#555}")
+        "img{max-width:100%}.note{color:#555}figure{margin:1em 0}figcaption{font-weight:bold}"
+        ".warning{background:#fee;border:1px solid #c00;padding:6px;color:#900}")
 
 
 def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
@@ -27,7 +28,7 @@ def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
 
 def overlay_figure(flair: nib.Nifti1Image, pseudo: nib.Nifti1Image, score: nib.Nifti1Image,
                    clusters_img: nib.Nifti1Image, clusters: list[Cluster], truth: nib.Nifti1Image | None,
-                   out_png: Path, max_rows: int = 3, display_floor: float = 0.4) -> None:
+                   out_png: Path, max_rows: int = 3, display_floor: float = 0.4, dpi: int = 150) -> None:
     """Rows: the axial slices through the top clusters' peaks. Columns: FLAIR, pseudo-healthy FLAIR,
     anomaly map on FLAIR, cluster outlines (and the reference lesion mask in green when known)."""
     f, aff = _canonical(flair)
@@ -70,32 +71,114 @@ def overlay_figure(flair: nib.Nifti1Image, pseudo: nib.Nifti1Image, score: nib.N
             if r == 0:
                 ax.set_title(titles[col], color="white", fontsize=9)
     fig.tight_layout()
-    write_with_atomic(Path(out_png), lambda tmp: fig.savefig(tmp, dpi=72, facecolor="black", format="png"),
+    write_with_atomic(Path(out_png), lambda tmp: fig.savefig(tmp, dpi=dpi, facecolor="black", format="png"),
                       suffix=".png")
     plt.close(fig)
 
 
-def subject_page(out_html: Path, participant_id: str, figure_rel: str, clusters: list[Cluster], info: dict) -> None:
+# Views through a point of a canonical (RAS) volume: (name, fixed axis, horizontal axis, vertical axis,
+# letters at the left and right edges). Displayed in neurological convention: the patient's right on
+# the right of the picture, anterior on the right of the sagittal view.
+_VIEWS = (("axial", 2, 0, 1, ("L", "R")), ("coronal", 1, 0, 2, ("L", "R")), ("sagittal", 0, 1, 2, ("P", "A")))
+
+
+def _cut(volume: np.ndarray, fixed: int, index: int) -> np.ndarray:
+    """The 2D section of ``volume`` at ``index`` along axis ``fixed``, transposed for imshow(origin='lower')."""
+    return np.take(volume, index, axis=fixed).T
+
+
+def cluster_figure(flair: nib.Nifti1Image, t1w: nib.Nifti1Image, pseudo: nib.Nifti1Image,
+                   score: nib.Nifti1Image, clusters_img: nib.Nifti1Image, truth: nib.Nifti1Image | None,
+                   peak_mm: list[float], rank: int | None, title: str, out_png: Path, dpi: int = 150,
+                   display_floor: float = 0.4) -> None:
+    """Axial, coronal and sagittal sections through ``peak_mm`` (rows); FLAIR, T1w, pseudo-healthy FLAIR
+    and the anomaly map with the cluster's outline (columns). Neurological convention, L/R marked."""
+    f, aff = _canonical(flair)
+    t1, _ = _canonical(t1w)
+    p, _ = _canonical(pseudo)
+    s, _ = _canonical(score)
+    c, _ = _canonical(clusters_img)
+    t = _canonical(truth)[0] if truth is not None else None
+    peak = np.clip(np.round(np.linalg.inv(aff) @ np.r_[peak_mm, 1.0])[:3].astype(int), 0, np.array(f.shape) - 1)
+    spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+
+    def vmax(volume):
+        inside = volume[volume > 0]
+        return float(np.percentile(inside, 99.5)) if inside.size else 1.0
+
+    scales = {"FLAIR": vmax(f), "T1w": vmax(t1), "pseudo-healthy FLAIR": vmax(f)}
+    fig, axes = plt.subplots(3, 4, figsize=(11, 8.4), squeeze=False, facecolor="black")
+    for row, (view, fixed, horizontal, vertical, (left, right)) in enumerate(_VIEWS):
+        aspect = spacing[vertical] / spacing[horizontal]
+        index = int(peak[fixed])
+        for col, (name, volume) in enumerate((("FLAIR", f), ("T1w", t1), ("pseudo-healthy FLAIR", p),
+                                              ("anomaly map", f))):
+            ax = axes[row, col]
+            ax.imshow(_cut(volume, fixed, index), cmap="gray", origin="lower", aspect=aspect, vmin=0,
+                      vmax=scales.get(name, scales["FLAIR"]))
+            if name == "anomaly map":
+                ax.imshow(np.ma.masked_less(_cut(s, fixed, index), display_floor), cmap="hot", origin="lower",
+                          aspect=aspect, vmin=display_floor, vmax=max(float(s.max()), display_floor + 0.1), alpha=0.75)
+                if rank is not None and (_cut(c, fixed, index) == rank).any():
+                    ax.contour(_cut(c, fixed, index) == rank, levels=[0.5], colors="cyan", linewidths=0.9)
+                if t is not None and (_cut(t, fixed, index) > 0.5).any():
+                    ax.contour(_cut(t, fixed, index) > 0.5, levels=[0.5], colors="lime", linewidths=0.8)
+            ax.plot(peak[horizontal], peak[vertical], "+", color="cyan", markersize=9, markeredgewidth=0.8)
+            ax.text(0.02, 0.5, left, transform=ax.transAxes, color="white", fontsize=9, va="center", ha="left")
+            ax.text(0.98, 0.5, right, transform=ax.transAxes, color="white", fontsize=9, va="center", ha="right")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(name, color="white", fontsize=10)
+            if col == 0:
+                ax.text(0.02, 0.98, view, transform=ax.transAxes, color="yellow", fontsize=9, va="top")
+    fig.suptitle(title, color="white", fontsize=11)
+    fig.tight_layout()
+    write_with_atomic(Path(out_png), lambda tmp: fig.savefig(tmp, dpi=dpi, facecolor="black", format="png"),
+                      suffix=".png")
+    plt.close(fig)
+
+
+def _coordinates(values: list[float] | None) -> str:
+    return ", ".join(f"{v:.0f}" for v in values) if values else "n/a"
+
+
+def subject_page(out_html: Path, participant_id: str, figure_rel: str, clusters: list[Cluster], info: dict,
+                 cluster_figures: list[tuple[str, str]] = (), warning: str | None = None) -> None:
+    """The subject's report: facts, the cluster table, the overview figure and one three-view figure
+    per shown cluster (``cluster_figures``: (relative PNG path, caption))."""
     rows = "".join(
-        f"<tr><td>{c.rank}</td><td>{c.peak_score:.3f}</td><td>{c.mean_score:.3f}</td><td>{c.volume_mm3:.0f}</td>"
-        f"<td>{', '.join(f'{v:.0f}' for v in c.centroid_mm)}</td><td>{c.hemisphere}</td><td>{c.lobe}</td>"
-        f"<td>{'n/a' if c.confidence is None else f'{c.confidence:.0%}'}</td></tr>"
-        for c in clusters[:10])
+        f"<tr><td>{c.rank}</td><td>{c.peak_score:.3f}</td><td>{c.mean_score:.3f}</td>"
+        f"<td>{'n/a' if c.confidence is None else f'{c.confidence:.0%}'}</td><td>{c.volume_mm3:.0f}</td>"
+        f"<td>{c.hemisphere}</td><td>{c.lobe}</td><td>{_coordinates(c.peak_mm)}</td>"
+        f"<td>{_coordinates(c.peak_mni)}</td></tr>"
+        for c in clusters[:20])
     facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in info.items())
+    banner = f'<p class="warning">{html.escape(warning)}</p>' if warning else ""
+    views = "".join(f'<figure><img src="{rel}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
+                    "</figcaption></figure>" for rel, caption in cluster_figures)
+    table = ('<table><tr><th>rank</th><th>peak score</th><th>mean score</th><th>confidence</th><th>volume mm³</th>'
+             '<th>hemisphere</th><th>lobe</th><th>peak mm (scanner RAS)</th><th>peak mm (MNI152)</th></tr>'
+             + rows + '</table>') if clusters else '<p>No cluster above the threshold.</p>'
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{participant_id}</title>
 <style>{_CSS}</style></head><body>
 <h1>{participant_id}: suspicious regions</h1>
+{banner}
 <ul>{facts}</ul>
 <h2>Clusters (ranked by score)</h2>
-{'<table><tr><th>rank</th><th>peak</th><th>mean</th><th>volume mm³</th><th>centroid mm (RAS)</th>'
- '<th>hemisphere</th><th>lobe</th><th>confidence</th></tr>' + rows + '</table>' if clusters else '<p>No cluster above the threshold.</p>'}
-<h2>Overlays (axial, through the top clusters)</h2>
+{table}
+<p class="note">Scores are on the probseg scale s / (s + threshold): 0.5 is the threshold chosen on validation
+subjects. Confidence: the share of the independent pseudo-healthy draws (diffusion.samples) in which the region
+around the cluster's peak exceeds the threshold on its own; n/a with a single draw.</p>
+<h2>Each cluster in three views</h2>
+<p class="note">Neurological convention: the patient's left (L) is on the left of each picture; sagittal views
+have anterior (A) on the right. Rows: axial, coronal, sagittal through the cluster's peak (+). Columns: FLAIR,
+T1w (registered to the FLAIR), pseudo-healthy FLAIR, anomaly map from 0.4 with the cluster's outline (cyan) and
+the reference lesion mask (green), where the dataset has one.</p>
+{views}
+<h2>Overview (axial, through the top clusters)</h2>
 <img src="{figure_rel}" alt="overlays">
-<p class="note">Anomaly score s = FLAIR brighter than its pseudo-healthy version (smoothed, standardised per slice),
-shown as s / (s + threshold): 0.5 is the threshold chosen on validation subjects, and the map is drawn from 0.4.
-Confidence: the share of the independent pseudo-healthy draws (diffusion.samples) in which the region around the
-cluster's peak exceeds the threshold on its own; n/a with a single draw.
-Green outline: the reference lesion mask, where the dataset has one. Research software: not a medical device.</p>
+<p class="note">Anomaly score s = FLAIR brighter than its pseudo-healthy version (smoothed, standardised per slice).
+Research software: not a medical device.</p>
 <p><a href="index.html">all subjects</a></p></body></html>"""
     write_text_atomic(out_html, body)
 

@@ -43,11 +43,12 @@ from pseudohealthy.detect.pipeline import (
     required_models,
     save_calibration,
 )
-from pseudohealthy.detect.report import index_page, overlay_figure, subject_page
+from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, subject_page
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.metrics import pixel_auprc
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
+from pseudohealthy.provenance import package_digest, source_commit
 from pseudohealthy.training.trainer import model_dir
 
 
@@ -142,13 +143,16 @@ def _check_out_dir(source_dir: Path, out_dir: Path, what: str = "BIDS_DIR") -> N
         raise UserError(f"{out_dir}: not writable; choose a folder you can write to")
 
 
-def _write_description(out_dir: Path, source_uri: str) -> None:
+def _write_description(out_dir: Path, source_uri: str, card: dict | None = None) -> None:
+    """The derivatives' description with provenance: package version, code commit and digest, and the model."""
+    model = f" Model: {card_summary(card)}." if card else ""
     write_json_atomic(out_dir / "dataset_description.json", {
         "Name": "pseudohealthy FCD detection",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "pseudohealthy", "Version": __version__,
-                         "Description": "location-guided pseudo-healthy diffusion (Li et al. 2026)"}],
+                         "Description": "location-guided pseudo-healthy diffusion (Li et al. 2026); code commit "
+                                        f"{source_commit()}, package sources sha256 {package_digest()[:16]}.{model}"}],
         "SourceDatasets": [{"URL": source_uri}],
     })
     write_text_atomic(out_dir / ".bidsignore", "*.html\n**/figures\nsourcedata\n")
@@ -195,6 +199,8 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     brain_native = np.asarray(to_native(maps.brain.astype(np.float32)).dataobj) > 0.5
     clusters, labels = find_clusters(score_native, affine, 0.5,
                                      calibration["min_cluster_mm3"], lobe, hemi, calibration["rank_by"])
+    for cluster in clusters:
+        cluster.peak_mni = to_native.template_mm(cluster.peak_mm)
     spread_native = _agreement(maps, clusters, labels, affine, to_native, calibration["threshold"], cfg)
 
     save_nifti(anat / f"{stem}_desc-pseudohealthy_FLAIR.nii.gz", pseudo_native.astype(np.float32), affine)
@@ -228,11 +234,15 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
                           **CLUSTER_COLUMNS})):
         write_json_atomic(anat / name, {"Sources": sources, **space, **extra})
 
-    figure = out_dir / pid / "figures" / f"{pid}_overlays.png"
+    figures = out_dir / pid / "figures"
     (scratch / DONE_MARKER).unlink(missing_ok=True)
     truth = nib.load(inputs.lesion_mask) if inputs.lesion_mask else None
-    overlay_figure(flair_native, nib.Nifti1Image(pseudo_native, affine), nib.Nifti1Image(score_native, affine),
-                   nib.Nifti1Image(labels, affine), clusters, truth, figure)
+    images = {"pseudo": nib.Nifti1Image(pseudo_native, affine), "score": nib.Nifti1Image(score_native, affine),
+              "labels": nib.Nifti1Image(labels, affine), "t1w": to_native.t1_on_flair_grid(scratch, inputs.t1w)}
+    overlay_figure(flair_native, images["pseudo"], images["score"], images["labels"], clusters, truth,
+                   figures / f"{pid}_overlays.png", dpi=cfg.report.dpi)
+    cluster_figures = _cluster_figures(pid, flair_native, images, truth, clusters, score_native, affine,
+                                       figures, cfg)
     info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "classifier's lobe prediction": classifier,
             "threshold (validation-chosen)": f"anomaly {calibration['threshold']:.3f} (0.5 on the probseg map)",
             "clusters above threshold": len(clusters),
@@ -241,12 +251,37 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
         info["input notes"] = "; ".join(inputs.notes)
     if card:
         info["model"] = card_summary(card)
-    subject_page(out_dir / f"{pid}.html", pid, f"{pid}/figures/{pid}_overlays.png", clusters, info)
+    warning = ("This model was trained on synthetic phantom data only: its output on a real scan means nothing "
+               "until it is retrained on real data." if card and card["training_data"]["source"]["synthetic"] else None)
+    subject_page(out_dir / f"{pid}.html", pid, f"{pid}/figures/{pid}_overlays.png", clusters, info,
+                 cluster_figures, warning)
     if run_key_value:
         write_json_atomic(scratch / DONE_MARKER, {"run_key": run_key_value})
     top = (f"{clusters[0].hemisphere} {clusters[0].lobe}, {clusters[0].volume_mm3:.0f} mm³" if clusters else "none")
     return {"participant_id": pid, "n_clusters": len(clusters), "top": top, "classifier": classifier,
             "clusters": [c.row() for c in clusters], "maps": maps}
+
+
+def _cluster_figures(pid: str, flair: nib.Nifti1Image, images: dict, truth, clusters: list[Cluster],
+                     score: np.ndarray, affine: np.ndarray, figures: Path, cfg: Config) -> list[tuple[str, str]]:
+    """One three-view PNG per shown cluster (the top ``report.clusters``), or, when no cluster passes the
+    threshold, one through the map's global maximum so a reader still sees where the map peaks."""
+    out = []
+    shown = clusters[:cfg.report.clusters]
+    targets = [(c.rank, c.peak_mm, f"cluster {c.rank}: {c.hemisphere} {c.lobe}, {c.volume_mm3:.0f} mm³, peak score "
+                f"{c.peak_score:.2f}" + ("" if c.confidence is None else f", confidence {c.confidence:.0%}"))
+               for c in shown]
+    if not shown:
+        peak = np.unravel_index(int(np.argmax(score)), score.shape)
+        peak_mm = [float(v) for v in affine[:3, :3] @ np.asarray(peak) + affine[:3, 3]]
+        targets = [(None, peak_mm, f"no cluster above the threshold: the map's maximum ({score.max():.2f}, "
+                                   "threshold 0.5)")]
+    for rank, peak_mm, caption in targets:
+        name = f"{pid}_cluster-{rank}.png" if rank else f"{pid}_maximum.png"
+        cluster_figure(flair, images["t1w"], images["pseudo"], images["score"], images["labels"], truth, peak_mm,
+                       rank, caption, figures / name, cfg.report.dpi)
+        out.append((f"{pid}/figures/{name}", caption))
+    return out
 
 
 def _source(path: Path, participant_id: str) -> str:
@@ -271,6 +306,12 @@ CLUSTER_COLUMNS = {
     "centroid_x": {"Description": "centroid, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
     "centroid_y": {"Description": "centroid, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
     "centroid_z": {"Description": "centroid, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
+    "peak_x": {"Description": "peak voxel, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
+    "peak_y": {"Description": "peak voxel, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
+    "peak_z": {"Description": "peak voxel, scanner coordinates of the FLAIR (RAS)", "Units": "mm"},
+    "peak_mni_x": {"Description": "peak in MNI152 coordinates (through the subject's registration)", "Units": "mm"},
+    "peak_mni_y": {"Description": "peak in MNI152 coordinates (through the subject's registration)", "Units": "mm"},
+    "peak_mni_z": {"Description": "peak in MNI152 coordinates (through the subject's registration)", "Units": "mm"},
     "hemisphere": {"Description": "L or R, from the MNI152 atlas carried to the subject"},
     "lobe": {"Description": "lobe of most of the cluster's voxels (atlas)"},
     "confidence": {"Description": "fraction of the N single-sample anomaly maps (independent pseudo-healthy "
@@ -294,12 +335,14 @@ def _agreement(maps: SubjectMaps, clusters: list[Cluster], labels: np.ndarray, a
 
 
 def _write_cluster_table(path: Path, clusters: list[Cluster]) -> None:
-    header = "\t".join(CLUSTER_COLUMNS) + "\n"
-    rows = "".join(
-        f"{c.rank}\tcluster-{c.rank}\t{c.rank}\t{c.peak_score:.4f}\t{c.mean_score:.4f}\t{c.volume_mm3:.1f}\t"
-        f"{c.centroid_mm[0]}\t{c.centroid_mm[1]}\t{c.centroid_mm[2]}\t{c.hemisphere}\t{c.lobe}\t"
-        f"{'n/a' if c.confidence is None else f'{c.confidence:.3f}'}\n" for c in clusters)
-    write_text_atomic(path, header + rows)
+    """One row per cluster, columns as ``CLUSTER_COLUMNS`` (n/a where a value is not known)."""
+    def row(c: Cluster) -> list:
+        return [c.rank, f"cluster-{c.rank}", c.rank, f"{c.peak_score:.4f}", f"{c.mean_score:.4f}",
+                f"{c.volume_mm3:.1f}", *c.centroid_mm, *c.peak_mm, *(c.peak_mni or ["n/a"] * 3), c.hemisphere,
+                c.lobe, "n/a" if c.confidence is None else f"{c.confidence:.3f}"]
+
+    lines = ["\t".join(CLUSTER_COLUMNS)] + ["\t".join(str(v) for v in row(c)) for c in clusters]
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def existing_outputs(out_dir: Path, participant_id: str) -> list[Path]:
@@ -390,7 +433,7 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
         if clash:
             raise UserError(f"{out_dir}: outputs for {', '.join(clash[:5])} already exist; pass --overwrite to "
                             "replace them or choose another OUT_DIR")
-    _write_description(out_dir, source_uri)
+    _write_description(out_dir, source_uri, card)
     if on_start:
         on_start(len(subjects))
     results = []

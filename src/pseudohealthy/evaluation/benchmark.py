@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,32 +29,13 @@ from pseudohealthy.evaluation.methods import MethodSpec, method_config
 from pseudohealthy.evaluation.run import calibrate_and_test
 from pseudohealthy.evaluation.scores import score_subject, summarise_method
 from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
+from pseudohealthy.provenance import package_digest, source_commit
 from pseudohealthy.templates.grid import template_grid
 from pseudohealthy.training.checkpoint import load_checkpoint
 from pseudohealthy.training.trainer import model_dir, model_name, train
 
 # callback(event, detail): events "train" (model name), "trained", "method" (name), "subject" (id), "done" (name)
 Progress = Callable[[str, str], None]
-
-
-def source_commit() -> str:
-    """The git commit of the package's source tree, or ``unknown`` outside a git checkout."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
-
-
-def package_digest() -> str:
-    """SHA-256 over the package's Python sources: a stored result is reused only with the same code."""
-    digest = hashlib.sha256()
-    root = Path(__file__).resolve().parents[1]
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:
