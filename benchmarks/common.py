@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pseudohealthy.evaluation.benchmark import source_commit
+from pseudohealthy.provenance import source_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
