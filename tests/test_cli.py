@@ -91,3 +91,21 @@ def test_prepare_dry_run_reports_and_writes_nothing(tiny_bids, tiny_phantom, tmp
     assert "Nothing was computed or written" in text and not work.exists()
     for subject in tiny_phantom["subjects"]:
         assert subject["participant_id"] in out.stderr
+
+
+def test_bids_validation_errors_come_in_one_block_and_can_be_skipped(tiny_bids, tmp_path):
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(tiny_bids, bids)
+    anat = next(bids.glob("sub-*/anat"))
+    stray = anat / f"{anat.parent.name}_T1w_copy.nii.gz"  # not a BIDS name
+    shutil.copy(next(anat.glob("*_T1w.nii.gz")), stray)
+    out = _run("prepare", str(bids), str(tmp_path / "w"), "--dry-run")
+    text = out.stderr.replace("\n", " ")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "not valid BIDS" in text and "NOT_INCLUDED" in text and stray.name in text
+    assert "--skip-bids-validation" in text
+    skipped = _run("prepare", str(bids), str(tmp_path / "w"), "--dry-run", "--skip-bids-validation")
+    assert skipped.returncode == 0 and "would prepare" in skipped.stderr.replace("\n", " ")
+    assert _run("prepare", str(tiny_bids), str(tmp_path / "w"), "--dry-run").returncode == 0  # the phantom is valid

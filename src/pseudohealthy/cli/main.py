@@ -122,6 +122,8 @@ def prepare(
     jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Subjects processed in parallel."),
     allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair",
                                         help="Use a thick-slice 2D FLAIR when a subject has no 3D FLAIR."),
+    skip_validation: bool = typer.Option(False, "--skip-bids-validation",
+                                         help="Do not run the BIDS validator on BIDS_DIR first."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the dataset's layout and participants.tsv and "
                                                           "print what would be used and skipped, and the split; "
                                                           "compute and write nothing."),
@@ -130,6 +132,7 @@ def prepare(
 
     Per subject: N4; rigid T1w -> FLAIR; affine T1w -> MNI152; brain mask; resampling to the preset's template grid; intensities mapped to [-1, 1] inside the brain. Writes WORK_DIR/subjects/<sub>/ (volumes, transforms, meta.json), WORK_DIR/qc/*.png, inventory.tsv, splits.tsv, slices/ and config.yaml. Finished subjects are skipped when re-run.
     """
+    _validate(bids_dir, skip_validation)
     if dry_run:
         run_prepare_dry(bids_dir, preset, participant_label, allow_2d_flair)
     else:
@@ -153,6 +156,18 @@ def _inventory_table(inventory, title: str):
     for pid, reason in inventory.skipped.items():
         table.add_row(pid, "[red]skipped[/]", "", "", "", reason)
     return table
+
+
+def _validate(bids_dir: Path, skip: bool) -> None:
+    """The BIDS validator on BIDS_DIR unless skipped (a missing folder is left to the reader's own message)."""
+    from pseudohealthy.data.validation import validate_bids
+
+    if skip or not Path(bids_dir).is_dir():
+        return
+    with console.status("BIDS validation"):
+        warnings = validate_bids(bids_dir)
+    console.print(f"[green]valid BIDS[/] ({warnings} warning(s); --skip-bids-validation skips this check)",
+                  highlight=False)
 
 
 def run_prepare_dry(bids_dir: Path, preset: str, labels: list[str] | None, allow_2d_flair: bool) -> None:
@@ -284,6 +299,12 @@ def detect(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs of these subjects."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair", help="Use a 2D FLAIR when no 3D one exists."),
+    skip_validation: bool = typer.Option(False, "--skip-bids-validation",
+                                         help="Do not run the BIDS validator on BIDS_DIR first."),
+    nprocs: int = typer.Option(1, "--nprocs", min=1, help="Subjects processed in parallel (worker processes that "
+                                                          "share the CPU threads); same outputs as serial."),
+    work: Path | None = typer.Option(None, "--work-dir", "-w", help="Where intermediate preprocessing goes "
+                                                                      "(default OUT_DIR/sourcedata/work)."),
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
                                        help="N draws per slice; must be the N the model was calibrated for (the default)."),
 ) -> None:
@@ -293,7 +314,9 @@ def detect(
     """
     if analysis_level != "participant":
         raise UserError(f"analysis level '{analysis_level}' is not supported; use 'participant'")
-    run_detect(bids_dir, out_dir, model, participant_label, overwrite, resolve_device(device), allow_2d_flair, samples)
+    _validate(bids_dir, skip_validation)
+    run_detect(bids_dir, out_dir, model, participant_label, overwrite, resolve_device(device), allow_2d_flair, samples,
+               nprocs, work)
 
 
 @app.command("detect-pair")
@@ -305,6 +328,8 @@ def detect_pair(
     subject: str = typer.Option("sub-01", "--subject", help="Subject id used to name the outputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs of this subject."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    work: Path | None = typer.Option(None, "--work-dir", "-w", help="Where intermediate preprocessing goes "
+                                                                      "(default OUT_DIR/sourcedata/work)."),
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
                                        help="N draws per slice; must be the N the model was calibrated for (the default)."),
 ) -> None:
@@ -316,13 +341,14 @@ def detect_pair(
     from pseudohealthy.detect.run import detect_pair as detect_one
 
     with console.status("detect (preprocess, synthesise, cluster)"), opened_model(model) as work_dir:
-        result = detect_one(t1w, flair, out_dir, work_dir, subject, overwrite, resolve_device(device), samples)
+        result = detect_one(t1w, flair, out_dir, work_dir, subject, overwrite, resolve_device(device), samples, work)
     console.print(f"[green]detected[/] {result['participant_id']}: {result['n_clusters']} cluster(s), top: "
                   f"{result['top']}; report: {Path(out_dir) / (result['participant_id'] + '.html')}")
 
 
 def run_detect(bids_dir: Path, out_dir: Path, work_dir: Path, labels: list[str] | None, overwrite: bool,
-               device: str = "cpu", allow_2d_flair: bool = False, samples: int | None = None) -> list[dict]:
+               device: str = "cpu", allow_2d_flair: bool = False, samples: int | None = None, nprocs: int = 1,
+               work_root: Path | None = None) -> list[dict]:
     from pseudohealthy.bundle.archive import opened_model
     from pseudohealthy.detect.run import detect as detect_subjects
 
@@ -336,7 +362,7 @@ def run_detect(bids_dir: Path, out_dir: Path, work_dir: Path, labels: list[str] 
 
         results = detect_subjects(bids_dir, out_dir, model, labels, overwrite, device, allow_2d_flair,
                                   on_start=lambda n: bar.update(task, total=n), on_subject=on_subject,
-                                  samples=samples)
+                                  samples=samples, nprocs=nprocs, work_root=work_root)
     console.print(f"[green]detected[/] {len(results)} subject(s); report: {Path(out_dir) / 'index.html'}")
     return results
 

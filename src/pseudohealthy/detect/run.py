@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from pseudohealthy import __version__
 from pseudohealthy.bundle.card import card_summary, model_card
@@ -177,10 +181,17 @@ def _classifier_summary(maps: SubjectMaps, cfg: Config) -> str:
 
 
 def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, calibration: dict,
-                   device: str = "cpu", run_key_value: str | None = None, card: dict | None = None) -> dict:
-    """Preprocess, synthesise, map back to native space, cluster, and write the subject's derivatives."""
+                   device: str = "cpu", run_key_value: str | None = None, card: dict | None = None,
+                   work_root: Path | None = None) -> dict:
+    """Preprocess, synthesise, map back to native space, cluster, and write the subject's derivatives.
+
+    Preprocessing goes to ``work_root/<subject>`` (default OUT_DIR/sourcedata/work); the marker that says
+    the subject is finished always lives in OUT_DIR/sourcedata/work/<subject>.
+    """
     pid = inputs.participant_id
-    scratch = out_dir / "sourcedata" / "work" / pid
+    state = _scratch(out_dir, pid)
+    state.mkdir(parents=True, exist_ok=True)
+    scratch = Path(work_root) / pid if work_root else state
     if not is_done(scratch, cfg.data):
         preprocess_subject(inputs, cfg.data, scratch)
     maps = analyse(scratch, models, cfg, device)
@@ -235,7 +246,7 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
         write_json_atomic(anat / name, {"Sources": sources, **space, **extra})
 
     figures = out_dir / pid / "figures"
-    (scratch / DONE_MARKER).unlink(missing_ok=True)
+    (state / DONE_MARKER).unlink(missing_ok=True)
     truth = nib.load(inputs.lesion_mask) if inputs.lesion_mask else None
     images = {"pseudo": nib.Nifti1Image(pseudo_native, affine), "score": nib.Nifti1Image(score_native, affine),
               "labels": nib.Nifti1Image(labels, affine), "t1w": to_native.t1_on_flair_grid(scratch, inputs.t1w)}
@@ -256,7 +267,7 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     subject_page(out_dir / f"{pid}.html", pid, f"{pid}/figures/{pid}_overlays.png", clusters, info,
                  cluster_figures, warning)
     if run_key_value:
-        write_json_atomic(scratch / DONE_MARKER, {"run_key": run_key_value})
+        write_json_atomic(state / DONE_MARKER, {"run_key": run_key_value})
     top = (f"{clusters[0].hemisphere} {clusters[0].lobe}, {clusters[0].volume_mm3:.0f} mm³" if clusters else "none")
     return {"participant_id": pid, "n_clusters": len(clusters), "top": top, "classifier": classifier,
             "clusters": [c.row() for c in clusters], "maps": maps}
@@ -381,7 +392,8 @@ def _output_state(out_dir: Path, participant_id: str, key: str) -> str:
 def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: Iterable[str] | None = None,
            overwrite: bool = False, device: str = "cpu", allow_2d_flair: bool = False,
            on_start: Callable[[int], None] | None = None,
-           on_subject: Callable[[str, str | None], None] | None = None, samples: int | None = None) -> list[dict]:
+           on_subject: Callable[[str, str | None], None] | None = None, samples: int | None = None,
+           nprocs: int = 1, work_root: Path | None = None) -> list[dict]:
     """Detect lesions for every selected subject of ``bids_dir``; derivatives go to ``out_dir``.
 
     Re-running the same command continues an interrupted run: subjects finished with the same model
@@ -394,11 +406,12 @@ def detect(bids_dir: Path, out_dir: Path, work_dir: Path, participant_labels: It
         if on_subject:
             on_subject(pid, reason)
     return _detect_all(inventory.subjects, out_dir, work_dir, bids_dir.resolve().as_uri(), overwrite, device,
-                       on_start, on_subject, samples)
+                       on_start, on_subject, samples, nprocs, work_root)
 
 
 def detect_pair(t1w: Path, flair: Path, out_dir: Path, work_dir: Path, participant_id: str = "sub-01",
-                overwrite: bool = False, device: str = "cpu", samples: int | None = None) -> dict:
+                overwrite: bool = False, device: str = "cpu", samples: int | None = None,
+                work_root: Path | None = None) -> dict:
     """Detect lesions on a plain T1w + FLAIR pair (any file names, no BIDS dataset); the outputs are
     the same BIDS-derivatives files as ``detect`` writes, named after ``participant_id``."""
     t1w, flair, out_dir = Path(t1w), Path(flair), Path(out_dir)
@@ -411,7 +424,7 @@ def detect_pair(t1w: Path, flair: Path, out_dir: Path, work_dir: Path, participa
         _check_out_dir(path.parent, out_dir, "the input folder")
     inputs = SubjectInputs(participant_id, "unknown", t1w, flair, None, 0, None, None)
     results = _detect_all([inputs], out_dir, work_dir, flair.resolve().parent.as_uri(), overwrite, device,
-                          samples=samples)
+                          samples=samples, work_root=work_root)
     if not results:
         raise UserError(f"{out_dir}: {participant_id} was already done with this model; pass --overwrite to redo it")
     return results[0]
@@ -420,7 +433,7 @@ def detect_pair(t1w: Path, flair: Path, out_dir: Path, work_dir: Path, participa
 def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, source_uri: str, overwrite: bool,
                 device: str, on_start: Callable[[int], None] | None = None,
                 on_subject: Callable[[str, str | None], None] | None = None,
-                samples: int | None = None) -> list[dict]:
+                samples: int | None = None, nprocs: int = 1, work_root: Path | None = None) -> list[dict]:
     calibration = load_calibration(work_dir)
     cfg = with_samples(load_work_config(work_dir), calibrated_samples(work_dir, calibration, samples))
     card_path = Path(work_dir) / "model_card.json"  # in exported archives; made afresh for a work folder
@@ -436,21 +449,72 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
     _write_description(out_dir, source_uri, card)
     if on_start:
         on_start(len(subjects))
-    results = []
+    todo = []
     for inputs in subjects:
         if states[inputs.participant_id] == "done" and not overwrite:
             if on_subject:
                 on_subject(inputs.participant_id, "already done with this model (--overwrite redoes it)")
-            continue
-        try:
-            results.append(detect_subject(inputs, out_dir, cfg, models, calibration, device, key, card))
-            error = None
-        except SubjectSkipped as exc:
-            error = str(exc)
+        else:
+            todo.append(inputs)
+    job = SubjectJob(out_dir, work_dir, cfg, calibration, device, key, card, work_root)
+    results = []
+    for pid, result, error in _run_subjects(job, todo, models, nprocs):
+        if result is not None:
+            results.append(result)
         if on_subject:
-            on_subject(inputs.participant_id, error)
+            on_subject(pid, error)
     index_page(out_dir / "index.html", _index_entries(out_dir, results))
     return results
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    """What every subject of one ``detect`` run shares (picklable, for worker processes)."""
+
+    out_dir: Path
+    work_dir: Path
+    cfg: Config
+    calibration: dict
+    device: str
+    run_key: str
+    card: dict
+    work_root: Path | None
+
+    def run(self, inputs: SubjectInputs, models) -> tuple[str, dict | None, str | None]:
+        try:
+            return inputs.participant_id, detect_subject(inputs, self.out_dir, self.cfg, models, self.calibration,
+                                                         self.device, self.run_key, self.card, self.work_root), None
+        except SubjectSkipped as exc:
+            return inputs.participant_id, None, str(exc)
+
+
+_worker: dict = {}
+
+
+def _worker_start(job: SubjectJob, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _worker.update(job=job, models=load_models(job.work_dir, job.cfg))
+
+
+def _worker_run(inputs: SubjectInputs) -> tuple[str, dict | None, str | None]:
+    return _worker["job"].run(inputs, _worker["models"])
+
+
+def _run_subjects(job: SubjectJob, subjects: list[SubjectInputs], models,
+                  nprocs: int) -> Iterator[tuple[str, dict | None, str | None]]:
+    """(subject, result or None, skip reason or None) per subject, as each finishes. With ``nprocs`` > 1
+    subjects run in that many worker processes (spawned; each loads the models once and uses its share
+    of the CPU threads). Outputs are the same as serial: every subject's draws are seeded by its own id."""
+    if nprocs <= 1 or len(subjects) <= 1:
+        for inputs in subjects:
+            yield job.run(inputs, models)
+        return
+    threads = max(1, torch.get_num_threads() // nprocs)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(nprocs, len(subjects)), mp_context=context,
+                             initializer=_worker_start, initargs=(job, threads)) as pool:
+        for future in as_completed([pool.submit(_worker_run, inputs) for inputs in subjects]):
+            yield future.result()
 
 
 def _index_entries(out_dir: Path, results: list[dict]) -> list[dict]:
