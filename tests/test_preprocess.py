@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -180,3 +182,25 @@ def test_native_points_map_to_mni_near_the_phantoms_truth(fine_patient, tiny_pha
     t1 = mapper.t1_on_flair_grid(out, inputs.t1w)
     assert t1.shape == native.shape and np.allclose(t1.affine, native.affine)
     assert np.asarray(t1.dataobj)[np.asarray(native.dataobj) > 0].mean() > 0  # T1 signal where the lesion is
+
+
+def test_learned_brain_mask_matches_the_phantoms_true_brain(fine_patient, tiny_phantom, tmp_path):
+    """deepbet on the whole-head T1w, carried to the FLAIR grid, against the phantom's true brain; and
+    ``data.brain_mask: deepbet`` uses it in preprocessing."""
+    from pseudohealthy.data.preprocess import learned_brain_mask, t1_mask_on_flair_grid
+    from pseudohealthy.phantom.subject import true_brain_mask
+
+    inputs, out = fine_patient
+    truth = next(s for s in tiny_phantom["subjects"] if s["participant_id"] == inputs.participant_id)
+    flair = nib.load(inputs.flair)
+    reference = true_brain_mask(truth, Path(tiny_phantom["truth_dir"]), flair)
+    learned = t1_mask_on_flair_grid(out, learned_brain_mask(nib.load(inputs.t1w)), flair)
+    dice = 2 * (learned & reference).sum() / (learned.sum() + reference.sum())
+    assert dice >= 0.9, dice
+    cfg = load_config("quick", overrides={"data": {"brain_mask": "deepbet"}}).data
+    meta = preprocess_subject(inputs, cfg, tmp_path / inputs.participant_id)
+    assert meta["brain_mask"] == "deepbet on the T1w"
+    brain = np.asarray(nib.load(tmp_path / inputs.participant_id / "brain.nii.gz").dataobj) > 0
+    shape, _ = template_grid(cfg.template_voxel_mm, cfg.image_size)
+    true_ml = reference.sum() * abs(np.linalg.det(flair.affine[:3, :3])) / 1000
+    assert brain.shape == shape and abs(brain.sum() * cfg.template_voxel_mm ** 3 / 1000 / true_ml - 1) < 0.15

@@ -120,6 +120,9 @@ def prepare(
                                                        help="Only these subjects, e.g. --participant-label "
                                                             "00001 00002 (with or without sub-)."),
     jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Subjects processed in parallel."),
+    setting: list[str] | None = typer.Option(None, "--set", help="Override a preset setting, e.g. --set "
+                                                                 "data.test_control_fraction=0.3; repeatable. The "
+                                                                 "resolved config is saved in WORK_DIR/config.yaml."),
     allow_2d_flair: bool = typer.Option(False, "--allow-2d-flair",
                                         help="Use a thick-slice 2D FLAIR when a subject has no 3D FLAIR."),
     skip_validation: bool = typer.Option(False, "--skip-bids-validation",
@@ -134,9 +137,9 @@ def prepare(
     """
     _validate(bids_dir, skip_validation)
     if dry_run:
-        run_prepare_dry(bids_dir, preset, participant_label, allow_2d_flair)
+        run_prepare_dry(bids_dir, preset, participant_label, allow_2d_flair, setting)
     else:
-        run_prepare(bids_dir, work_dir, preset, participant_label, jobs, allow_2d_flair)
+        run_prepare(bids_dir, work_dir, preset, participant_label, jobs, allow_2d_flair, setting)
 
 
 def _inventory_table(inventory, title: str):
@@ -170,13 +173,20 @@ def _validate(bids_dir: Path, skip: bool) -> None:
                   highlight=False)
 
 
-def run_prepare_dry(bids_dir: Path, preset: str, labels: list[str] | None, allow_2d_flair: bool) -> None:
+def _preset_with(preset: str, settings: list[str] | None):
+    from pseudohealthy.config import load_config
+    from pseudohealthy.evaluation.run import parse_settings
+
+    return load_config(preset, overrides=parse_settings(settings or []))
+
+
+def run_prepare_dry(bids_dir: Path, preset: str, labels: list[str] | None, allow_2d_flair: bool,
+                    settings: list[str] | None = None) -> None:
     from collections import Counter
 
-    from pseudohealthy.config import load_config
     from pseudohealthy.data.prepare import plan
 
-    inventory, roles = plan(bids_dir, load_config(preset), labels, allow_2d_flair)
+    inventory, roles = plan(bids_dir, _preset_with(preset, settings), labels, allow_2d_flair)
     console.print(_inventory_table(inventory, f"dry run: inventory of {bids_dir}"))
     groups = {s.participant_id: s.group for s in inventory.subjects}
     counts = Counter(f"{roles[pid]} {'patients' if groups[pid] == 'fcd' else 'controls'}" for pid in roles)
@@ -186,11 +196,10 @@ def run_prepare_dry(bids_dir: Path, preset: str, labels: list[str] | None, allow
 
 
 def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] | None, jobs: int,
-                allow_2d_flair: bool = False):
-    from pseudohealthy.config import load_config
+                allow_2d_flair: bool = False, settings: list[str] | None = None):
     from pseudohealthy.data.prepare import prepare as prepare_dataset
 
-    cfg = load_config(preset)
+    cfg = _preset_with(preset, settings)
     start = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task("prepare subjects", total=None)

@@ -24,10 +24,12 @@ class DataConfig(_Strict):
     clip_high: float = Field(default=99.5, gt=50, le=100)
     min_brain_fraction: float = Field(default=0.05, ge=0, le=1, description="slices with less brain are dropped")
     nonlinear_registration: bool = Field(default=False, description="B-spline after the affine T1 -> MNI step")
-    brain_mask: Literal["auto", "template", "nonzero"] = Field(
-        default="auto", description="template: the MNI mask (ignores provided masks); nonzero: input is "
-                                    "skull-stripped; auto: a provided sub-X_*desc-brain_mask on the FLAIR grid, "
-                                    "else nonzero when the input looks skull-stripped, else template")
+    brain_mask: Literal["auto", "template", "nonzero", "deepbet"] = Field(
+        default="auto", description="template: the MNI mask after the affine registration (ignores provided "
+                                    "masks); nonzero: input is skull-stripped; deepbet: a learned brain "
+                                    "extraction of the T1w (Fisch et al. 2024; weights inside the deepbet wheel); "
+                                    "auto: a provided sub-X_*desc-brain_mask on the FLAIR grid, else nonzero "
+                                    "when the input looks skull-stripped, else template")
     val_patient_fraction: float = Field(default=0.2, ge=0, lt=1)
     val_control_fraction: float = Field(default=0.15, ge=0, lt=1)
     test_control_fraction: float = Field(default=0.15, ge=0, lt=1)

@@ -152,6 +152,9 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
         brain = _resample(to_sitk((flair_data != 0).astype(np.float32), flair_img.affine), ref,
                           template_to_flair) > 0.5
         brain_source = "input nonzero (skull-stripped)"
+    elif cfg.brain_mask == "deepbet":
+        brain = _resample(nib_to_sitk(learned_brain_mask(t1_img)), ref, template_to_t1) > 0.5
+        brain_source = "deepbet on the T1w"
     else:
         brain_source = "MNI152 template mask"
         priors = load_tissue_priors()
@@ -222,6 +225,20 @@ def load_meta(out: Path) -> dict:
     return json.loads((Path(out) / META).read_text())
 
 
+@cache
+def _brain_extractor():
+    from deepbet import BrainExtraction  # imported here: loads two networks that only this option needs
+
+    return BrainExtraction(no_gpu=True)
+
+
+def learned_brain_mask(t1w: nib.Nifti1Image) -> nib.Nifti1Image:
+    """deepbet's brain mask of a whole-head T1w (its own grid, uint8), on the CPU; weights come inside
+    the deepbet wheel, nothing is downloaded."""
+    _, mask, _ = _brain_extractor().run(t1w)
+    return mask
+
+
 def template_to_flair_transform(out: Path) -> sitk.Transform:
     """The saved mapping template points -> native FLAIR points for a preprocessed subject."""
     flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))
@@ -264,6 +281,13 @@ class NativeMapper:
         flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))  # FLAIR points -> T1 points
         data = _resample(nib_to_sitk(load_volume(t1w, "T1w")), self.native_ref, flair_to_t1)
         return nib.Nifti1Image(data.astype(np.float32), self.native_affine)
+
+
+def t1_mask_on_flair_grid(out: Path, mask: nib.Nifti1Image, flair: nib.Nifti1Image) -> np.ndarray:
+    """A mask on the T1w grid (e.g. ``learned_brain_mask``) carried onto the FLAIR grid through the subject's
+    saved rigid registration (bool)."""
+    flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))  # FLAIR points -> T1 points
+    return _resample(nib_to_sitk(mask), reference(flair.shape[:3], flair.affine), flair_to_t1) > 0.5
 
 
 def template_to_native(volume: np.ndarray, out: Path, linear: bool = True) -> nib.Nifti1Image:

@@ -225,8 +225,9 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     n_samples = len(maps.sample_maps)
     space = {"SpatialReference": sources[0]}  # the subject's own FLAIR grid
     for name, extra in ((f"{stem}_desc-pseudohealthy_FLAIR.json",
-                         {"Description": "pseudo-healthy FLAIR (diffusion synthesis), FLAIR intensity scale",
-                          "SkullStripped": True}),
+                         {"Description": "pseudo-healthy FLAIR (diffusion synthesis), FLAIR intensity scale, "
+                                         "inside the brain mask only", "SkullStripped": True,
+                          "BrainMaskSource": meta["brain_mask"]}),
                         (f"{stem}_label-FCD_desc-anomaly_probseg.json",
                          {"Description": "anomaly score s (FLAIR minus pseudo-healthy FLAIR, post-processed) as "
                                          "s / (s + threshold): 0.5 at the validation-chosen threshold; not a "
@@ -237,7 +238,8 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
                                          "maps, each as s / (s + threshold) like the anomaly probseg: how much "
                                          "the map moves between independent pseudo-healthy draws (0 when N = 1)",
                           "Samples": n_samples}),
-                        (f"{stem}_desc-brain_mask.json", {"Description": "brain mask", "Type": "Brain"}),
+                        (f"{stem}_desc-brain_mask.json", {"Description": f"brain mask: {meta['brain_mask']}",
+                                                          "Type": "Brain"}),
                         (f"{stem}_desc-clusters_dseg.json",
                          {"Description": "clusters above the validation-chosen threshold; label = rank",
                           "Threshold": 0.5, "ClassifierLobePrediction": classifier,

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.special import expit
@@ -252,3 +253,16 @@ def _plan_dict(plan: SubjectPlan) -> dict:
     d = asdict(plan)
     d.pop("index")
     return d
+
+
+def true_brain_mask(subject_truth: dict, truth_dir: Path, flair: nib.Nifti1Image) -> np.ndarray:
+    """The phantom's true brain on its FLAIR grid: the MNI152 brain mask carried through the subject's known
+    deformation and poses (what a brain extraction should find). Bool, the FLAIR's shape."""
+    priors = load_tissue_priors()
+    ijk = np.indices(flair.shape[:3]).reshape(3, -1).astype(np.float32)
+    world = flair.affine[:3, :3] @ ijk + flair.affine[:3, 3:4]
+    template_mm = flair_world_to_template_mm(subject_truth, truth_dir)(world)
+    inverse = np.linalg.inv(priors.affine)
+    vox = inverse[:3, :3] @ template_mm + inverse[:3, 3:4]
+    inside = ndi.map_coordinates(priors.brain.astype(np.float32), vox, order=1, mode="constant", cval=0.0)
+    return inside.reshape(flair.shape[:3]) > 0.5
