@@ -33,7 +33,8 @@ def tiny_prepared(tiny_bids, tmp_path_factory) -> Path:
     from pseudohealthy.data.prepare import prepare
 
     work = tmp_path_factory.mktemp("work") / "prepared"
-    prepare(tiny_bids, work, load_config("quick"), jobs=2)
+    # One draw per slice keeps the suite fast; tests of several draws ask for them explicitly.
+    prepare(tiny_bids, work, load_config("quick", overrides={"diffusion": {"samples": 1}}), jobs=2)
     return work
 
 

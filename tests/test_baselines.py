@@ -153,7 +153,8 @@ def test_anoddpm_and_imgcond_sampling_paths_run_and_are_seeded():
     brain = np.ones(flair.shape, bool)
     for method in ({"condition": "none", "noise": "simplex", "encode": "noise", "guidance": "none"},
                    {"condition": "flair", "synthetic_anomalies": True, "encode": "noise", "guidance": "none"}):
-        cfg = load_config("quick", overrides={"method": method, "diffusion": {"steps": 2, "noise_level": 50}})
+        diffusion = {"steps": 2, "noise_level": 50, "samples": 1}
+        cfg = load_config("quick", overrides={"method": method, "diffusion": diffusion})
         torch.manual_seed(0)
         models = Models(translator=build_model("translator", cfg))
         a = synthesize(flair, flair, brain, models, cfg).samples

@@ -103,7 +103,7 @@ def test_killed_run_continues_and_loses_nothing(tiny_bids, tmp_path):
 
     # detect: killed inside the second subject; re-running skips the first, redoes the second, and
     # every anomaly map is bit-identical to an uninterrupted run's (determinism on CPU)
-    cfg = load_config(work / "config.yaml", overrides={"diffusion": {"steps": 2, "noise_level": 20},
+    cfg = load_config(work / "config.yaml", overrides={"diffusion": {"steps": 2, "noise_level": 20, "samples": 1},
                                                         "train_translator": {"batch_size": 4}})
     (work / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     splits = (work / "splits.tsv").read_text().replace("\thc\ttrain", "\thc\tval")  # tiny set: 1 val subject
