@@ -107,11 +107,14 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
         # Rows are slice-major: (z0, sample 0), (z0, sample 1), ..., (z1, sample 0), ...
         noise = RowNoise([row_seed(seed, subject, z, k) for z in chunk for k in range(n_samples)], noise_fn)
 
+        # Conditioning per row count: one row per slice while encoding, n_samples rows while decoding.
+        conditions = {rows: (t1_slices.repeat_interleave(rows, 0), x0.repeat_interleave(rows, 0))
+                      for rows in {1, n_samples}}
+
         def eps_fn(x, t):
-            rows = x.shape[0] // len(chunk)  # 1 while encoding the slices, n_samples while decoding
+            t1_rows, x0_rows = conditions[x.shape[0] // len(chunk)]
             with autocast:
-                return translator(translator_input(x, t1_slices.repeat_interleave(rows, 0),
-                                                   x0.repeat_interleave(rows, 0), cfg), t,
+                return translator(translator_input(x, t1_rows, x0_rows, cfg), t,
                                   class_labels=torch.zeros(x.shape[0], dtype=torch.long, device=dev)).float()
 
         def classify(x, t):
@@ -121,7 +124,7 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
         if cfg.method.encode == "invert":
             x_top = ddim_encode(x0, eps_fn, schedule, ladder).repeat_interleave(n_samples, 0)
         else:  # AnoDDPM: partial forward diffusion with fresh noise
-            x0_rows = x0.repeat_interleave(n_samples, 0)
+            x0_rows = conditions[n_samples][1]
             top = torch.full((len(x0_rows),), ladder[-1], dtype=torch.long, device=dev)
             x_top = schedule.q_sample(x0_rows, top, noise(tuple(x0_rows.shape)).to(dev))
         healed = ddim_decode(x_top, guided_eps(eps_fn, classify if classifier is not None else None, schedule, scale),
