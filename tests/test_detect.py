@@ -44,7 +44,7 @@ def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tin
     stem = flair.name.replace("_FLAIR.nii.gz", "")
     anat = out / patient / "anat"
     for suffix in ("desc-pseudohealthy_FLAIR", "label-FCD_desc-anomaly_probseg", "desc-clusters_dseg",
-                   "desc-brain_mask", "label-FCD_desc-anomalyspread_probseg"):
+                   "desc-candidates_dseg", "desc-brain_mask", "label-FCD_desc-anomalyspread_probseg"):
         img = nib.load(anat / f"{stem}_{suffix}.nii.gz")
         assert img.shape == native.shape
         np.testing.assert_allclose(img.affine, native.affine, atol=1e-4)
@@ -60,9 +60,22 @@ def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tin
     assert header[:3] == ["index", "name", "rank"] and header[-1] == "confidence"
     for row in table[1:]:
         assert float(row.split("\t")[-1]) in (0.0, 0.5, 1.0)  # k of 2 draws agree
+    rows = [dict(zip(header, r.split("\t"))) for r in table[1:]]
+    labels = {kind: np.asarray(nib.load(anat / f"{stem}_desc-{kind}_dseg.nii.gz").dataobj)
+              for kind in ("clusters", "candidates")}
+    assert 0 < sum(r["above_threshold"] == "false" for r in rows) <= 5  # the map always peaks somewhere
+    voxel_mm3 = abs(np.linalg.det(native.affine[:3, :3]))
+    min_mm3 = json.loads((trained / "calibration.json").read_text())["min_cluster_mm3"]
+    for r in rows:  # each row's region is where its dseg says; a candidate is under the threshold, or above
+        above = r["above_threshold"] == "true"  # it over less than the minimum cluster volume
+        region = labels["clusters" if above else "candidates"] == int(r["index"])
+        assert region.any() and (float(r["relative_peak"]) > 1 if above else
+                                 (region & (score > 0.5)).sum() * voxel_mm3 < min_mm3)
+        assert float(r["peak_score"]) == pytest.approx(score[region].max(), abs=1e-4)
+        assert r["name"] == f"{'cluster' if above else 'candidate'}-{r['rank']}"
     assert (out / f"{patient}.html").is_file() and (out / "index.html").is_file()
     page = (out / f"{patient}.html").read_text()
-    assert "<th>confidence</th>" in page or len(table) == 1
+    assert "<th>confidence</th>" in page and "Candidates below the threshold" in page
     assert "Neurological convention" in page and "trained on synthetic phantom data" in page
     views = sorted((out / patient / "figures").glob(f"{patient}_cluster-*.png"))
     if len(table) == 1:  # no cluster: one figure through the map's maximum instead
@@ -70,6 +83,13 @@ def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tin
     assert views and all(v.name in page and v.stat().st_size > 50_000 for v in views)
     assert "peak_mni_x" in header and all(len(r.split("\t")) == len(header) for r in table[1:])
     assert (out / patient / "figures" / f"{patient}_overlays.png").stat().st_size > 10_000
+    qc = out / patient / "figures" / f"{patient}_qc.png"
+    assert qc.stat().st_size > 10_000 and qc.name in page and "Quality control" in page
+    pseudo_sidecar = json.loads((anat / f"{stem}_desc-pseudohealthy_FLAIR.json").read_text())
+    assert pseudo_sidecar["BrainMaskSource"] in page
+    # the phantom's heads are not skull-stripped: only a brain extraction may call the output skull-stripped
+    expected = {"MNI152 template mask": False, "deepbet on the T1w": True}
+    assert pseudo_sidecar["SkullStripped"] is expected[pseudo_sidecar["BrainMaskSource"]]
     assert tree_digest(tiny_bids) == before
     generated = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert "commit" in generated["Description"] and "sha256" in generated["Description"]

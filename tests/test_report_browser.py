@@ -1,5 +1,5 @@
 """The report as a reader sees it: opened in a real browser (Debian's headless Chromium driven by
-Playwright), every image loads and the cluster table or its 'no cluster' line is there."""
+Playwright), every image loads and the cluster and candidate tables (or their 'none' lines) are there."""
 
 from __future__ import annotations
 
@@ -27,11 +27,13 @@ def test_report_renders_in_a_browser(trained, tiny_bids, tiny_phantom, tmp_path)
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
         assert len(images) >= 2 and all(width > 0 for _, width in images), images
         assert page.locator("h1").inner_text().startswith(patient)
-        has_table = page.locator("table").count() == 1
-        assert has_table or "No cluster above the threshold" in page.content()
-        if has_table:
-            header = page.locator("table tr").first.inner_text()
-            assert "confidence" in header and "MNI152" in header
+        content = page.content()
+        assert "Candidates below the threshold" in content and "Quality control" in content
+        tables = page.locator("table")  # clusters, candidates: a table each, or the line saying there is none
+        assert tables.count() + ("No cluster above the threshold" in content) + ("No candidate" in content) == 2
+        for i in range(tables.count()):
+            header = tables.nth(i).locator("tr").first.inner_text()
+            assert "confidence" in header and "MNI152" in header and "peak / threshold" in header
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         page.goto((out / "index.html").as_uri())
         assert page.locator(f"a[href='{patient}.html']").count() == 1

@@ -24,6 +24,7 @@ class Cluster:
     lobe: str
     confidence: float | None = None  # fraction of the N single-sample maps that agree (None: N = 1)
     peak_mni: list[float] | None = None  # the peak in MNI152 coordinates (None: not known)
+    above_threshold: bool = True  # False: a candidate, one of the strongest regions under the threshold
 
     def row(self) -> dict:
         return asdict(self)
@@ -37,13 +38,12 @@ def count_clusters(score: np.ndarray, threshold: float, min_voxels: float) -> in
     return int((np.bincount(labels.ravel())[1:] >= min_voxels).sum())
 
 
-def find_clusters(score: np.ndarray, affine: np.ndarray, threshold: float, min_volume_mm3: float,
-                  lobe: np.ndarray | None = None, hemisphere: np.ndarray | None = None,
-                  rank_by: str = "peak") -> tuple[list[Cluster], np.ndarray]:
-    """Clusters of ``score > threshold`` (26-connected) of at least ``min_volume_mm3``, ranked by their
-    peak (or mean) score. Returns the clusters and a label volume (rank 1 = most suspicious, 0 = none)."""
+def _components(score: np.ndarray, affine: np.ndarray, level: float, min_volume_mm3: float,
+                lobe: np.ndarray | None, hemisphere: np.ndarray | None) -> tuple[list[tuple[int, Cluster]], np.ndarray]:
+    """26-connected components of ``score > level`` of at least ``min_volume_mm3`` as unranked clusters,
+    with the component label volume they index."""
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    labels, n = ndi.label(score > threshold, structure=np.ones((3, 3, 3), bool))
+    labels, n = ndi.label(score > level, structure=np.ones((3, 3, 3), bool))
     found = []
     for idx in range(1, n + 1):
         vox = np.argwhere(labels == idx)
@@ -65,15 +65,45 @@ def find_clusters(score: np.ndarray, affine: np.ndarray, threshold: float, min_v
                 hemi_name = HEMISPHERE_NAMES.get(int(np.bincount(codes).argmax()), "n/a")
         found.append((idx, Cluster(0, float(values.max()), float(values.mean()), round(volume, 1),
                                    _mm(affine, vox.mean(axis=0)), _mm(affine, peak), hemi_name, lobe_name)))
+    return found, labels
+
+
+def _ranked(found: list[tuple[int, Cluster]], labels: np.ndarray, rank_by: str, first_rank: int = 1,
+            limit: int | None = None) -> tuple[list[Cluster], np.ndarray]:
     key = (lambda c: c[1].peak_score) if rank_by == "peak" else (lambda c: c[1].mean_score)
-    found.sort(key=key, reverse=True)
-    ranked = np.zeros(score.shape, np.uint16)
+    found = sorted(found, key=key, reverse=True)[:limit]
+    ranked = np.zeros(labels.shape, np.uint16)
     clusters = []
-    for rank, (idx, cluster) in enumerate(found, start=1):
+    for rank, (idx, cluster) in enumerate(found, start=first_rank):
         cluster.rank = rank
         ranked[labels == idx] = rank
         clusters.append(cluster)
     return clusters, ranked
+
+
+def find_clusters(score: np.ndarray, affine: np.ndarray, threshold: float, min_volume_mm3: float,
+                  lobe: np.ndarray | None = None, hemisphere: np.ndarray | None = None,
+                  rank_by: str = "peak") -> tuple[list[Cluster], np.ndarray]:
+    """Clusters of ``score > threshold`` (26-connected) of at least ``min_volume_mm3``, ranked by their
+    peak (or mean) score. Returns the clusters and a label volume (rank 1 = most suspicious, 0 = none)."""
+    found, labels = _components(score, affine, threshold, min_volume_mm3, lobe, hemisphere)
+    return _ranked(found, labels, rank_by)
+
+
+def find_candidates(score: np.ndarray, affine: np.ndarray, floor: float, min_volume_mm3: float,
+                    clusters: np.ndarray, limit: int, lobe: np.ndarray | None = None,
+                    hemisphere: np.ndarray | None = None,
+                    rank_by: str = "peak") -> tuple[list[Cluster], np.ndarray]:
+    """The strongest regions that are not clusters: components of ``score > floor`` that hold no voxel of
+    a cluster (``clusters``: their label volume), ranked after those clusters (ranks continue from the
+    largest cluster rank), at most ``limit``. Such a region stays under the threshold, or exceeds it over
+    less than the minimum cluster volume. Marked ``above_threshold = False``."""
+    found, labels = _components(score, affine, floor, min_volume_mm3, lobe, hemisphere)
+    touched = set(np.unique(labels[clusters > 0]).tolist())
+    found = [(idx, c) for idx, c in found if idx not in touched]
+    for _, cluster in found:
+        cluster.above_threshold = False
+    return _ranked(found, labels, rank_by, first_rank=int(clusters.max(initial=0)) + 1, limit=limit)
 
 
 def _mm(affine: np.ndarray, ijk: np.ndarray) -> list[float]:

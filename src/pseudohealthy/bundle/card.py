@@ -40,8 +40,11 @@ def _source_dataset(work_dir: Path) -> dict:
 
 
 def _training_data(work_dir: Path) -> dict:
-    rows = read_splits(work_dir)
-    per_role = Counter(f"{role} {'patients' if group == 'fcd' else 'controls'}" for _, group, role in rows)
+    rows = read_splits(work_dir)  # one row per unit: a subject, or one session of it
+    subjects = {unit.partition("_")[0]: (group, role) for unit, group, role in rows}
+    per_role = Counter(f"{role} {'patients' if group == 'fcd' else 'controls'}" for group, role in subjects.values())
+    if len(subjects) < len(rows):
+        per_role["sessions (all roles)"] = len(rows)
     lobes: Counter = Counter()
     for pid, group, role in rows:
         meta = Path(work_dir) / "subjects" / pid / "meta.json"

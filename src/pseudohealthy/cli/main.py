@@ -153,7 +153,7 @@ def _inventory_table(inventory, title: str):
         return path.name.removeprefix(pid + "_").removesuffix(".gz").removesuffix(".nii") if path else "-"
 
     for s in inventory.subjects:
-        pid = s.participant_id
+        pid = s.unit
         table.add_row(pid, s.group, short(s.t1w, pid), short(s.flair, pid), short(s.lesion_mask, pid),
                       "; ".join(s.notes))
     for pid, reason in inventory.skipped.items():
@@ -188,7 +188,7 @@ def run_prepare_dry(bids_dir: Path, preset: str, labels: list[str] | None, allow
 
     inventory, roles = plan(bids_dir, _preset_with(preset, settings), labels, allow_2d_flair)
     console.print(_inventory_table(inventory, f"dry run: inventory of {bids_dir}"))
-    groups = {s.participant_id: s.group for s in inventory.subjects}
+    groups = {s.unit: s.group for s in inventory.subjects}
     counts = Counter(f"{roles[pid]} {'patients' if groups[pid] == 'fcd' else 'controls'}" for pid in roles)
     console.print(f"[green]would prepare[/] {len(inventory.subjects)} subject(s), skip {len(inventory.skipped)}; "
                   "split: " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
@@ -422,7 +422,7 @@ def demo(
         checkpoint = model_dir / "models" / kind / "checkpoint.pt"
         run_train(model_dir, kind, None, resume=checkpoint.exists(), device="cpu")
     run_calibrate(model_dir, "cpu")
-    test_ids = [pid for pid, _, role in read_splits(model_dir) if role == "test"]
+    test_ids = sorted({unit.partition("_")[0] for unit, _, role in read_splits(model_dir) if role == "test"})
     out_dir = work_dir / "derivatives"
     results = run_detect(bids, out_dir, model_dir, test_ids, overwrite=True)
     _print_summary(results, model_dir, out_dir, time.perf_counter() - start)
@@ -431,6 +431,7 @@ def demo(
 def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds: float) -> None:
     from pseudohealthy.config import load_config
     from pseudohealthy.detect.pipeline import load_calibration
+    from pseudohealthy.evaluation.outputs import score_unit, summarise_outputs
     from pseudohealthy.evaluation.summary import summarise
     from pseudohealthy.io.atomic import write_json_atomic
     from pseudohealthy.templates.grid import template_grid
@@ -438,15 +439,31 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
     cfg = load_config(model_dir / "config.yaml")
     _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
     summary = summarise({r["participant_id"]: r["maps"] for r in results}, affine, load_calibration(model_dir), cfg)
-    summary["seconds"] = round(seconds)
+    outputs = summarise_outputs([score_unit(out_dir, r["participant_id"], r["lesion_mask"] and Path(r["lesion_mask"]))
+                                 for r in results])
+    summary = {"outputs": outputs, "template_grid": summary, "seconds": round(seconds)}
     write_json_atomic(out_dir / "demo_summary.json", summary)
     console.print(f"[bold]demo finished[/] in {seconds / 60:.1f} min. Report: {out_dir / 'index.html'}")
-    _print_figures(summary)
+    _print_output_figures(outputs, out_dir)
+    _print_figures(summary["template_grid"])
     console.print(f"figures in {out_dir / 'demo_summary.json'}")
 
 
+def _print_output_figures(outputs: dict, out_dir: Path) -> None:
+    """Detection as a user finds it in the derivatives (native FLAIR space, ``evaluation.outputs``)."""
+    n = outputs["patients"]
+    console.print(f"from the derivatives in {out_dir} (native FLAIR space, {n} test patient(s), "
+                  f"{outputs['controls']} test control(s)):", highlight=False)
+    console.print(f"  lesion hit by a cluster above the threshold {outputs['detected']:.2f} (top-1 {outputs['top1']:.2f}, "
+                  f"top-3 {outputs['top3']:.2f}); strongest region (cluster or candidate) on the lesion "
+                  f"{outputs['ranked_top1']:.2f}; any listed region {outputs['ranked_any']:.2f}; clusters per "
+                  f"control {outputs['fp_clusters_per_control']:.1f}; native pixel AUPRC {outputs['native_auprc']:.3f}",
+                  highlight=False)
+
+
 def _print_figures(summary: dict) -> None:
-    console.print(f"test patients {summary['patients']}, test controls {summary['controls']}")
+    console.print(f"on the template grid ({summary['patients']} test patient(s), {summary['controls']} test "
+                  "control(s); clusters here are the template grid's, not those the derivatives hold):")
     for name in ("method", "reference", "raw_reference"):
         console.print(f"  {name:13s}: pixel AUPRC {summary.get(name + '_auprc', float('nan')):.3f}, "
                       f"top-1 detection {summary[name + '_top1']:.2f}, top-3 {summary[name + '_top3']:.2f}, "
@@ -485,6 +502,43 @@ def evaluate(
     if out:
         write_json_atomic(out, summary)
         console.print(f"figures in {out}")
+
+
+@app.command()
+def tune(
+    work_dir: Path = typer.Argument(..., help="Work folder with trained models."),
+    grid: list[str] = typer.Option(..., "--grid", help="Values to try for one setting, e.g. --grid "
+                                                       "diffusion.noise_level=100,200,300; repeatable (the grid is "
+                                                       "the product). Put the cheaper value first: it wins ties."),
+    seeds: list[int] = typer.Option([0], "--seed", help="Noise seeds per point; repeatable (3 give a seed spread)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default WORK_DIR/tune)."),
+    setting: list[str] | None = typer.Option(None, "--set", help="Fixed overrides under every point; repeatable."),
+    samples: int | None = typer.Option(None, "--samples", min=1, max=64, help=SAMPLES_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Choose inference settings on the validation subjects only (never the test set).
+
+    Runs every grid point for every seed on the validation patients and controls of WORK_DIR/splits.tsv with the trained models, chooses each point's threshold there, and scores it there (pooled pixel AUPRC, Dice). The chosen point has the best mean validation AUPRC; among points within one seed-SD of it, the first in grid order. Writes OUT/grid.tsv, grid.json and chosen.yaml (use it with --set or in a preset); finished points are reused when run again.
+    """
+    from pseudohealthy.config.loader import deep_update
+    from pseudohealthy.evaluation.run import parse_settings
+    from pseudohealthy.evaluation.tune import parse_grid, tune as tune_work
+
+    points = parse_grid(grid)
+    base = deep_update(parse_settings(setting or []), _samples_override(samples))
+
+    def on_point(label, seed, row):
+        bar.console.print(f"{label} seed {seed}: validation AUPRC {row['val_auprc']:.3f}, Dice {row['val_dice']:.3f}",
+                          highlight=False)
+        bar.advance(task)
+
+    with _progress() as bar:
+        task = bar.add_task("tune on validation subjects", total=len(points) * len(seeds))
+        result = tune_work(work_dir, points, seeds, out, base, resolve_device(device), on_point)
+    chosen = result["chosen"]
+    console.print(f"[green]chosen[/]: {chosen['point']} (validation AUPRC {chosen['val_auprc_mean']:.3f} ± "
+                  f"{chosen['val_auprc_sd']:.3f} over {len(chosen['seeds'])} seed(s)); "
+                  f"{Path(out or Path(work_dir) / 'tune') / 'chosen.yaml'}", highlight=False)
 
 
 @app.command()

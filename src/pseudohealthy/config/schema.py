@@ -29,7 +29,7 @@ class DataConfig(_Strict):
                                     "masks); nonzero: input is skull-stripped; deepbet: a learned brain "
                                     "extraction of the T1w (Fisch et al. 2024; weights inside the deepbet wheel); "
                                     "auto: a provided sub-X_*desc-brain_mask on the FLAIR grid, else nonzero "
-                                    "when the input looks skull-stripped, else template")
+                                    "when the input looks skull-stripped, else deepbet")
     val_patient_fraction: float = Field(default=0.2, ge=0, lt=1)
     val_control_fraction: float = Field(default=0.15, ge=0, lt=1)
     test_control_fraction: float = Field(default=0.15, ge=0, lt=1)
@@ -135,6 +135,12 @@ class ReportConfig(_Strict):
 
     clusters: int = Field(default=5, ge=1, le=50, description="clusters shown with their own three-view figure")
     dpi: int = Field(default=150, ge=72, le=600, description="resolution of the report's figures")
+    candidates: int = Field(default=5, ge=0, le=50,
+                            description="strongest regions below the threshold listed after the clusters (table, "
+                                        "report and desc-candidates_dseg), so a reader sees where the map peaks")
+    candidate_floor: float = Field(default=0.5, gt=0.0, lt=1.0,
+                                   description="candidates are regions whose anomaly score exceeds this fraction "
+                                               "of the threshold")
 
 
 class Config(_Strict):

@@ -1,5 +1,9 @@
 """Read a BIDS dataset in the layout of ds004199 and choose each subject's inputs.
 
+A subject with session folders (``sub-X/ses-Y/anat``) gives one unit of work per session, named
+``sub-X_ses-Y`` (work folders, reports) and keeping its ``ses-`` entity in the derivatives; all of a
+subject's sessions share its role in the splits.
+
 Quirks handled (shared/docs/DATASET.md): participants.tsv with a UTF-8 BOM, CRLF rows and ``n/a``;
 several T1w / FLAIR acq labels (chosen by preference, the choice is reported); thick-slice 2D
 FLAIRs (used only when nothing else exists and ``allow_2d_flair`` is set); lesion masks found by
@@ -56,6 +60,12 @@ class SubjectInputs:
     split: str | None
     notes: tuple[str, ...] = ()
     brain_mask: Path | None = None  # a user-provided brain mask on the FLAIR grid
+    session: str | None = None  # "ses-Y" when the subject's data lie in session folders
+
+    @property
+    def unit(self) -> str:
+        """The unit of work: ``sub-X``, or ``sub-X_ses-Y`` for one session of a subject with sessions."""
+        return f"{self.participant_id}_{self.session}" if self.session else self.participant_id
 
 
 @dataclass
@@ -66,7 +76,7 @@ class Inventory:
     def to_tsv(self) -> str:
         lines = ["participant_id\tstatus\tgroup\tlabel\tt1w\tflair\tlesion_mask\tnotes"]
         for s in self.subjects:
-            lines.append("\t".join([s.participant_id, "ok", s.group, str(s.label), s.t1w.name, s.flair.name,
+            lines.append("\t".join([s.unit, "ok", s.group, str(s.label), s.t1w.name, s.flair.name,
                                     s.lesion_mask.name if s.lesion_mask else "n/a", "; ".join(s.notes) or "n/a"]))
         for pid, reason in self.skipped.items():
             lines.append("\t".join([pid, "skipped", "n/a", "n/a", "n/a", "n/a", "n/a", reason]))
@@ -147,14 +157,28 @@ def _is_thick(path: Path) -> bool:
         return False  # unreadable files are reported when loaded
 
 
+def unit_path(unit: str) -> Path:
+    """Where a unit's files live below a dataset root: ``sub-X`` or ``sub-X/ses-Y``."""
+    subject, _, session = unit.partition("_")
+    return Path(subject) / session if session else Path(subject)
+
+
+def sessions(bids_dir: Path, participant_id: str) -> list[str | None]:
+    """The subject's ``ses-*`` folders, or ``[None]`` when its data are not split into sessions."""
+    found = sorted(p.name for p in (Path(bids_dir) / participant_id).glob("ses-*")
+                   if p.is_dir() and _LABEL_RE.match(p.name[4:]))
+    return found or [None]
+
+
 def choose_inputs(bids_dir: Path, participant: Participant, allow_2d_flair: bool = False,
-                  require_labels: bool = True) -> SubjectInputs:
-    """Pick one T1w, one FLAIR (3D preferred) and the lesion mask; raise :class:`SubjectSkipped` if unusable.
+                  require_labels: bool = True, session: str | None = None) -> SubjectInputs:
+    """Pick one T1w, one FLAIR (3D preferred) and the lesion mask of a subject (of one of its sessions
+    when ``session`` is given); raise :class:`SubjectSkipped` if unusable.
 
     ``require_labels=False`` (detection): group and lobe are not checked and a mask is optional.
     """
     pid = participant.participant_id
-    anat = Path(bids_dir) / pid / "anat"
+    anat = Path(bids_dir) / pid / (session or "") / "anat"
     if not anat.is_dir():
         raise SubjectSkipped(f"{anat}: folder missing; the subject has no anatomical images")
     notes = []
@@ -203,7 +227,7 @@ def choose_inputs(bids_dir: Path, participant: Participant, allow_2d_flair: bool
     if brain_mask is not None:
         notes.append(f"using the provided brain mask {brain_mask.name}")
     return SubjectInputs(pid, participant.group, t1s[0], flair, mask, label, participant.hemisphere,
-                         participant.split, tuple(notes), brain_mask)
+                         participant.split, tuple(notes), brain_mask, session)
 
 
 def _find_brain_mask(anat: Path, pid: str, flair: Path) -> Path | None:
@@ -258,10 +282,12 @@ def build_inventory(bids_dir: Path, participant_labels: Iterable[str] | None = N
         selected = wanted
     inventory = Inventory()
     for pid in selected:
-        try:
-            inventory.subjects.append(choose_inputs(bids_dir, participants[pid], allow_2d_flair, require_labels))
-        except SubjectSkipped as exc:
-            inventory.skipped[pid] = str(exc)
+        for session in sessions(bids_dir, pid):
+            try:
+                inventory.subjects.append(choose_inputs(bids_dir, participants[pid], allow_2d_flair,
+                                                        require_labels, session))
+            except SubjectSkipped as exc:
+                inventory.skipped[f"{pid}_{session}" if session else pid] = str(exc)
     return inventory
 
 

@@ -50,16 +50,16 @@ def check_work_dir(bids_dir: Path, work_dir: Path, cfg: Config) -> None:
 
 
 def _run_one(args: tuple[SubjectInputs, Config, str]) -> tuple[str, str | None]:
-    """Preprocess one subject (in a worker); returns (participant_id, reason it was skipped or None)."""
+    """Preprocess one unit (subject or session, in a worker); returns (unit, reason it was skipped or None)."""
     inputs, cfg, work_dir = args
-    out = subject_dir(Path(work_dir), inputs.participant_id)
+    out = subject_dir(Path(work_dir), inputs.unit)
     try:
         preprocess_subject(inputs, cfg.data, out)
-        registration_qc(out, Path(work_dir) / "qc" / f"{inputs.participant_id}_registration.png",
-                        f"{inputs.participant_id} ({inputs.group})")
-        return inputs.participant_id, None
+        registration_qc(out, Path(work_dir) / "qc" / f"{inputs.unit}_registration.png",
+                        f"{inputs.unit} ({inputs.group})")
+        return inputs.unit, None
     except SubjectSkipped as exc:
-        return inputs.participant_id, str(exc)
+        return inputs.unit, str(exc)
 
 
 def plan(bids_dir: Path, cfg: Config, participant_labels: Iterable[str] | None = None,
@@ -68,7 +68,7 @@ def plan(bids_dir: Path, cfg: Config, participant_labels: Iterable[str] | None =
     chosen per subject, the subjects skipped with their reasons, and the role each usable subject
     would get (assuming every one of them preprocesses without error)."""
     inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair)
-    roles = assign_roles([{"participant_id": s.participant_id, "group": s.group, "split": s.split}
+    roles = assign_roles([{"participant_id": s.unit, "subject": s.participant_id, "group": s.group, "split": s.split}
                           for s in inventory.subjects], cfg.data, cfg.seed)
     return inventory, roles
 
@@ -90,9 +90,9 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
     result = PrepareResult(inventory)
     todo = []
     for inputs in inventory.subjects:
-        out = subject_dir(work_dir, inputs.participant_id)
+        out = subject_dir(work_dir, inputs.unit)
         if is_done(out, cfg.data):
-            result.reused.append(inputs.participant_id)
+            result.reused.append(inputs.unit)
         else:
             todo.append(inputs)
     if on_inventory:
@@ -108,7 +108,7 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
 
     inventory.skipped.update(result.failed)
     usable = result.processed + result.reused
-    inventory.subjects = [s for s in inventory.subjects if s.participant_id in usable]
+    inventory.subjects = [s for s in inventory.subjects if s.unit in usable]
     write_text_atomic(work_dir / "inventory.tsv", inventory.to_tsv())
     if not usable:
         pid, reason = next(iter(inventory.skipped.items()), ("", "no subjects selected"))

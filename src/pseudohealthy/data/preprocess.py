@@ -40,7 +40,7 @@ from pseudohealthy.templates.mni import load_tissue_priors
 
 VOLUMES = ("t1", "flair", "brain", "lesion", "lobe", "hemisphere")
 META = "meta.json"  # written last: its presence marks a finished subject
-VERSION = 2  # bump when the outputs change, so older work folders are redone
+VERSION = 3  # bump when the outputs change, so older work folders are redone (3: auto -> deepbet)
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,9 @@ def _resample(img: sitk.Image, ref: sitk.Image, transform: sitk.Transform, linea
     return from_sitk(out)[0]
 
 
-def subject_dir(work_dir: Path, participant_id: str) -> Path:
-    return Path(work_dir) / "subjects" / participant_id
+def subject_dir(work_dir: Path, unit: str) -> Path:
+    """A unit's (``sub-X`` or ``sub-X_ses-Y``) preprocessed folder in a work folder."""
+    return Path(work_dir) / "subjects" / unit
 
 
 def is_done(out: Path, cfg: DataConfig) -> bool:
@@ -152,7 +153,7 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
         brain = _resample(to_sitk((flair_data != 0).astype(np.float32), flair_img.affine), ref,
                           template_to_flair) > 0.5
         brain_source = "input nonzero (skull-stripped)"
-    elif cfg.brain_mask == "deepbet":
+    elif cfg.brain_mask in ("deepbet", "auto"):  # auto: a whole-head input gets a learned brain extraction
         brain = _resample(nib_to_sitk(learned_brain_mask(t1_img)), ref, template_to_t1) > 0.5
         brain_source = "deepbet on the T1w"
     else:
@@ -183,7 +184,9 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
     _save_transform(template_to_t1, out / "template_to_t1.h5")
     meta = {
         "version": VERSION,
-        "participant_id": pid,
+        "participant_id": inputs.unit,  # the unit of work: sub-X, or sub-X_ses-Y for one session
+        "subject": pid,
+        "session": inputs.session,
         "group": inputs.group,
         "label": inputs.label,
         "hemisphere": inputs.hemisphere,

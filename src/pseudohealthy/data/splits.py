@@ -6,7 +6,8 @@ Rule, deterministic for a seed:
 - controls whose ``split`` is ``test`` are test controls; ds004199 puts every control in ``train``,
   so fractions of the rest are held out as validation controls and test controls (for
   specificity), at least one each when there are three or more;
-- the choice is a seeded permutation of the sorted ids, so adding a subject changes little.
+- the choice is a seeded permutation of the sorted ids, so adding a subject changes little;
+- roles belong to subjects: every session of a subject gets its subject's role (no leakage across sessions).
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ def _take(ids: list[str], fraction: float, minimum: int, rng: np.random.Generato
     return sorted(order[:n]), sorted(order[n:])
 
 
-def assign_roles(subjects: list[dict], cfg: DataConfig, seed: int) -> dict[str, str]:
-    """``subjects``: dicts with participant_id, group, split. Returns participant_id -> role."""
+def assign_roles(units: list[dict], cfg: DataConfig, seed: int) -> dict[str, str]:
+    """``units``: dicts with participant_id (the unit: ``sub-X`` or ``sub-X_ses-Y``), optional subject (the
+    ``sub-X`` it belongs to, default participant_id), group and split. Returns unit -> role."""
+    subject_of = {u["participant_id"]: u.get("subject") or u["participant_id"] for u in units}
+    subjects = list({subject_of[u["participant_id"]]: {**u, "participant_id": subject_of[u["participant_id"]]}
+                     for u in units}.values())
+    by_subject = _subject_roles(subjects, cfg, seed)
+    return {unit: by_subject[subject] for unit, subject in subject_of.items()}
+
+
+def _subject_roles(subjects: list[dict], cfg: DataConfig, seed: int) -> dict[str, str]:
     rng = np.random.default_rng(seed)
     roles: dict[str, str] = {}
     for group in ("fcd", "hc"):

@@ -142,41 +142,65 @@ def _coordinates(values: list[float] | None) -> str:
     return ", ".join(f"{v:.0f}" for v in values) if values else "n/a"
 
 
-def subject_page(out_html: Path, participant_id: str, figure_rel: str, clusters: list[Cluster], info: dict,
-                 cluster_figures: list[tuple[str, str]] = (), warning: str | None = None) -> None:
-    """The subject's report: facts, the cluster table, the overview figure and one three-view figure
-    per shown cluster (``cluster_figures``: (relative PNG path, caption))."""
+def relative_peak(cluster: Cluster) -> float:
+    """A region's peak anomaly score over the threshold, from its probseg peak p = s / (s + t): s / t = p / (1 - p)."""
+    return cluster.peak_score / max(1.0 - cluster.peak_score, 1e-12)
+
+
+def _region_table(regions: list[Cluster], empty: str) -> str:
+    if not regions:
+        return f"<p>{empty}</p>"
     rows = "".join(
-        f"<tr><td>{c.rank}</td><td>{c.peak_score:.3f}</td><td>{c.mean_score:.3f}</td>"
+        f"<tr><td>{c.rank}</td><td>{c.peak_score:.3f}</td><td>{relative_peak(c):.0%}</td><td>{c.mean_score:.3f}</td>"
         f"<td>{'n/a' if c.confidence is None else f'{c.confidence:.0%}'}</td><td>{c.volume_mm3:.0f}</td>"
         f"<td>{c.hemisphere}</td><td>{c.lobe}</td><td>{_coordinates(c.peak_mm)}</td>"
         f"<td>{_coordinates(c.peak_mni)}</td></tr>"
-        for c in clusters[:20])
+        for c in regions[:20])
+    return ('<table><tr><th>rank</th><th>peak score</th><th>peak / threshold</th><th>mean score</th>'
+            '<th>confidence</th><th>volume mm³</th><th>hemisphere</th><th>lobe</th><th>peak mm (scanner RAS)</th>'
+            '<th>peak mm (MNI152)</th></tr>' + rows + '</table>')
+
+
+def subject_page(out_html: Path, participant_id: str, figure_rel: str, regions: list[Cluster], info: dict,
+                 cluster_figures: list[tuple[str, str]] = (), warning: str | None = None,
+                 qc_rel: str | None = None) -> None:
+    """The subject's report: facts, the tables of clusters and of candidates below the threshold, one
+    three-view figure per shown region (``cluster_figures``: (relative PNG path, caption)) and the overview."""
     facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in info.items())
     banner = f'<p class="warning">{html.escape(warning)}</p>' if warning else ""
     views = "".join(f'<figure><img src="{rel}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
                     "</figcaption></figure>" for rel, caption in cluster_figures)
-    table = ('<table><tr><th>rank</th><th>peak score</th><th>mean score</th><th>confidence</th><th>volume mm³</th>'
-             '<th>hemisphere</th><th>lobe</th><th>peak mm (scanner RAS)</th><th>peak mm (MNI152)</th></tr>'
-             + rows + '</table>') if clusters else '<p>No cluster above the threshold.</p>'
+    table = _region_table([c for c in regions if c.above_threshold], "No cluster above the threshold.")
+    qc = (f'<h2>Quality control: brain mask and registration</h2><img src="{qc_rel}" alt="quality control">'
+          '<p class="note">Top row: the T1w carried onto the FLAIR by the rigid registration (its edges in cyan '
+          'should follow the FLAIR\'s anatomy). Bottom row: the brain mask used (red); cortex outside it is not '
+          'searched, skull or dura inside it can make false clusters.</p>') if qc_rel else ""
+    below = _region_table([c for c in regions if not c.above_threshold],
+                          "No candidate: nothing else in the map reaches the candidate floor.")
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{participant_id}</title>
 <style>{_CSS}</style></head><body>
 <h1>{participant_id}: suspicious regions</h1>
 {banner}
 <ul>{facts}</ul>
-<h2>Clusters (ranked by score)</h2>
+<h2>Clusters above the threshold (ranked by score)</h2>
 {table}
+<h2>Candidates below the threshold</h2>
+<p class="note">The next strongest regions of the map, not reported as findings: a lesion that holds the map's
+maximum but stays a little under the conservative threshold shows up here ("peak / threshold" under 100 %; a
+region above 100 % passes the threshold over less than the minimum cluster volume).</p>
+{below}
 <p class="note">Scores are on the probseg scale s / (s + threshold): 0.5 is the threshold chosen on validation
 subjects. Confidence: the share of the independent pseudo-healthy draws (diffusion.samples) in which the region
 around the cluster's peak exceeds the threshold on its own; n/a with a single draw.</p>
-<h2>Each cluster in three views</h2>
+<h2>Each cluster and candidate in three views</h2>
 <p class="note">Neurological convention: the patient's left (L) is on the left of each picture; sagittal views
 have anterior (A) on the right. Rows: axial, coronal, sagittal through the cluster's peak (+). Columns: FLAIR,
-T1w (registered to the FLAIR), pseudo-healthy FLAIR, anomaly map from 0.4 with the cluster's outline (cyan) and
+T1w (registered to the FLAIR), pseudo-healthy FLAIR, anomaly map from the candidate floor with the region's outline (cyan) and
 the reference lesion mask (green), where the dataset has one.</p>
 {views}
 <h2>Overview (axial, through the top clusters)</h2>
 <img src="{figure_rel}" alt="overlays">
+{qc}
 <p class="note">Anomaly score s = FLAIR brighter than its pseudo-healthy version (smoothed, standardised per slice).
 Research software: not a medical device.</p>
 <p><a href="index.html">all subjects</a></p></body></html>"""

@@ -7,9 +7,12 @@ Derivatives (native FLAIR space of each subject), for a FLAIR ``sub-X_acq-A_FLAI
 - ``sub-X_acq-A_label-FCD_desc-anomalyspread_probseg.nii.gz``: voxel-wise standard deviation of the
   N single-sample maps on the same [0, 1] scale (all 0 when N = 1);
 - ``sub-X_acq-A_desc-clusters_dseg.nii.gz`` + ``.tsv``: clusters above the calibrated threshold,
-  label = rank; the TSV holds rank, peak and mean score, volume, centroid, hemisphere, lobe and
-  confidence (the fraction of the N single-sample maps that exceed the threshold near its peak);
+  label = rank; the TSV holds rank, peak and mean score, volume, centroid, peak (scanner and MNI),
+  hemisphere, lobe and confidence (the fraction of the N single-sample maps that exceed the threshold
+  near its peak), then the candidates below the threshold (``above_threshold`` false);
+- ``sub-X_acq-A_desc-candidates_dseg.nii.gz``: those candidates, label = their rank in the TSV;
 - ``sub-X.html`` and ``sub-X/figures/``: the report; ``index.html`` lists all subjects.
+A subject with sessions gets ``sub-X/ses-Y/anat/sub-X_ses-Y_…`` and ``sub-X_ses-Y.html`` per session.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import torch
 
 from pseudohealthy import __version__
 from pseudohealthy.bundle.card import card_summary, model_card
-from pseudohealthy.anomaly.clusters import Cluster, ClusterAgreement, find_clusters, peak_regions
+from pseudohealthy.anomaly.clusters import Cluster, ClusterAgreement, find_candidates, find_clusters, peak_regions
 from pseudohealthy.config import Config, load_work_config, with_overrides
-from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory
+from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory, unit_path
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.preprocess import NativeMapper, Normalisation, is_done, load_meta, preprocess_subject
+from pseudohealthy.data.qc import native_qc
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import (
     CALIBRATION,
@@ -47,7 +51,7 @@ from pseudohealthy.detect.pipeline import (
     required_models,
     save_calibration,
 )
-from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, subject_page
+from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, relative_peak, subject_page
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.metrics import pixel_auprc
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
@@ -164,8 +168,16 @@ def _write_description(out_dir: Path, source_uri: str, card: dict | None = None)
         "FCD candidates found by pseudohealthy (location-guided pseudo-healthy diffusion synthesis).\n"
         "Per subject, in the space of its FLAIR: desc-pseudohealthy_FLAIR (the FLAIR as if healthy),\n"
         "label-FCD_desc-anomaly_probseg (anomaly score in [0, 1], not a calibrated probability),\n"
-        "desc-clusters_dseg (+ .tsv: ranked clusters), desc-brain_mask; sub-X.html is the report.\n"
+        "desc-clusters_dseg (+ .tsv: ranked clusters, then candidates below the threshold),\n"
+        "desc-candidates_dseg, desc-brain_mask; sub-X.html is the report.\n"
         "Research software: not a medical device.\n"))
+
+
+def brain_extracted(source: str) -> bool:
+    """Whether a brain mask (``meta["brain_mask"]``) comes from a brain extraction of this subject (learned,
+    provided, or the input's own skull stripping) rather than from the MNI152 template's mask after an affine
+    registration, which only approximates the brain's edge (BIDS ``SkullStripped``)."""
+    return not source.startswith("MNI152 template")
 
 
 def _classifier_summary(maps: SubjectMaps, cfg: Config) -> str:
@@ -188,7 +200,7 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     Preprocessing goes to ``work_root/<subject>`` (default OUT_DIR/sourcedata/work); the marker that says
     the subject is finished always lives in OUT_DIR/sourcedata/work/<subject>.
     """
-    pid = inputs.participant_id
+    pid = inputs.unit  # sub-X, or sub-X_ses-Y: one session of a subject with sessions
     state = _scratch(out_dir, pid)
     state.mkdir(parents=True, exist_ok=True)
     scratch = Path(work_root) / pid if work_root else state
@@ -196,7 +208,7 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
         preprocess_subject(inputs, cfg.data, scratch)
     maps = analyse(scratch, models, cfg, device)
     meta = load_meta(scratch)
-    anat = out_dir / pid / "anat"
+    anat = out_dir / unit_path(pid) / "anat"
     stem = _derivative_stem(inputs.flair) if inputs.flair.name.startswith(pid + "_") else pid
     flair_native = nib.load(inputs.flair)
     affine = flair_native.affine
@@ -210,24 +222,30 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     brain_native = np.asarray(to_native(maps.brain.astype(np.float32)).dataobj) > 0.5
     clusters, labels = find_clusters(score_native, affine, 0.5,
                                      calibration["min_cluster_mm3"], lobe, hemi, calibration["rank_by"])
-    for cluster in clusters:
+    floor = cfg.report.candidate_floor
+    candidates, candidate_labels = find_candidates(
+        score_native, affine, floor / (1 + floor), calibration["min_cluster_mm3"], labels, cfg.report.candidates,
+        lobe, hemi, calibration["rank_by"])  # s > floor * threshold is probseg > floor / (1 + floor)
+    for cluster in clusters + candidates:
         cluster.peak_mni = to_native.template_mm(cluster.peak_mm)
-    spread_native = _agreement(maps, clusters, labels, affine, to_native, calibration["threshold"], cfg)
+    spread_native = _agreement(maps, clusters + candidates, labels + candidate_labels, affine, to_native,
+                               calibration["threshold"], cfg)
 
     save_nifti(anat / f"{stem}_desc-pseudohealthy_FLAIR.nii.gz", pseudo_native.astype(np.float32), affine)
     save_nifti(anat / f"{stem}_label-FCD_desc-anomaly_probseg.nii.gz", score_native.astype(np.float32), affine)
     save_nifti(anat / f"{stem}_label-FCD_desc-anomalyspread_probseg.nii.gz", spread_native, affine)
     save_nifti(anat / f"{stem}_desc-clusters_dseg.nii.gz", labels.astype(np.uint16), affine)
+    save_nifti(anat / f"{stem}_desc-candidates_dseg.nii.gz", candidate_labels.astype(np.uint16), affine)
     save_nifti(anat / f"{stem}_desc-brain_mask.nii.gz", brain_native.astype(np.uint8), affine)
-    _write_cluster_table(anat / f"{stem}_desc-clusters_dseg.tsv", clusters)
-    sources = [_source(inputs.flair, pid), _source(inputs.t1w, pid)]
+    _write_cluster_table(anat / f"{stem}_desc-clusters_dseg.tsv", clusters + candidates)
+    sources = [_source(inputs.flair), _source(inputs.t1w)]
     classifier = _classifier_summary(maps, cfg)
     n_samples = len(maps.sample_maps)
     space = {"SpatialReference": sources[0]}  # the subject's own FLAIR grid
     for name, extra in ((f"{stem}_desc-pseudohealthy_FLAIR.json",
                          {"Description": "pseudo-healthy FLAIR (diffusion synthesis), FLAIR intensity scale, "
-                                         "inside the brain mask only", "SkullStripped": True,
-                          "BrainMaskSource": meta["brain_mask"]}),
+                                         "inside the brain mask only (zero outside)",
+                          "SkullStripped": brain_extracted(meta["brain_mask"]), "BrainMaskSource": meta["brain_mask"]}),
                         (f"{stem}_label-FCD_desc-anomaly_probseg.json",
                          {"Description": "anomaly score s (FLAIR minus pseudo-healthy FLAIR, post-processed) as "
                                          "s / (s + threshold): 0.5 at the validation-chosen threshold; not a "
@@ -244,21 +262,32 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
                          {"Description": "clusters above the validation-chosen threshold; label = rank",
                           "Threshold": 0.5, "ClassifierLobePrediction": classifier,
                           "MinClusterVolume_mm3": calibration["min_cluster_mm3"], "Samples": n_samples,
-                          **CLUSTER_COLUMNS})):
+                          **CLUSTER_COLUMNS}),
+                        (f"{stem}_desc-candidates_dseg.json",
+                         {"Description": "candidates: the strongest regions that are not clusters (anomaly score "
+                                         f"above {floor:g} x the threshold, not touching a cluster; under the "
+                                         "threshold, or above it over less than the minimum cluster volume); "
+                                         "label = rank in the clusters TSV (rows with above_threshold false)",
+                          "CandidateFloor": floor, "MaxCandidates": cfg.report.candidates})):
         write_json_atomic(anat / name, {"Sources": sources, **space, **extra})
 
-    figures = out_dir / pid / "figures"
+    figures = out_dir / unit_path(pid) / "figures"
     (state / DONE_MARKER).unlink(missing_ok=True)
     truth = nib.load(inputs.lesion_mask) if inputs.lesion_mask else None
     images = {"pseudo": nib.Nifti1Image(pseudo_native, affine), "score": nib.Nifti1Image(score_native, affine),
               "labels": nib.Nifti1Image(labels, affine), "t1w": to_native.t1_on_flair_grid(scratch, inputs.t1w)}
     overlay_figure(flair_native, images["pseudo"], images["score"], images["labels"], clusters, truth,
                    figures / f"{pid}_overlays.png", dpi=cfg.report.dpi)
-    cluster_figures = _cluster_figures(pid, flair_native, images, truth, clusters, score_native, affine,
-                                       figures, cfg)
-    info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "classifier's lobe prediction": classifier,
+    images["labels"] = nib.Nifti1Image(labels + candidate_labels, affine)  # outlines in the three-view figures
+    cluster_figures = _cluster_figures(pid, flair_native, images, truth, clusters, candidates, score_native,
+                                       affine, figures, cfg)
+    native_qc(flair_native, images["t1w"], brain_native, figures / f"{pid}_qc.png",
+              f"{pid}: brain mask ({meta['brain_mask']}) and T1w -> FLAIR registration", cfg.report.dpi)
+    info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "brain mask": meta["brain_mask"],
+            "classifier's lobe prediction": classifier,
             "threshold (validation-chosen)": f"anomaly {calibration['threshold']:.3f} (0.5 on the probseg map)",
             "clusters above threshold": len(clusters),
+            "candidates below threshold": len(candidates),
             "pseudo-healthy draws per slice (confidence needs 2 or more)": n_samples}
     if inputs.notes:
         info["input notes"] = "; ".join(inputs.notes)
@@ -266,25 +295,34 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
         info["model"] = card_summary(card)
     warning = ("This model was trained on synthetic phantom data only: its output on a real scan means nothing "
                "until it is retrained on real data." if card and card["training_data"]["source"]["synthetic"] else None)
-    subject_page(out_dir / f"{pid}.html", pid, f"{pid}/figures/{pid}_overlays.png", clusters, info,
-                 cluster_figures, warning)
+    figures_rel = f"{unit_path(pid).as_posix()}/figures"
+    subject_page(out_dir / f"{pid}.html", pid, f"{figures_rel}/{pid}_overlays.png", clusters + candidates, info,
+                 cluster_figures, warning, qc_rel=f"{figures_rel}/{pid}_qc.png")
     if run_key_value:
         write_json_atomic(state / DONE_MARKER, {"run_key": run_key_value})
     top = (f"{clusters[0].hemisphere} {clusters[0].lobe}, {clusters[0].volume_mm3:.0f} mm³" if clusters else "none")
     return {"participant_id": pid, "n_clusters": len(clusters), "top": top, "classifier": classifier,
-            "clusters": [c.row() for c in clusters], "maps": maps}
+            "clusters": [c.row() for c in clusters], "candidates": [c.row() for c in candidates], "maps": maps,
+            "lesion_mask": str(inputs.lesion_mask) if inputs.lesion_mask else None}
+
+
+def _region_caption(c: Cluster) -> str:
+    confidence = "" if c.confidence is None else f", confidence {c.confidence:.0%}"
+    if c.above_threshold:
+        return (f"cluster {c.rank}: {c.hemisphere} {c.lobe}, {c.volume_mm3:.0f} mm³, peak score {c.peak_score:.2f}"
+                f"{confidence}")
+    return (f"candidate {c.rank} (below threshold): {c.hemisphere} {c.lobe}, {c.volume_mm3:.0f} mm³, peak "
+            f"{relative_peak(c):.0%} of the threshold{confidence}")
 
 
 def _cluster_figures(pid: str, flair: nib.Nifti1Image, images: dict, truth, clusters: list[Cluster],
-                     score: np.ndarray, affine: np.ndarray, figures: Path, cfg: Config) -> list[tuple[str, str]]:
-    """One three-view PNG per shown cluster (the top ``report.clusters``), or, when no cluster passes the
-    threshold, one through the map's global maximum so a reader still sees where the map peaks."""
+                     candidates: list[Cluster], score: np.ndarray, affine: np.ndarray, figures: Path,
+                     cfg: Config) -> list[tuple[str, str]]:
+    """One three-view PNG per shown cluster (the top ``report.clusters``) and per candidate below the
+    threshold; with neither, one through the map's global maximum so a reader still sees where it peaks."""
     out = []
-    shown = clusters[:cfg.report.clusters]
-    targets = [(c.rank, c.peak_mm, f"cluster {c.rank}: {c.hemisphere} {c.lobe}, {c.volume_mm3:.0f} mm³, peak score "
-                f"{c.peak_score:.2f}" + ("" if c.confidence is None else f", confidence {c.confidence:.0%}"))
-               for c in shown]
-    if not shown:
+    targets = [(c.rank, c.peak_mm, _region_caption(c)) for c in clusters[:cfg.report.clusters] + candidates]
+    if not targets:
         peak = np.unravel_index(int(np.argmax(score)), score.shape)
         peak_mm = [float(v) for v in affine[:3, :3] @ np.asarray(peak) + affine[:3, 3]]
         targets = [(None, peak_mm, f"no cluster above the threshold: the map's maximum ({score.max():.2f}, "
@@ -292,15 +330,20 @@ def _cluster_figures(pid: str, flair: nib.Nifti1Image, images: dict, truth, clus
     for rank, peak_mm, caption in targets:
         name = f"{pid}_cluster-{rank}.png" if rank else f"{pid}_maximum.png"
         cluster_figure(flair, images["t1w"], images["pseudo"], images["score"], images["labels"], truth, peak_mm,
-                       rank, caption, figures / name, cfg.report.dpi)
-        out.append((f"{pid}/figures/{name}", caption))
+                       rank, caption, figures / name, cfg.report.dpi,
+                       display_floor=cfg.report.candidate_floor / (1 + cfg.report.candidate_floor))
+        out.append((f"{unit_path(pid).as_posix()}/figures/{name}", caption))
     return out
 
 
-def _source(path: Path, participant_id: str) -> str:
-    """A BIDS URI for a file of the source dataset (``sub-X/anat/…``), else the file's own URI."""
-    if path.parent.name == "anat" and path.parent.parent.name == participant_id:
-        return f"bids::{path.relative_to(path.parents[2])}"
+def _source(path: Path) -> str:
+    """A BIDS URI for a file of the source dataset (``sub-X[/ses-Y]/anat/…``), else the file's own URI."""
+    parents = Path(path).parents
+    if path.parent.name == "anat" and len(parents) > 3:
+        if parents[1].name.startswith("sub-"):
+            return f"bids::{path.relative_to(parents[2]).as_posix()}"
+        if parents[1].name.startswith("ses-") and parents[2].name.startswith("sub-"):
+            return f"bids::{path.relative_to(parents[3]).as_posix()}"
     return Path(path).resolve().as_uri()
 
 
@@ -310,8 +353,9 @@ def _vol(subject_dir: Path, name: str) -> np.ndarray:
 
 # Column descriptions of the clusters TSV (BIDS: in the sidecar JSON shared with the dseg image).
 CLUSTER_COLUMNS = {
-    "index": {"Description": "label value in the dseg image (= rank)"},
-    "name": {"Description": "cluster name"},
+    "index": {"Description": "label value in the dseg image (= rank): desc-clusters_dseg for clusters, "
+                             "desc-candidates_dseg for candidates"},
+    "name": {"Description": "cluster-<rank> above the threshold, candidate-<rank> below it"},
     "rank": {"Description": "1 = most suspicious, by peak (or mean) score"},
     "peak_score": {"Description": "largest anomaly probseg value in the cluster (0.5 = threshold)"},
     "mean_score": {"Description": "mean anomaly probseg value in the cluster"},
@@ -327,6 +371,12 @@ CLUSTER_COLUMNS = {
     "peak_mni_z": {"Description": "peak in MNI152 coordinates (through the subject's registration)", "Units": "mm"},
     "hemisphere": {"Description": "L or R, from the MNI152 atlas carried to the subject"},
     "lobe": {"Description": "lobe of most of the cluster's voxels (atlas)"},
+    "above_threshold": {"Description": "true: a cluster, above the validation-chosen threshold over at least the "
+                                       "minimum cluster volume (label in desc-clusters_dseg); false: a candidate, "
+                                       "under the threshold or above it over a smaller volume (label in "
+                                       "desc-candidates_dseg), listed so a reader sees where the map peaks"},
+    "relative_peak": {"Description": "the peak's anomaly score divided by the threshold (above 1 for clusters; "
+                                     "0.97 = 3 % under the threshold)"},
     "confidence": {"Description": "fraction of the N single-sample anomaly maps (independent pseudo-healthy "
                                   "draws) whose maximum within the cluster's peak region (its voxels within "
                                   "method.confidence_radius_mm of the peak) exceeds the threshold; n/a when "
@@ -348,19 +398,22 @@ def _agreement(maps: SubjectMaps, clusters: list[Cluster], labels: np.ndarray, a
 
 
 def _write_cluster_table(path: Path, clusters: list[Cluster]) -> None:
-    """One row per cluster, columns as ``CLUSTER_COLUMNS`` (n/a where a value is not known)."""
+    """One row per cluster then per candidate, columns as ``CLUSTER_COLUMNS`` (n/a where not known)."""
     def row(c: Cluster) -> list:
-        return [c.rank, f"cluster-{c.rank}", c.rank, f"{c.peak_score:.4f}", f"{c.mean_score:.4f}",
+        name = f"cluster-{c.rank}" if c.above_threshold else f"candidate-{c.rank}"
+        return [c.rank, name, c.rank, f"{c.peak_score:.4f}", f"{c.mean_score:.4f}",
                 f"{c.volume_mm3:.1f}", *c.centroid_mm, *c.peak_mm, *(c.peak_mni or ["n/a"] * 3), c.hemisphere,
-                c.lobe, "n/a" if c.confidence is None else f"{c.confidence:.3f}"]
+                c.lobe, str(c.above_threshold).lower(), f"{relative_peak(c):.3f}",
+                "n/a" if c.confidence is None else f"{c.confidence:.3f}"]
 
     lines = ["\t".join(CLUSTER_COLUMNS)] + ["\t".join(str(v) for v in row(c)) for c in clusters]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def existing_outputs(out_dir: Path, participant_id: str) -> list[Path]:
-    return sorted((Path(out_dir) / participant_id).glob("anat/*")) + [
-        p for p in [Path(out_dir) / f"{participant_id}.html"] if p.exists()]
+def existing_outputs(out_dir: Path, unit: str) -> list[Path]:
+    """A unit's derivatives and report page already in OUT_DIR."""
+    return sorted((Path(out_dir) / unit_path(unit)).glob("anat/*")) + [
+        p for p in [Path(out_dir) / f"{unit}.html"] if p.exists()]
 
 
 DONE_MARKER = "detect_done.json"
@@ -442,7 +495,7 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
     card = json.loads(card_path.read_text()) if card_path.is_file() else model_card(work_dir, cfg, calibration)
     models = load_models(work_dir, cfg)
     key = run_key(work_dir, cfg)
-    states = {s.participant_id: _output_state(out_dir, s.participant_id, key) for s in subjects}
+    states = {s.unit: _output_state(out_dir, s.unit, key) for s in subjects}
     if not overwrite:
         clash = [pid for pid, state in states.items() if state == "foreign"]
         if clash:
@@ -453,9 +506,9 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
         on_start(len(subjects))
     todo = []
     for inputs in subjects:
-        if states[inputs.participant_id] == "done" and not overwrite:
+        if states[inputs.unit] == "done" and not overwrite:
             if on_subject:
-                on_subject(inputs.participant_id, "already done with this model (--overwrite redoes it)")
+                on_subject(inputs.unit, "already done with this model (--overwrite redoes it)")
         else:
             todo.append(inputs)
     job = SubjectJob(out_dir, work_dir, cfg, calibration, device, key, card, work_root)
@@ -484,10 +537,10 @@ class SubjectJob:
 
     def run(self, inputs: SubjectInputs, models) -> tuple[str, dict | None, str | None]:
         try:
-            return inputs.participant_id, detect_subject(inputs, self.out_dir, self.cfg, models, self.calibration,
+            return inputs.unit, detect_subject(inputs, self.out_dir, self.cfg, models, self.calibration,
                                                          self.device, self.run_key, self.card, self.work_root), None
         except SubjectSkipped as exc:
-            return inputs.participant_id, None, str(exc)
+            return inputs.unit, None, str(exc)
 
 
 _worker: dict = {}

@@ -3,7 +3,9 @@
 The layout and quirks follow ds004199 (shared/docs/DATASET.md): UTF-8 BOM and some CRLF rows in
 participants.tsv, ``n/a``, several acq labels, one lesion mask whose acq label differs from its
 FLAIR's, one subject with an extra thick-slice 2D FLAIR, T1 and FLAIR on different grids with a
-small rigid misalignment, heads not skull-stripped. Ground truth goes outside the BIDS tree.
+small rigid misalignment, heads not skull-stripped; with three controls or more, the last control
+is scanned in two sessions (``sub-X/ses-1``, ``sub-X/ses-2``), as follow-up scans are.
+Ground truth goes outside the BIDS tree.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def plan_dataset(n_patients: int, n_controls: int, seed: int) -> list[SubjectPla
     test_patients = set(rng.permutation(patient_idx)[: math.ceil(len(patient_idx) / 3)].tolist())
     mismatch = patient_idx[0] if patient_idx else None
     thick = patient_idx[1] if len(patient_idx) > 1 else 0
+    control_idx = [i for i, g in enumerate(groups) if g == "hc"]
+    rescanned = control_idx[-1] if len(control_idx) >= 3 else None  # one control with two sessions
     plans = []
     for i, group in enumerate(groups):
         pid = f"sub-{i + 1:05d}"
@@ -81,6 +85,7 @@ def plan_dataset(n_patients: int, n_controls: int, seed: int) -> list[SubjectPla
             lesion=lesion,
             histopathology=histo,
             caps=bool(rng.random() < (0.25 if patient else 0.5)),
+            sessions=2 if i == rescanned else 1,
         ))
     return plans
 

@@ -12,6 +12,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pseudohealthy.io.atomic import write_with_atomic  # noqa: E402
+from pseudohealthy.phantom.subject import first_scan  # noqa: E402
 
 
 def _canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -69,12 +70,12 @@ def dataset_previews(truth: dict, out_dir: Path) -> list[Path]:
     written = []
     for subject in truth["subjects"]:
         pid, plan = subject["participant_id"], subject["plan"]
-        anat = bids / pid / "anat"
-        flair = anat / f"{pid}_acq-{plan['flair_acq']}_FLAIR.nii.gz"
+        anat, prefix = first_scan(bids, subject)
+        flair = anat / f"{prefix}_acq-{plan['flair_acq']}_FLAIR.nii.gz"
         lesion = subject.get("lesion")
         if lesion:
             point = np.asarray(lesion["centroid_flair_world_mm"])
-            mask = anat / f"{pid}_acq-{plan['mask_acq']}_FLAIR_roi.nii.gz"
+            mask = anat / f"{prefix}_acq-{plan['mask_acq']}_FLAIR_roi.nii.gz"
         else:
             img = nib.load(flair)
             point = (img.affine @ np.r_[(np.array(img.shape) - 1) / 2.0, 1.0])[:3]
@@ -83,7 +84,7 @@ def dataset_previews(truth: dict, out_dir: Path) -> list[Path]:
         title = f"{pid} ({plan['group']}" + (f", {plan['lesion']['hemisphere']} {','.join(plan['lesion']['lobes'])}"
                                               if lesion else "") + ")"
         out = out_dir / f"{pid}_preview.png"
-        subject_preview(anat / f"{pid}_acq-{plan['t1_acq']}_T1w.nii.gz", flair, mask, point, np.linalg.inv(motion),
+        subject_preview(anat / f"{prefix}_acq-{plan['t1_acq']}_T1w.nii.gz", flair, mask, point, np.linalg.inv(motion),
                         out, title)
         written.append(out)
     return written

@@ -67,6 +67,7 @@ class SubjectPlan:
     lesion: LesionSpec | None
     histopathology: str | None
     caps: bool
+    sessions: int = 1  # > 1: the subject is scanned again in further sessions (ses-1, ses-2, ...)
 
     @property
     def lobe(self) -> str | None:
@@ -156,8 +157,15 @@ def sidecar(seq: Sequence, acq: str, thick: bool = False) -> dict:
     return meta
 
 
-def anat_name(pid: str, acq: str, suffix: str) -> str:
-    return f"{pid}_acq-{acq}_{suffix}"
+def anat_name(pid: str, acq: str, suffix: str, session: str | None = None) -> str:
+    return f"{pid}_{session}_acq-{acq}_{suffix}" if session else f"{pid}_acq-{acq}_{suffix}"
+
+
+def first_scan(bids_root: Path, subject_truth: dict) -> tuple[Path, str]:
+    """The anat folder and file-name prefix of a subject's first (or only) session."""
+    pid = subject_truth["participant_id"]
+    session = next(iter(subject_truth.get("sessions", {})), None)
+    return Path(bids_root) / pid / (session or "") / "anat", f"{pid}_{session}" if session else pid
 
 
 def deformation_path(truth_dir: Path, participant_id: str) -> Path:
@@ -166,7 +174,9 @@ def deformation_path(truth_dir: Path, participant_id: str) -> Path:
 
 def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Path) -> dict:
     """Write the subject's NIfTI files and sidecars under ``bids_root`` and its deformation under
-    ``truth_dir``; return its ground truth."""
+    ``truth_dir``; return its ground truth. A subject with ``plan.sessions`` > 1 is scanned again in
+    each further session (same anatomy and lesion; new head pose, motion, contrast, bias and noise), all
+    sessions under ``sub-X/ses-K/anat``; ``truth["sessions"]`` then holds each session's geometry."""
     rng = np.random.default_rng([seed, plan.index])
     priors = load_tissue_priors()
     maps = TissueMaps.from_priors(priors)
@@ -177,9 +187,40 @@ def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Pat
         truth["periventricular_caps_strength"] = round(add_periventricular_caps(maps, rng), 3)
 
     scene = _make_scene(rng)
-    tissues = jittered_tissues(rng)
     outside = _head_distance()
-    anat = bids_root / plan.participant_id / "anat"
+    if plan.sessions == 1:
+        scans = {None: _scan(plan, None, rng, maps, jittered_tissues(rng), outside, scene, bids_root)}
+    else:
+        scans = {}
+        for k in range(1, plan.sessions + 1):
+            session_rng = rng if k == 1 else np.random.default_rng([seed, plan.index, k])
+            session_scene = scene if k == 1 else _rescan(scene, session_rng)
+            scans[f"ses-{k}"] = _scan(plan, f"ses-{k}", session_rng, maps, jittered_tissues(session_rng), outside,
+                                      session_scene, bids_root)
+        truth["sessions"] = scans
+    first = next(iter(scans.values()))  # the first session stands for the subject
+    truth["geometry"] = first["geometry"]
+    if "lesion_native" in first:
+        truth["lesion"].update(first["lesion_native"])
+    scene.deformation.save(deformation_path(truth_dir, plan.participant_id))
+    return truth
+
+
+def _rescan(scene: _Scene, rng: np.random.Generator) -> _Scene:
+    """The same head (deformation) placed anew in the scanner, as on another day."""
+    priors = load_tissue_priors()
+    center = (priors.affine @ np.r_[np.argwhere(priors.brain).mean(axis=0), 1.0])[:3]
+    pose = random_rigid(rng, max_angle_deg=8.0, max_shift_mm=8.0, center_mm=center)
+    motion = random_rigid(rng, max_angle_deg=3.0, max_shift_mm=3.0, center_mm=pose[:3, :3] @ center + pose[:3, 3])
+    return _Scene(scene.deformation, pose, motion, pose[:3, :3] @ center + pose[:3, 3])
+
+
+def _scan(plan: SubjectPlan, session: str | None, rng: np.random.Generator, maps: TissueMaps,
+          tissues: dict, outside: np.ndarray, scene: _Scene, bids_root: Path) -> dict:
+    """Acquire and write one session's T1w, FLAIR (lesion mask, thick FLAIR); return what the truth keeps
+    of it: native lesion statistics and the geometry."""
+    truth: dict = {}
+    anat = bids_root / plan.participant_id / (session or "") / "anat"
     anat_to_world = scene.pose
     t1w_world_to_anat = np.linalg.inv(anat_to_world)
     flair_world_to_anat = t1w_world_to_anat @ np.linalg.inv(scene.motion)
@@ -188,7 +229,7 @@ def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Pat
     t1_signal = _template_signal(maps, tissue_signals(tissues, T1W), outside)
     grid, image, _ = _acquire(rng, t1_signal, T1_PROTOCOLS[plan.t1_acq], scene, t1w_world_to_anat,
                               scene.head_center_world)
-    name = anat_name(plan.participant_id, plan.t1_acq, "T1w")
+    name = anat_name(plan.participant_id, plan.t1_acq, "T1w", session)
     save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng), grid.affine)
     write_json_atomic(anat / f"{name}.json", sidecar(T1W, plan.t1_acq))
     del t1_signal
@@ -196,18 +237,18 @@ def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Pat
     flair_signal = _template_signal(maps, tissue_signals(tissues, FLAIR), outside)
     grid, image, extra = _acquire(rng, flair_signal, FLAIR_PROTOCOLS[plan.flair_acq], scene, flair_world_to_anat,
                                   flair_center, (maps.lesion_mask,) if plan.lesion else ())
-    name = anat_name(plan.participant_id, plan.flair_acq, "FLAIR")
+    name = anat_name(plan.participant_id, plan.flair_acq, "FLAIR", session)
     save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng), grid.affine)
     write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.flair_acq))
     if plan.lesion is not None:
         mask = extra[0] > 0.5
-        save_nifti(anat / f"{anat_name(plan.participant_id, plan.mask_acq, 'FLAIR_roi')}.nii.gz",
+        save_nifti(anat / f"{anat_name(plan.participant_id, plan.mask_acq, 'FLAIR_roi', session)}.nii.gz",
                    mask.astype(np.uint8), grid.affine)
-        truth["lesion"].update(_native_lesion_stats(mask, image, grid))
+        truth["lesion_native"] = _native_lesion_stats(mask, image, grid)
     if plan.thick_flair_acq is not None:
         grid2, image2, _ = _acquire(rng, flair_signal, THICK_FLAIR_PROTOCOLS[plan.thick_flair_acq], scene,
                                     flair_world_to_anat, flair_center)
-        name = anat_name(plan.participant_id, plan.thick_flair_acq, "FLAIR")
+        name = anat_name(plan.participant_id, plan.thick_flair_acq, "FLAIR", session)
         save_nifti(anat / f"{name}.nii.gz", _to_int16(image2, rng), grid2.affine)
         write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.thick_flair_acq, thick=True))
 
@@ -217,7 +258,6 @@ def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Pat
         "scale": np.round(scene.deformation.scale, 4).tolist(),
         "deformation_rms_mm": 2.0,
     }
-    scene.deformation.save(deformation_path(truth_dir, plan.participant_id))
     return truth
 
 

@@ -1,0 +1,75 @@
+"""Scoring what ``detect`` writes, on hand-built derivatives whose answers are known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from pseudohealthy.evaluation.outputs import pooled_auprc, score_unit, summarise_outputs
+
+HEADER = ["index", "name", "rank", "peak_score", "above_threshold"]
+
+
+def _write(out: Path, unit: str, probseg: np.ndarray, clusters: np.ndarray, candidates: np.ndarray,
+           rows: list[tuple[int, bool]]) -> None:
+    anat = out / unit / "anat"
+    anat.mkdir(parents=True)
+    affine = np.eye(4)
+    for suffix, data in (("label-FCD_desc-anomaly_probseg", probseg), ("desc-clusters_dseg", clusters),
+                         ("desc-candidates_dseg", candidates)):
+        nib.save(nib.Nifti1Image(data, affine), anat / f"{unit}_acq-x_{suffix}.nii.gz")
+    lines = ["\t".join(HEADER)] + [f"{rank}\tx\t{rank}\t0.6\t{str(above).lower()}" for rank, above in rows]
+    (anat / f"{unit}_acq-x_desc-clusters_dseg.tsv").write_text("\n".join(lines) + "\n")
+
+
+def _case(tmp_path: Path):
+    shape = (10, 10, 10)
+    probseg = np.zeros(shape, np.float32)
+    clusters = np.zeros(shape, np.uint16)
+    candidates = np.zeros(shape, np.uint16)
+    clusters[0:2, 0:2, 0:2] = 1  # rank 1: misses the lesion
+    clusters[4:6, 4:6, 4:6] = 2  # rank 2: hits it
+    candidates[8:10, 8:10, 8:10] = 3  # rank 3 (below threshold): hits it too
+    probseg[clusters > 0] = 0.7
+    probseg[candidates > 0] = 0.4
+    lesion = np.zeros(shape, np.uint8)
+    lesion[5:9, 5:9, 5:9] = 1  # 64 voxels; overlaps cluster 2 in 1 voxel and candidate 3 in 1 voxel
+    _write(tmp_path / "out", "sub-p", probseg, clusters, candidates, [(1, True), (2, True), (3, False)])
+    nib.save(nib.Nifti1Image(lesion, np.eye(4)), tmp_path / "lesion.nii.gz")
+    control_clusters = np.zeros(shape, np.uint16)
+    control_clusters[1:3, 1:3, 1:3] = 1
+    _write(tmp_path / "out", "sub-c", (control_clusters > 0).astype(np.float32) * 0.8, control_clusters,
+           np.zeros(shape, np.uint16), [(1, True)])
+    return probseg, lesion
+
+
+def test_scores_from_the_written_outputs(tmp_path):
+    probseg, lesion = _case(tmp_path)
+    patient = score_unit(tmp_path / "out", "sub-p", tmp_path / "lesion.nii.gz")
+    assert (patient.clusters, patient.false_clusters, patient.hit_rank, patient.ranked_hit) == (2, 1, 2, 2)
+    assert patient.dice == pytest.approx(2 * 1 / (16 + 64))  # both clusters (16 voxels) vs the lesion
+    control = score_unit(tmp_path / "out", "sub-c", None)
+    assert not control.patient and control.clusters == 1 and control.dice is None
+    summary = summarise_outputs([patient, control])
+    assert summary["detected"] == 1.0 and summary["top1"] == 0.0 and summary["top3"] == 1.0
+    assert summary["ranked_top1"] == 0.0 and summary["fp_clusters_per_control"] == 1.0
+    # pooled AUPRC over all voxels of the FLAIR, as sklearn computes it on the full arrays
+    assert summary["native_auprc"] == pytest.approx(average_precision_score(lesion.ravel() > 0, probseg.ravel()))
+    assert pooled_auprc([control]) != pooled_auprc([control])  # NaN without patients
+
+
+def test_a_lesion_found_only_among_the_candidates(tmp_path):
+    _case(tmp_path)
+    anat = tmp_path / "out" / "sub-p" / "anat"
+    table = anat / "sub-p_acq-x_desc-clusters_dseg.tsv"
+    clusters = nib.load(anat / "sub-p_acq-x_desc-clusters_dseg.nii.gz")
+    data = np.asarray(clusters.dataobj).copy()
+    data[data == 2] = 0  # drop the cluster on the lesion: only the candidate hits it now
+    nib.save(nib.Nifti1Image(data, clusters.affine), anat / "sub-p_acq-x_desc-clusters_dseg.nii.gz")
+    table.write_text("\n".join(line for line in table.read_text().splitlines() if not line.startswith("2\t")) + "\n")
+    patient = score_unit(tmp_path / "out", "sub-p", tmp_path / "lesion.nii.gz")
+    assert (patient.clusters, patient.hit_rank, patient.ranked_hit, patient.false_clusters) == (1, None, 3, 1)
