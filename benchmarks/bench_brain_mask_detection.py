@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -93,6 +94,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="draws per slice (default: the preset's)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--score-only", action="store_true", help="re-score the arms' existing derivatives")
+    parser.add_argument("--result", default="brain_mask_detection", help="name of the results JSON")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                        help="arms to run (the others keep their earlier results)")
     args = parser.parse_args()
     roles = {unit: role for unit, _, role in read_splits(args.work)}
     units = sorted(u for u, r in roles.items() if r in ("val", "test"))
@@ -100,10 +104,12 @@ def main() -> None:
     inventory = {s.unit: s for s in build_inventory(args.bids, sorted({u.partition("_")[0] for u in units})).subjects}
     lesions = {u: inventory[u].lesion_mask for u in test}
     truth = {s["participant_id"]: s for s in json.loads((args.truth / "truth.json").read_text())["subjects"]}
-    previous = json.loads((RESULTS / "brain_mask_detection.json").read_text()) if args.score_only else {"arms": {}}
+    earlier = RESULTS / f"{args.result}.json"
+    previous = json.loads(earlier.read_text()) if earlier.is_file() else {"arms": {}}
     result = {"provenance": provenance(), "work": str(args.work), "validation": sorted(set(units) - set(test)),
-              "test": test, "arms": {}}
-    for arm in ARMS:
+              "test": test, "arms": {arm: previous["arms"][arm] for arm in ARMS
+                                     if arm not in args.arms and arm in previous["arms"]}}
+    for arm in args.arms:
         folder = args.work / "bench_brain_mask" / arm
         out = folder / "derivatives"
         if args.score_only:
@@ -113,7 +119,7 @@ def main() -> None:
             cfg = load_work_config(folder)
             start = time.perf_counter()
             work = [(inventory[u], cfg.data, str(folder / "subjects" / u)) for u in units]
-            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
                 list(pool.map(_prepare_one, work))
             prepare_s = time.perf_counter() - start
             calibrate(folder)
@@ -140,8 +146,8 @@ def main() -> None:
             "seconds": seconds}
         print(arm, json.dumps(result["arms"][arm]["summary"]), json.dumps(result["arms"][arm]["operating_points"]),
               seconds, flush=True)
-        write_result("brain_mask_detection", result)  # partial results after each arm
-    print(write_result("brain_mask_detection", result))
+        write_result(args.result, result)  # partial results after each arm
+    print(write_result(args.result, result))
 
 
 if __name__ == "__main__":

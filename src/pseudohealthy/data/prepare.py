@@ -6,6 +6,7 @@ Never writes into the BIDS folder.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -99,7 +100,9 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
         on_inventory(inventory, len(todo))
     work = [(inputs, cfg, str(work_dir)) for inputs in todo]
     if jobs > 1 and len(work) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # Spawned, not forked: a worker may run deepbet (torch), and a fork of a process whose torch thread
+        # pool has already run can deadlock in the child.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_run_one, w) for w in work]
             outcomes = (f.result() for f in as_completed(futures))
             _collect(outcomes, result, on_subject)
