@@ -29,7 +29,7 @@ import numpy as np
 from common import RESULTS, provenance, write_result
 from pseudohealthy.anomaly.clusters import find_clusters
 from pseudohealthy.config import load_work_config, save_config, with_overrides
-from pseudohealthy.data.bids import build_inventory, unit_path
+from pseudohealthy.data.bids import build_inventory, unit_path, unit_subject
 from pseudohealthy.data.preprocess import NativeMapper, is_done, preprocess_subject
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.run import calibrate, detect
@@ -101,7 +101,7 @@ def main() -> None:
     roles = {unit: role for unit, _, role in read_splits(args.work)}
     units = sorted(u for u, r in roles.items() if r in ("val", "test"))
     test = sorted(u for u in units if roles[u] == "test")
-    inventory = {s.unit: s for s in build_inventory(args.bids, sorted({u.partition("_")[0] for u in units})).subjects}
+    inventory = {s.unit: s for s in build_inventory(args.bids, sorted({unit_subject(u) for u in units})).subjects}
     lesions = {u: inventory[u].lesion_mask for u in test}
     truth = {s["participant_id"]: s for s in json.loads((args.truth / "truth.json").read_text())["subjects"]}
     earlier = RESULTS / f"{args.result}.json"
@@ -124,7 +124,7 @@ def main() -> None:
             prepare_s = time.perf_counter() - start
             calibrate(folder)
             calibrate_s = time.perf_counter() - start - prepare_s
-            detect(args.bids, out, folder, sorted({u.partition("_")[0] for u in test}), overwrite=True,
+            detect(args.bids, out, folder, sorted({unit_subject(u) for u in test}), overwrite=True,
                    work_root=folder / "subjects")
             detect_s = time.perf_counter() - start - prepare_s - calibrate_s
             seconds = {"prepare": round(prepare_s), "calibrate": round(calibrate_s), "detect": round(detect_s)}
@@ -136,7 +136,7 @@ def main() -> None:
             flair = nib.load(inventory[u].flair)
             brain = np.asarray(NativeMapper(folder / "subjects" / u)(np.asarray(
                 nib.load(folder / "subjects" / u / "brain.nii.gz").dataobj, np.float32)).dataobj) > 0.5
-            mask_dice.append(dice(brain, true_brain_mask(truth[u.partition("_")[0]], args.truth, flair)))
+            mask_dice.append(dice(brain, true_brain_mask(truth[unit_subject(u)], args.truth, flair)))
         result["arms"][arm] = {
             "brain_mask": ARMS[arm], "threshold": calibration["threshold"], "val_dice": calibration["val_dice"],
             "val_auprc": calibration["val_auprc"], "samples": cfg.diffusion.samples,

@@ -15,6 +15,7 @@ import torch
 
 from pseudohealthy import __version__
 from pseudohealthy.config import Config
+from pseudohealthy.data.bids import unit_subject
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import required_models
@@ -41,13 +42,16 @@ def _source_dataset(work_dir: Path) -> dict:
 
 def _training_data(work_dir: Path) -> dict:
     rows = read_splits(work_dir)  # one row per unit: a subject, or one session of it
-    subjects = {unit.partition("_")[0]: (group, role) for unit, group, role in rows}
-    per_role = Counter(f"{role} {'patients' if group == 'fcd' else 'controls'}" for group, role in subjects.values())
-    if len(subjects) < len(rows):
+    first_units = {}  # subject -> (its first unit, group, role): sessions are not counted as subjects
+    for unit, group, role in rows:
+        first_units.setdefault(unit_subject(unit), (unit, group, role))
+    per_role = Counter(f"{role} {'patients' if group == 'fcd' else 'controls'}"
+                       for _, group, role in first_units.values())
+    if len(first_units) < len(rows):
         per_role["sessions (all roles)"] = len(rows)
     lobes: Counter = Counter()
-    for pid, group, role in rows:
-        meta = Path(work_dir) / "subjects" / pid / "meta.json"
+    for unit, group, role in first_units.values():
+        meta = Path(work_dir) / "subjects" / unit / "meta.json"
         if role == "train" and group == "fcd" and meta.is_file():
             lobes[CLASS_NAMES.get(int(json.loads(meta.read_text()).get("label") or 0), "unknown")] += 1
     return {"subjects": dict(sorted(per_role.items())), "training_patient_lobes": dict(sorted(lobes.items()))}

@@ -406,6 +406,7 @@ def demo(
 
     Steps finished in an earlier run are reused, so an interrupted demo continues where it stopped. Ends by printing the report's path and the headline figures (method vs a no-model reference).
     """
+    from pseudohealthy.data.bids import unit_subject
     from pseudohealthy.data.splits import read_splits
 
     start = time.perf_counter()
@@ -422,7 +423,7 @@ def demo(
         checkpoint = model_dir / "models" / kind / "checkpoint.pt"
         run_train(model_dir, kind, None, resume=checkpoint.exists(), device="cpu")
     run_calibrate(model_dir, "cpu")
-    test_ids = sorted({unit.partition("_")[0] for unit, _, role in read_splits(model_dir) if role == "test"})
+    test_ids = sorted({unit_subject(unit) for unit, _, role in read_splits(model_dir) if role == "test"})
     out_dir = work_dir / "derivatives"
     results = run_detect(bids, out_dir, model_dir, test_ids, overwrite=True)
     _print_summary(results, model_dir, out_dir, time.perf_counter() - start)

@@ -65,7 +65,7 @@ class SubjectInputs:
     @property
     def unit(self) -> str:
         """The unit of work: ``sub-X``, or ``sub-X_ses-Y`` for one session of a subject with sessions."""
-        return f"{self.participant_id}_{self.session}" if self.session else self.participant_id
+        return unit_name(self.participant_id, self.session)
 
 
 @dataclass
@@ -155,6 +155,16 @@ def _is_thick(path: Path) -> bool:
         return float(voxel_sizes(nib.load(path).affine).max()) > THICK_SLICE_MM
     except Exception:
         return False  # unreadable files are reported when loaded
+
+
+def unit_name(participant_id: str, session: str | None) -> str:
+    """``sub-X``, or ``sub-X_ses-Y`` for one session of a subject with sessions."""
+    return f"{participant_id}_{session}" if session else participant_id
+
+
+def unit_subject(unit: str) -> str:
+    """The ``sub-X`` a unit belongs to."""
+    return unit.partition("_")[0]
 
 
 def unit_path(unit: str) -> Path:
@@ -287,7 +297,7 @@ def build_inventory(bids_dir: Path, participant_labels: Iterable[str] | None = N
                 inventory.subjects.append(choose_inputs(bids_dir, participants[pid], allow_2d_flair,
                                                         require_labels, session))
             except SubjectSkipped as exc:
-                inventory.skipped[f"{pid}_{session}" if session else pid] = str(exc)
+                inventory.skipped[unit_name(pid, session)] = str(exc)
     return inventory
 
 

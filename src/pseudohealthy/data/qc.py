@@ -27,7 +27,8 @@ def _qc_figure(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, lesion: np.
     T1w's edges (T1w -> FLAIR alignment). Row 2: FLAIR with the brain-mask outline (red) and the lesion's
     (yellow)."""
     flair_s, t1_s = _center_slices(flair, point), _center_slices(t1, point)
-    brain_s, lesion_s = _center_slices(brain.astype(np.float32), point), _center_slices(lesion.astype(np.float32), point)
+    brain_s = _center_slices(brain.astype(np.float32), point)
+    lesion_s = _center_slices(lesion.astype(np.float32), point)
     aspects = [spacing[1] / spacing[0], spacing[2] / spacing[0], spacing[2] / spacing[1]]
     fig, axes = plt.subplots(2, 3, figsize=(7.5, 5.2), facecolor="black")
     for c in range(3):
@@ -72,7 +73,7 @@ def native_qc(flair: nib.Nifti1Image, t1_on_flair: nib.Nifti1Image, brain: np.nd
     def ras(data: np.ndarray) -> np.ndarray:
         return nib.orientations.apply_orientation(np.asarray(data, np.float32), reorder)
 
-    f, t1, mask = ras(flair.dataobj), ras(t1_on_flair.dataobj), ras(brain) > 0.5
+    f, t1, mask = np.asarray(canonical.dataobj, np.float32), ras(t1_on_flair.dataobj), ras(brain) > 0.5
     inside = f[mask] if mask.any() else f[f > 0]
     point = np.argwhere(mask).mean(axis=0) if mask.any() else (np.array(f.shape) - 1) / 2
     spacing = np.sqrt((canonical.affine[:3, :3] ** 2).sum(axis=0))

@@ -103,10 +103,20 @@ class _Scene:
     head_center_world: np.ndarray
 
 
-def _make_scene(rng: np.random.Generator) -> _Scene:
+@cache
+def _brain_center() -> np.ndarray:
     priors = load_tissue_priors()
-    center = (priors.affine @ np.r_[np.argwhere(priors.brain).mean(axis=0), 1.0])[:3]
-    deformation = random_deformation(rng, center, amplitude_mm=2.0, scale_range=0.06)
+    return (priors.affine @ np.r_[np.argwhere(priors.brain).mean(axis=0), 1.0])[:3]
+
+
+def _make_scene(rng: np.random.Generator) -> _Scene:
+    deformation = random_deformation(rng, _brain_center(), amplitude_mm=2.0, scale_range=0.06)
+    return _placed(deformation, rng)
+
+
+def _placed(deformation: Deformation, rng: np.random.Generator) -> _Scene:
+    """A head (its deformation) placed in the scanner: a random pose, and the motion between T1w and FLAIR."""
+    center = _brain_center()
     pose = random_rigid(rng, max_angle_deg=8.0, max_shift_mm=8.0, center_mm=center)
     motion = random_rigid(rng, max_angle_deg=3.0, max_shift_mm=3.0, center_mm=pose[:3, :3] @ center + pose[:3, 3])
     return _Scene(deformation, pose, motion, pose[:3, :3] @ center + pose[:3, 3])
@@ -194,7 +204,7 @@ def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Pat
         scans = {}
         for k in range(1, plan.sessions + 1):
             session_rng = rng if k == 1 else np.random.default_rng([seed, plan.index, k])
-            session_scene = scene if k == 1 else _rescan(scene, session_rng)
+            session_scene = scene if k == 1 else _placed(scene.deformation, session_rng)  # placed anew
             scans[f"ses-{k}"] = _scan(plan, f"ses-{k}", session_rng, maps, jittered_tissues(session_rng), outside,
                                       session_scene, bids_root)
         truth["sessions"] = scans
@@ -204,15 +214,6 @@ def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Pat
         truth["lesion"].update(first["lesion_native"])
     scene.deformation.save(deformation_path(truth_dir, plan.participant_id))
     return truth
-
-
-def _rescan(scene: _Scene, rng: np.random.Generator) -> _Scene:
-    """The same head (deformation) placed anew in the scanner, as on another day."""
-    priors = load_tissue_priors()
-    center = (priors.affine @ np.r_[np.argwhere(priors.brain).mean(axis=0), 1.0])[:3]
-    pose = random_rigid(rng, max_angle_deg=8.0, max_shift_mm=8.0, center_mm=center)
-    motion = random_rigid(rng, max_angle_deg=3.0, max_shift_mm=3.0, center_mm=pose[:3, :3] @ center + pose[:3, 3])
-    return _Scene(scene.deformation, pose, motion, pose[:3, :3] @ center + pose[:3, 3])
 
 
 def _scan(plan: SubjectPlan, session: str | None, rng: np.random.Generator, maps: TissueMaps,
