@@ -29,7 +29,7 @@ from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
 from pseudohealthy.detect.synthesis import Synthesis
-from pseudohealthy.evaluation.benchmark import lobe_map, truth_class
+from pseudohealthy.evaluation.run import lobe_map, truth_class
 from pseudohealthy.provenance import package_digest
 from pseudohealthy.evaluation.metrics import pixel_auprc
 from pseudohealthy.evaluation.scores import aggregate, score_subject

@@ -86,6 +86,21 @@ def test_each_method_names_the_models_it_shares(tmp_path, name, models):
     assert [model_name(kind, cfg) for kind in required_models(cfg)] == models
 
 
+def test_every_grid_point_of_every_method_is_a_valid_config_and_models_are_named_by_their_knobs(tmp_path):
+    from pseudohealthy.config import save_config, with_overrides
+    from pseudohealthy.evaluation.tune import parse_grid
+
+    save_config(load_config("quick"), tmp_path / "config.yaml")
+    for spec in METHODS.values():
+        assert spec.grid and spec.grid_source, spec.name  # every method is swept on validation, its source said
+        names = {tuple(model_name(kind, cfg) for kind in required_models(cfg))
+                 for cfg in (with_overrides(method_config(tmp_path, spec), point, "grid")
+                             for point in parse_grid(list(spec.grid)))}
+        # only the autoencoder's grid is over training knobs: one model per point there, one set elsewhere
+        assert len(names) == (4 if spec.name == "denoising_ae" else 1), spec.name
+    assert "100" in METHODS["wolleb"].grid[1] and "500" in METHODS["wolleb"].grid[0]  # the authors' s and L
+
+
 def test_method_selection_and_user_settings(tmp_path):
     from pseudohealthy.config import save_config
 

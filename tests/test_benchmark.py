@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,41 +41,81 @@ def bench_work(tiny_prepared, tiny_phantom, tmp_path_factory):
     return work
 
 
-def test_benchmark_writes_the_table_with_provenance_and_reuses_results(bench_work, tmp_path):
+def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(bench_work, tmp_path, monkeypatch):
+    import pseudohealthy.evaluation.benchmark as bench
+    import pseudohealthy.evaluation.tune as tune_module
+
+    calibrated_on: list[set] = []
+
+    def spy(calibration_from):  # every threshold is chosen from these maps: never a test subject's
+        def wrapped(maps, cfg):
+            calibrated_on.append(set(maps))
+            return calibration_from(maps, cfg)
+        return wrapped
+
+    monkeypatch.setattr(bench, "calibration_from", spy(bench.calibration_from))
+    monkeypatch.setattr(tune_module, "calibration_from", spy(tune_module.calibration_from))
     out = tmp_path / "bench"
-    methods = select_methods("full,no_histmatch,denoising_ae")
+    # smaller grids than the real ones (the sweep is the same code): L for ours, the noise std (a training knob)
+    # for the autoencoder
+    full, no_histmatch, dae = select_methods("full,no_histmatch,denoising_ae")
+    methods = [replace(full, grid=("diffusion.noise_level=20,10",)),
+               replace(no_histmatch, grid=("diffusion.noise_level=20,10",)),
+               replace(dae, grid=("method.denoising_noise_std=0.2,0.4",))]
     events = []
-    results = run_benchmark(bench_work, methods, out, on_event=lambda e, d: events.append((e, d)))
-    assert ("train", "translator") in events and ("train", "autoencoder-healthy") in events
+    results = run_benchmark(bench_work, methods, out, on_event=lambda e, d: events.append((e, d)), seeds=(0, 1))
+    val = {line.split("\t")[0] for line in bench_work.joinpath("splits.tsv").read_text().splitlines()
+           if line.endswith("\tval")}
+    test = {line.split("\t")[0] for line in bench_work.joinpath("splits.tsv").read_text().splitlines()
+            if line.endswith("\ttest")}
+    assert calibrated_on and all(units == val for units in calibrated_on) and not test & val
+    # the autoencoder's grid is over a training knob: one model per noise setting
+    trained = {d for e, d in events if e == "train"}
+    assert {"translator", "autoencoder-healthy", "autoencoder-healthy-noise0.4x16"} <= trained
     assert [r["name"] for r in results] == ["full", "no_histmatch", "denoising_ae"]
     for r in results:
         m = r["metrics"]
-        assert m["patients"] == 1 and m["controls"] == 0 and m["lesion_slices"] > 0
-        assert 0 <= m["auprc"] <= 1 and 0 <= m["r@5"] <= m["r@10"] <= 1 and 0 <= m["dice_oracle"] <= 1
-        assert m["dice_oracle"] >= m["dice_val"] - 1e-9  # the oracle threshold is the best one on test
-        assert len(r["pr_curve"]["recall"]) > 2
+        assert m["patients"] == 1 and m["controls"] == 0 and r["seeds"] == [0, 1]
+        assert 0 <= m["native_auprc"]["mean"] <= 1 and m["native_auprc"]["sd"] >= 0
+        low, high = m["native_auprc"]["ci"]
+        assert low <= high
+        assert len(r["per_seed"]) == 2 and len(r["per_subject"]) == 2
+        for seed_run in r["per_seed"]:  # oracle: best threshold on the same voxels and a grid as dense
+            assert seed_run["template"]["dice_oracle"] >= seed_run["template"]["dice_val"] - 1e-9
+        assert len(r["grid"]["points"]) == 2 and r["grid"]["chosen"] in {p["point"] for p in r["grid"]["points"]}
+        assert r["pr_curve"]["recall"][-1] == 1.0
+    # the figures are those of the derivatives detect wrote: score them again from disk
+    from pseudohealthy.data.preprocess import prepared_inputs
+    from pseudohealthy.evaluation.outputs import score_unit
+
+    for seed_run in results[0]["per_subject"]:
+        unit = seed_run["unit"]
+        inputs = prepared_inputs(bench_work / "subjects" / unit)
+        again = score_unit(out / "derivatives" / "full" / f"seed-{seed_run['seed']}", unit, inputs.lesion_mask,
+                           inputs.flair)
+        assert again.row() == {k: v for k, v in seed_run.items() if k != "seed"}
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [row["method"] for row in rows] == ["full", "no_histmatch", "denoising_ae"]
     for row in rows:
-        assert row["commit"] and row["seed"] == "0" and len(row["split_sha256"]) == 64
+        assert row["commit"] and json.loads(row["seeds"]) == [0, 1] and len(row["split_sha256"]) == 64
         assert (out / row["config"]).is_file()
     assert set(json.loads(rows[0]["checkpoints"])) == {"translator", "classifier"}
-    assert set(json.loads(rows[2]["checkpoints"])) == {"autoencoder-healthy"}
     # the two translator methods share the method's own weights
     assert json.loads(rows[0]["checkpoints"])["translator"] == json.loads(rows[1]["checkpoints"])["translator"]
     table = (out / "results.md").read_text()
-    assert sum(line.startswith("| ") and "`" in line for line in table.splitlines()) == 3
-    assert "R@5" in table and "oracle" in table
+    assert sum(line.startswith("| ") and "(`" in line for line in table.splitlines()) == 3
+    assert "ranked list" in table and "oracle" in table and "cm³" in table and "Kascenas" in table
     report = json.loads((out / "results.json").read_text())  # strict JSON: NaN written as null
     assert [m["name"] for m in report["methods"]] == ["full", "no_histmatch", "denoising_ae"]
     for name in ("pr_curves", "overlays"):
         assert (out / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
 
-    stamp = (out / "methods" / "full.json").stat().st_mtime_ns
+    stamp = (out / "methods" / "full" / "seed-0.json").stat().st_mtime_ns
     events.clear()
-    again = run_benchmark(bench_work, methods[:1], out, on_event=lambda e, d: events.append((e, d)))
-    assert events == [] and json.dumps(again[0]["metrics"]) == json.dumps(results[0]["metrics"])  # nothing re-run
-    assert (out / "methods" / "full.json").stat().st_mtime_ns == stamp
+    again = run_benchmark(bench_work, methods[:1], out, on_event=lambda e, d: events.append((e, d)), seeds=(0, 1))
+    assert not [e for e in events if e[0] in ("train", "method", "subject", "point")]  # nothing re-run
+    assert json.dumps(again[0]["metrics"]) == json.dumps(results[0]["metrics"])
+    assert (out / "methods" / "full" / "seed-0.json").stat().st_mtime_ns == stamp
 
 
 def test_benchmark_cli_errors_are_one_line(bench_work, tmp_path):

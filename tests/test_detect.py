@@ -169,7 +169,13 @@ def test_evaluate_recalibrates_under_overrides(trained):
         parse_settings(["guidance"])
     summary = evaluate(trained, overrides)
     assert summary["calibration"]["guidance_scale"] == 0 and summary["calibration"]["chosen_on"]
-    assert summary["patients"] + summary["controls"] >= 1 and "method_top3" in summary
+    outputs = summary["outputs"]
+    assert outputs["patients"] + outputs["controls"] == len(summary["per_subject"]) >= 1
+    assert 0 <= summary["template_grid"]["auprc"] <= 1 or outputs["patients"] == 0
+    # the figures are read from the native-space derivatives written for the test units
+    for row in summary["per_subject"]:
+        anat = Path(summary["derivatives"]) / row["unit"] / "anat"
+        assert list(anat.glob(f"{row['unit']}_*desc-clusters_dseg.tsv")) and not list(anat.parent.glob("figures"))
 
 
 def test_threshold_keeps_validation_controls_nearly_clean():

@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from pseudohealthy.evaluation.outputs import pooled_auprc, score_unit, summarise_outputs
 
@@ -73,3 +73,64 @@ def test_a_lesion_found_only_among_the_candidates(tmp_path):
     table.write_text("\n".join(line for line in table.read_text().splitlines() if not line.startswith("2\t")) + "\n")
     patient = score_unit(tmp_path / "out", "sub-p", tmp_path / "lesion.nii.gz")
     assert (patient.clusters, patient.hit_rank, patient.ranked_hit, patient.false_clusters) == (1, None, 3, 1)
+
+
+def _unit(name: str, lesion_scores, other_scores, mm3: float = 0.0, contrast: float | None = None):
+    from pseudohealthy.evaluation.outputs import OutputScore, _histogram
+
+    lesion_scores = np.asarray(lesion_scores, np.float32)
+    return OutputScore(unit=name, patient=lesion_scores.size > 0, clusters=0, false_clusters=0, hit_rank=None,
+                       ranked_hit=1 if lesion_scores.size and lesion_scores.max() >= np.max(other_scores) else None,
+                       dice=0.0 if lesion_scores.size else None, lesion_voxels=lesion_scores.size, lesion_mm3=mm3,
+                       lesion_contrast=contrast, positives=_histogram(lesion_scores),
+                       negatives=_histogram(np.asarray(other_scores, np.float32)))
+
+
+def test_pooled_auprc_and_curve_match_sklearn_on_random_maps():
+    from pseudohealthy.evaluation.outputs import pr_curve
+
+    rng = np.random.default_rng(3)
+    units, truth, score = [], [], []
+    for i in range(4):  # distinct scores (no two in one bin): the histogram is exact
+        values = rng.permutation(np.arange(1, 4001) / 4001.0)
+        lesion = rng.random(4000) < 0.05 + 0.1 * values
+        units.append(_unit(f"sub-{i}", values[lesion], values[~lesion]))
+        truth.append(lesion)
+        score.append(values)
+    expected = average_precision_score(np.concatenate(truth), np.concatenate(score))
+    assert pooled_auprc(units) == pytest.approx(expected, abs=1e-9)
+    curve = pr_curve(units)
+    assert curve["recall"][-1] == 1.0 and curve["recall"] == sorted(curve["recall"])
+    precision, recall, _ = precision_recall_curve(np.concatenate(truth), np.concatenate(score))
+    assert curve["precision"][-1] == pytest.approx(precision[recall == 1].max(), abs=1e-5)  # full recall first reached
+
+
+def test_strata_split_patients_by_lesion_size_and_contrast():
+    from pseudohealthy.evaluation.outputs import stratified
+
+    small_faint = _unit("a", [0.9], [0.1, 0.2], mm3=400, contrast=1.05)
+    small_bright = _unit("b", [0.1], [0.9, 0.2], mm3=900, contrast=1.30)
+    large = _unit("c", [0.8], [0.1], mm3=5000, contrast=1.15)
+    control = _unit("d", [], [0.5])
+    strata = stratified([small_faint, small_bright, large, control])
+    assert strata["size"]["< 1 cm³"]["patients"] == 2 and strata["size"]["< 1 cm³"]["ranked_top1"] == 0.5
+    assert strata["size"]["> 3 cm³"]["ranked_top1"] == 1.0 and "1–3 cm³" not in strata["size"]
+    assert strata["contrast"]["faint (< 1.10)"]["patients"] == 1
+    assert strata["contrast"]["subtle (1.10–1.20)"]["patients"] == 1
+
+
+def test_seed_subject_cis_resample_subjects_and_seeds():
+    from pseudohealthy.evaluation.outputs import seed_subject_cis
+
+    found = _unit("a", [0.9], [0.1])
+    missed = _unit("a", [0.1], [0.9])
+    # one subject found by every seed, one found by one seed of two: the CI of ranked top-1 spans what the
+    # resamples can give (0.0 to 1.0) and holds the mean over seeds (0.75)
+    runs = [[found, found], [found, missed]]
+    cis = seed_subject_cis(runs, summarise_outputs, n_resamples=400, seed=0)
+    low, high = cis["ranked_top1"]
+    assert low <= 0.75 <= high and low >= 0.0 and high == 1.0
+    always = seed_subject_cis([[found, found], [found, found]], summarise_outputs, n_resamples=50)
+    assert always["ranked_top1"] == (1.0, 1.0)  # no spread when every seed agrees on every subject
+    with pytest.raises(ValueError):
+        seed_subject_cis([[found], [found, found]], summarise_outputs)

@@ -54,3 +54,19 @@ def test_participants_tsv_quirks():
 def test_empty_dataset_is_a_user_error():
     with pytest.raises(UserError):
         plan_dataset(0, 0, seed=0)
+
+
+def test_a_share_of_test_patients_gets_small_faint_lesions_and_nothing_else_changes():
+    from pseudohealthy.phantom.dataset import SUBTLE_CONTRAST, SUBTLE_RADIUS_MM
+
+    plain, subtle = plan_dataset(30, 20, seed=2), plan_dataset(30, 20, seed=2, subtle_test_share=0.34)
+    changed = [(a, b) for a, b in zip(plain, subtle, strict=True) if a != b]
+    assert len(changed) == 4  # ceil(0.34 * 10 test patients)
+    for before, after in changed:
+        assert after.split == "test" and before.lesion.lobes == after.lesion.lobes
+        assert SUBTLE_RADIUS_MM[0] <= after.lesion.radius_mm <= SUBTLE_RADIUS_MM[1]
+        assert SUBTLE_CONTRAST[0] <= after.lesion.contrast <= SUBTLE_CONTRAST[1]
+        assert (before.participant_id, before.histopathology, before.t1_acq) == (
+            after.participant_id, after.histopathology, after.t1_acq)
+    with pytest.raises(UserError):
+        plan_dataset(3, 3, seed=0, subtle_test_share=1.5)

@@ -68,7 +68,7 @@ def _progress() -> Progress:
 
 
 def run_phantom(out_dir: Path, patients: int, controls: int, seed: int, jobs: int, preview: bool,
-                truth_dir: Path | None, overwrite: bool) -> dict:
+                truth_dir: Path | None, overwrite: bool, subtle_test_share: float = 0.0) -> dict:
     from pseudohealthy.phantom.dataset import check_output_dir, default_truth_dir, generate_dataset
 
     check_output_dir(out_dir, overwrite)
@@ -76,7 +76,8 @@ def run_phantom(out_dir: Path, patients: int, controls: int, seed: int, jobs: in
     with _progress() as bar:
         task = bar.add_task("phantom subjects", total=patients + controls)
         truth = generate_dataset(out_dir, patients, controls, seed, jobs=jobs, truth_dir=truth_dir,
-                                 overwrite=overwrite, progress=lambda _pid: bar.advance(task))
+                                 overwrite=overwrite, progress=lambda _pid: bar.advance(task),
+                                 subtle_test_share=subtle_test_share)
     elapsed = time.perf_counter() - start
     truth_dir = Path(truth_dir) if truth_dir else default_truth_dir(out_dir)
     console.print(f"[green]wrote[/] {len(truth['subjects'])} subjects to {out_dir} in {elapsed:.0f} s "
@@ -103,12 +104,15 @@ def phantom(
                                                "beside the dataset, outside the BIDS tree)."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace OUT_DIR if it holds a dataset made by this generator."),
+    subtle_test_share: float = typer.Option(0.0, "--subtle-test-share", min=0.0, max=1.0,
+                                            help="Give at least this share of the suggested test patients a small "
+                                                 "(< 1 cm3), faint lesion (the benchmark uses 0.34)."),
 ) -> None:
     """Write a synthetic FCD type II BIDS dataset with the layout and quirks of OpenNeuro ds004199.
 
     Anatomy comes from the MNI152 template (varied per subject); lesions have the radiological features of FCD type II. Ground truth (lesion centroid, volume, contrast, transforms) is written outside the BIDS tree.
     """
-    run_phantom(out_dir, patients, controls, seed, jobs, preview, truth_dir, overwrite)
+    run_phantom(out_dir, patients, controls, seed, jobs, preview, truth_dir, overwrite, subtle_test_share)
 
 
 @app.command()
@@ -433,44 +437,38 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
     from pseudohealthy.config import load_config
     from pseudohealthy.detect.pipeline import load_calibration
     from pseudohealthy.evaluation.outputs import score_unit, summarise_outputs
-    from pseudohealthy.evaluation.summary import summarise
+    from pseudohealthy.evaluation.run import template_score
+    from pseudohealthy.evaluation.scores import summarise_method
     from pseudohealthy.io.atomic import write_json_atomic
-    from pseudohealthy.templates.grid import template_grid
 
     cfg = load_config(model_dir / "config.yaml")
-    _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
-    summary = summarise({r["participant_id"]: r["maps"] for r in results}, affine, load_calibration(model_dir), cfg)
+    threshold = load_calibration(model_dir)["threshold"]
+    template = summarise_method([template_score(model_dir, r["participant_id"], r["maps"], threshold, cfg)
+                                 for r in results], n_resamples=0)
     outputs = summarise_outputs([score_unit(out_dir, r["participant_id"], r["lesion_mask"] and Path(r["lesion_mask"]))
                                  for r in results])
-    summary = {"outputs": outputs, "template_grid": summary, "seconds": round(seconds)}
+    summary = {"outputs": outputs, "template_grid": template, "seconds": round(seconds)}
     write_json_atomic(out_dir / "demo_summary.json", summary)
     console.print(f"[bold]demo finished[/] in {seconds / 60:.1f} min. Report: {out_dir / 'index.html'}")
-    _print_output_figures(outputs, out_dir)
-    _print_figures(summary["template_grid"])
+    _print_figures(summary)
     console.print(f"figures in {out_dir / 'demo_summary.json'}")
 
 
-def _print_output_figures(outputs: dict, out_dir: Path) -> None:
-    """Detection as a user finds it in the derivatives (native FLAIR space, ``evaluation.outputs``)."""
-    n = outputs["patients"]
-    console.print(f"from the derivatives in {out_dir} (native FLAIR space, {n} test patient(s), "
+def _print_figures(summary: dict) -> None:
+    """Detection as a user finds it in the derivatives (native FLAIR space, ``evaluation.outputs``), then
+    the template-grid figures of the same maps."""
+    outputs, template = summary["outputs"], summary["template_grid"]
+    where = f" in {summary['derivatives']}" if "derivatives" in summary else ""
+    console.print(f"from the derivatives{where} (native FLAIR space, {outputs['patients']} test patient(s), "
                   f"{outputs['controls']} test control(s)):", highlight=False)
     console.print(f"  lesion hit by a cluster above the threshold {outputs['detected']:.2f} (top-1 {outputs['top1']:.2f}, "
                   f"top-3 {outputs['top3']:.2f}); strongest region (cluster or candidate) on the lesion "
                   f"{outputs['ranked_top1']:.2f}; any listed region {outputs['ranked_any']:.2f}; clusters per "
-                  f"control {outputs['fp_clusters_per_control']:.1f}; native pixel AUPRC {outputs['native_auprc']:.3f}",
+                  f"control {outputs['fp_clusters_per_control']:.1f}; Dice {outputs['dice']:.3f}; native pixel "
+                  f"AUPRC {outputs['native_auprc']:.3f}", highlight=False)
+    console.print(f"on the template grid, same maps: pixel AUPRC {template['auprc']:.3f}, R@5 {template['r@5']:.3f}, "
+                  f"Dice at the validation threshold {template['dice_val']:.3f} (oracle {template['dice_oracle']:.3f})",
                   highlight=False)
-
-
-def _print_figures(summary: dict) -> None:
-    console.print(f"on the template grid ({summary['patients']} test patient(s), {summary['controls']} test "
-                  "control(s); clusters here are the template grid's, not those the derivatives hold):")
-    for name in ("method", "reference", "raw_reference"):
-        console.print(f"  {name:13s}: pixel AUPRC {summary.get(name + '_auprc', float('nan')):.3f}, "
-                      f"top-1 detection {summary[name + '_top1']:.2f}, top-3 {summary[name + '_top3']:.2f}, "
-                      f"clusters per control {summary[name + '_clusters_per_control']:.1f}")
-    console.print("(reference = FLAIR z-scored inside the brain with the same map post-processing, raw_reference = "
-                  f"without it; lesion voxel fraction {summary['lesion_fraction']:.4f})")
 
 
 @app.command()
@@ -485,9 +483,9 @@ def evaluate(
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
                                        help=SAMPLES_HELP),
 ) -> None:
-    """Measure the method on the test subjects of WORK_DIR (pixel AUPRC, detection, clusters per control).
+    """Measure the method on the test subjects of WORK_DIR, from the derivatives it writes (detection, clusters per control, Dice, pixel AUPRC; native FLAIR space) with template-grid AUPRC, R@5 and Dice beside them.
 
-    With --set, inference settings change for this run only (models are not retrained); the threshold is re-chosen on the validation subjects with the same settings, never on the test set.
+    With --set, inference settings change for this run only (models are not retrained); the threshold is re-chosen on the validation subjects with the same settings, never on the test set. The test subjects' derivatives go to WORK_DIR/evaluate/derivatives (no figures).
     """
     from pseudohealthy.bundle.archive import opened_model
     from pseudohealthy.config.loader import deep_update
@@ -559,10 +557,14 @@ def benchmark(
     jobs: int = typer.Option(_default_jobs(), "--jobs", "-j", min=1, help="Parallel subjects when preparing."),
     samples: int | None = typer.Option(None, "--samples", min=1, max=64,
                                        help=SAMPLES_HELP),
+    seed: list[int] | None = typer.Option(None, "--seed", help="Noise seeds of the test runs (default 0 1 2); "
+                                                              "repeatable."),
+    tune_seed: list[int] | None = typer.Option(None, "--tune-seed", help="Seeds of each method's validation sweep "
+                                                                        "(default 0); repeatable."),
 ) -> None:
     """Compare the method with its ablations and the paper's baselines on the same data: one table.
 
-    For each method: trains the models it needs that are missing (resuming unfinished ones), chooses its threshold on the validation subjects, runs it on the test subjects and scores it (pixel AUROC/AUPRC, Dice at the validation threshold and at the oracle threshold, R@5/R@10, top-1/top-3 detection, false-positive clusters, specificity, peak distance, lobe accuracy, 95 % bootstrap CIs). Writes OUT/results.csv, results.json, results.md, figures/ and configs/ with each row's config, checkpoints, split, seed and commit. Finished methods are reused when run again.
+    For each method: trains the models of its grid that are missing (resuming unfinished ones); chooses its settings by a sweep of its own knobs on the validation subjects only (`tune`; grids and their sources in the table); then, for each seed, chooses the threshold on the validation subjects, runs `detect` on the test subjects and scores the native-space outputs it wrote (ranked-list and above-threshold detection, false-positive clusters per control, Dice, pixel AUPRC) with the template-grid AUPRC, R@5 and Dice (validation and oracle threshold) beside them, by lesion size and contrast too. Mean ± seed SD and 95 % CIs over subjects and seeds. Writes OUT/results.csv, results.json, results.md, figures/, configs/, tune/ and derivatives/ with each row's config, checkpoints, split, seeds and commit. Finished (method, seed) runs are reused when run again.
     """
     from pseudohealthy.config import load_work_config
     from pseudohealthy.config.loader import deep_update
@@ -588,6 +590,10 @@ def benchmark(
         def on_event(event: str, detail: str) -> None:
             if event == "train":
                 bar.reset(task, description=f"train {detail}", total=None)
+            elif event == "tune":
+                bar.reset(task, description=f"{detail}: sweep on validation subjects", total=None)
+            elif event == "point":
+                bar.console.print(f"  validation point {detail}", highlight=False)
             elif event == "method":
                 bar.reset(task, description=f"{detail}: validation, then test subjects", total=None)
             elif event == "subject":
@@ -598,12 +604,15 @@ def benchmark(
         def on_step(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total)
 
-        results = run_benchmark(work_dir, specs, out, overrides, resolve_device(device), on_event, on_step)
+        results = run_benchmark(work_dir, specs, out, overrides, resolve_device(device), on_event, on_step,
+                                seeds=seed or (0, 1, 2), tune_seeds=tune_seed or (0,))
     for r in results:
         m = r["metrics"]
-        console.print(f"  {r['name']:16s} AUPRC {m['auprc']:.3f}  R@5 {m['r@5']:.3f}  R@10 {m['r@10']:.3f}  "
-                      f"Dice {m['dice_val']:.3f} (oracle {m['dice_oracle']:.3f})  top-1 {m['top1']:.2f}  "
-                      f"FP/control {m['fp_per_control']:.1f}")
+        console.print(f"  {r['name']:16s} native AUPRC {m['native_auprc']['mean']:.3f} ± {m['native_auprc']['sd']:.3f}"
+                      f"  top-1 (ranked) {m['ranked_top1']['mean']:.2f}  detected {m['detected']['mean']:.2f}  "
+                      f"FP/control {m['fp_clusters_per_control']['mean']:.1f}  "
+                      f"template AUPRC {m['template_auprc']['mean']:.3f}  chosen: {r['grid']['chosen'] or 'preset'}",
+                      highlight=False)
     console.print(f"table: {out / 'results.md'}; figures: {out / 'figures'}")
 
 

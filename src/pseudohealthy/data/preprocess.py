@@ -228,6 +228,17 @@ def load_meta(out: Path) -> dict:
     return json.loads((Path(out) / META).read_text())
 
 
+def prepared_inputs(out: Path) -> SubjectInputs:
+    """The inputs a prepared unit was made from (its meta.json): to run ``detect`` on it again."""
+    meta = load_meta(out)
+    files = meta["inputs"]
+    return SubjectInputs(
+        participant_id=meta.get("subject") or meta["participant_id"], group=meta["group"], t1w=Path(files["t1w"]),
+        flair=Path(files["flair"]), lesion_mask=Path(files["lesion_mask"]) if files["lesion_mask"] else None,
+        label=int(meta["label"] or 0), hemisphere=meta["hemisphere"], split=meta["split"],
+        notes=tuple(meta["notes"]), session=meta.get("session"))
+
+
 @cache
 def _brain_extractor():
     from deepbet import BrainExtraction  # imported here: loads two networks that only this option needs

@@ -194,11 +194,12 @@ def _classifier_summary(maps: SubjectMaps, cfg: Config) -> str:
 
 def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, calibration: dict,
                    device: str = "cpu", run_key_value: str | None = None, card: dict | None = None,
-                   work_root: Path | None = None) -> dict:
+                   work_root: Path | None = None, figures: bool = True) -> dict:
     """Preprocess, synthesise, map back to native space, cluster, and write the subject's derivatives.
 
     Preprocessing goes to ``work_root/<subject>`` (default OUT_DIR/sourcedata/work); the marker that says
-    the subject is finished always lives in OUT_DIR/sourcedata/work/<subject>.
+    the subject is finished always lives in OUT_DIR/sourcedata/work/<subject>. ``figures=False`` writes
+    the images and tables only, no PNGs or HTML report (the benchmark scores hundreds of runs).
     """
     pid = inputs.unit  # sub-X, or sub-X_ses-Y: one session of a subject with sessions
     state = _scratch(out_dir, pid)
@@ -271,33 +272,35 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
                           "CandidateFloor": floor, "MaxCandidates": cfg.report.candidates})):
         write_json_atomic(anat / name, {"Sources": sources, **space, **extra})
 
-    figures = out_dir / unit_path(pid) / "figures"
     (state / DONE_MARKER).unlink(missing_ok=True)
-    truth = nib.load(inputs.lesion_mask) if inputs.lesion_mask else None
-    images = {"pseudo": nib.Nifti1Image(pseudo_native, affine), "score": nib.Nifti1Image(score_native, affine),
-              "labels": nib.Nifti1Image(labels, affine), "t1w": to_native.t1_on_flair_grid(scratch, inputs.t1w)}
-    overlay_figure(flair_native, images["pseudo"], images["score"], images["labels"], clusters, truth,
-                   figures / f"{pid}_overlays.png", dpi=cfg.report.dpi)
-    images["labels"] = nib.Nifti1Image(labels + candidate_labels, affine)  # outlines in the three-view figures
-    cluster_figures = _cluster_figures(pid, flair_native, images, truth, clusters, candidates, score_native,
-                                       affine, figures, cfg)
-    native_qc(flair_native, images["t1w"], brain_native, figures / f"{pid}_qc.png",
-              f"{pid}: brain mask ({meta['brain_mask']}) and T1w -> FLAIR registration", cfg.report.dpi)
-    info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "brain mask": meta["brain_mask"],
-            "classifier's lobe prediction": classifier,
-            "threshold (validation-chosen)": f"anomaly {calibration['threshold']:.3f} (0.5 on the probseg map)",
-            "clusters above threshold": len(clusters),
-            "candidates below threshold": len(candidates),
-            "pseudo-healthy draws per slice (confidence needs 2 or more)": n_samples}
-    if inputs.notes:
-        info["input notes"] = "; ".join(inputs.notes)
-    if card:
-        info["model"] = card_summary(card)
-    warning = ("This model was trained on synthetic phantom data only: its output on a real scan means nothing "
-               "until it is retrained on real data." if card and card["training_data"]["source"]["synthetic"] else None)
-    figures_rel = f"{unit_path(pid).as_posix()}/figures"
-    subject_page(out_dir / f"{pid}.html", pid, f"{figures_rel}/{pid}_overlays.png", clusters + candidates, info,
-                 cluster_figures, warning, qc_rel=f"{figures_rel}/{pid}_qc.png")
+    if figures:
+        figure_dir = out_dir / unit_path(pid) / "figures"
+        truth = nib.load(inputs.lesion_mask) if inputs.lesion_mask else None
+        images = {"pseudo": nib.Nifti1Image(pseudo_native, affine), "score": nib.Nifti1Image(score_native, affine),
+                  "labels": nib.Nifti1Image(labels, affine), "t1w": to_native.t1_on_flair_grid(scratch, inputs.t1w)}
+        overlay_figure(flair_native, images["pseudo"], images["score"], images["labels"], clusters, truth,
+                       figure_dir / f"{pid}_overlays.png", dpi=cfg.report.dpi)
+        images["labels"] = nib.Nifti1Image(labels + candidate_labels, affine)  # outlines in the three-view figures
+        cluster_figures = _cluster_figures(pid, flair_native, images, truth, clusters, candidates, score_native,
+                                           affine, figure_dir, cfg)
+        native_qc(flair_native, images["t1w"], brain_native, figure_dir / f"{pid}_qc.png",
+                  f"{pid}: brain mask ({meta['brain_mask']}) and T1w -> FLAIR registration", cfg.report.dpi)
+        info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "brain mask": meta["brain_mask"],
+                "classifier's lobe prediction": classifier,
+                "threshold (validation-chosen)": f"anomaly {calibration['threshold']:.3f} (0.5 on the probseg map)",
+                "clusters above threshold": len(clusters),
+                "candidates below threshold": len(candidates),
+                "pseudo-healthy draws per slice (confidence needs 2 or more)": n_samples}
+        if inputs.notes:
+            info["input notes"] = "; ".join(inputs.notes)
+        if card:
+            info["model"] = card_summary(card)
+        synthetic = card and card["training_data"]["source"]["synthetic"]
+        warning = ("This model was trained on synthetic phantom data only: its output on a real scan means "
+                   "nothing until it is retrained on real data." if synthetic else None)
+        figures_rel = f"{unit_path(pid).as_posix()}/figures"
+        subject_page(out_dir / f"{pid}.html", pid, f"{figures_rel}/{pid}_overlays.png", clusters + candidates, info,
+                     cluster_figures, warning, qc_rel=f"{figures_rel}/{pid}_qc.png")
     if run_key_value:
         write_json_atomic(state / DONE_MARKER, {"run_key": run_key_value})
     top = (f"{clusters[0].hemisphere} {clusters[0].lobe}, {clusters[0].volume_mm3:.0f} mm³" if clusters else "none")

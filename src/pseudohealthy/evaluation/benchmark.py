@@ -1,38 +1,60 @@
 """``pseudohealthy benchmark``: the paper's comparison on one prepared work folder.
 
-For every selected method (``evaluation.methods``): train the models it needs that are missing or
-unfinished (resuming), choose its threshold on the validation subjects, run it on the test subjects
-and score it (``evaluation.scores``). Each method's result is stored as soon as it is done
-(``OUT/methods/<name>.json``), keyed by a fingerprint of its config, weights and split, so an
-interrupted benchmark continues where it stopped and a changed method is redone. The table, the
-figures and the provenance of every row are then written by ``evaluation.report``.
+For every selected method (``evaluation.methods``):
+
+1. train the models of every point of its grid that are missing or unfinished (resuming);
+2. choose its settings by ``tune`` on the validation subjects only (its own grid, its own threshold);
+3. for each seed: choose the threshold on the validation subjects with the chosen settings, run
+   ``detect_subject`` (the code that makes a user's derivatives) on every test unit, and score the written
+   native-space outputs (``evaluation.outputs``) against the dataset's lesion masks; the template-grid
+   figures of the same maps (AUPRC, R@k, Dice at the validation and oracle thresholds) go beside them;
+4. summarise over seeds (mean, seed SD, 95 % CIs over subjects and seeds) and by conspicuity stratum.
+
+Each (method, seed) result is stored as soon as it is done (``OUT/methods/<name>/seed-<s>.json``), keyed by
+a fingerprint of its config, weights, split and code, so an interrupted benchmark continues where it
+stopped and a changed method is redone. The table, the figures and the provenance of every row are then
+written by ``evaluation.report``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from pseudohealthy import __version__
-from pseudohealthy.config import Config, config_to_yaml, save_config
-from pseudohealthy.detect.pipeline import SubjectMaps, required_models
-from pseudohealthy.detect.run import roles
+from pseudohealthy.config import Config, config_to_yaml, save_config, with_overrides
+from pseudohealthy.config.loader import deep_update
+from pseudohealthy.detect.pipeline import load_models, required_models
+from pseudohealthy.detect.run import analyse_role, calibration_from, roles
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.methods import MethodSpec, method_config
-from pseudohealthy.evaluation.run import calibrate_and_test
-from pseudohealthy.evaluation.scores import score_subject, summarise_method
+from pseudohealthy.evaluation.outputs import (
+    OutputScore,
+    pr_curve,
+    seed_subject_cis,
+    stratified,
+    summarise_outputs,
+)
+from pseudohealthy.evaluation.report import json_safe
+from pseudohealthy.evaluation.run import score_test_units
+from pseudohealthy.evaluation.scores import summarise_method
+from pseudohealthy.evaluation.tune import parse_grid, tune
 from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
 from pseudohealthy.provenance import package_digest, source_commit
-from pseudohealthy.templates.grid import template_grid
 from pseudohealthy.training.checkpoint import load_checkpoint
 from pseudohealthy.training.trainer import model_dir, model_name, train
+
+# Read from detect's native outputs (mean, seed SD, CI over subjects and seeds) ...
+OUTPUT_FIGURES = ("native_auprc", "detected", "top1", "top3", "ranked_top1", "ranked_top3", "ranked_any",
+                  "fp_clusters_per_control", "false_clusters_per_patient", "dice")
+# ... and, beside them, from the same maps on the template grid (mean and seed SD).
+TEMPLATE_FIGURES = ("auprc", "r@5", "r@10", "dice_val", "dice_oracle")
 
 # callback(event, detail): events "train" (model name), "trained", "method" (name), "subject" (id), "done" (name)
 Progress = Callable[[str, str], None]
@@ -71,30 +93,6 @@ def _fingerprint(cfg: Config, checkpoints: dict, split_sha: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def truth_class(work_dir: Path, pid: str) -> int:
-    meta = json.loads((Path(work_dir) / "subjects" / pid / "meta.json").read_text())
-    return int(meta.get("label") or 0) if meta.get("group") == "fcd" else 0
-
-
-def lobe_map(work_dir: Path, pid: str) -> np.ndarray | None:
-    path = Path(work_dir) / "subjects" / pid / "lobe.nii.gz"
-    return np.asanyarray(nib.load(path).dataobj) if path.is_file() else None
-
-
-def _pr_curve(maps: dict[str, SubjectMaps], points: int = 400) -> dict[str, list[float]]:
-    """The pooled precision-recall curve of the test patients, thinned to about ``points`` points."""
-    patients = [m for m in maps.values() if m.lesion.any()]
-    if not patients:
-        return {"precision": [], "recall": []}
-    precision, recall, _ = precision_recall_curve(np.concatenate([m.lesion[m.brain] for m in patients]),
-                                                  np.concatenate([m.anomaly[m.brain] for m in patients]))
-    # Evenly spaced in recall (most of the curve's points are low thresholds at high recall).
-    order = np.argsort(recall, kind="stable")
-    nearest = np.searchsorted(recall[order], np.linspace(0, 1, points)).clip(0, len(recall) - 1)
-    keep = np.unique(order[nearest])
-    return {"precision": precision[keep].round(5).tolist(), "recall": recall[keep].round(5).tolist()}
-
-
 def example_slice(work_dir: Path) -> tuple[str, int]:
     """The test patient with the largest lesion and its axial slice with the most lesion: every
     method's overlay shows this same slice."""
@@ -111,52 +109,120 @@ def example_slice(work_dir: Path) -> tuple[str, int]:
     return best[0], best[1]
 
 
+def _seed_run(work_dir: Path, cfg: Config, models, out_dir: Path, device: str,
+              on_event: Progress | None) -> tuple[dict, list[OutputScore], dict, dict]:
+    """One seed: the validation threshold, then the test units through ``score_test_units``; returns
+    (calibration, native scores, template-grid summary, the example slice's arrays)."""
+    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device), cfg)
+    example_unit, z = example_slice(work_dir)
+    outputs, template, maps = score_test_units(work_dir, cfg, models, calibration, out_dir, device,
+                                                (lambda unit: on_event("subject", unit)) if on_event else None,
+                                                keep=example_unit)
+    example = {"flair": maps.flair[:, :, z], "lesion": maps.lesion[:, :, z], "brain": maps.brain[:, :, z],
+               "score": maps.anomaly[:, :, z], "threshold": calibration["threshold"]}
+    return calibration, outputs, summarise_method(template, n_resamples=0), example
+
+
+def _save_histograms(path: Path, scores: list[OutputScore]) -> None:
+    arrays = {f"{kind}_{i}": getattr(s, kind) for i, s in enumerate(scores) for kind in ("positives", "negatives")}
+    write_with_atomic(path, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+
+
+def _load_scores(record: dict, path: Path) -> list[OutputScore]:
+    with np.load(path) as hist:
+        return [OutputScore(**row, positives=hist[f"positives_{i}"], negatives=hist[f"negatives_{i}"])
+                for i, row in enumerate(record["per_subject"])]
+
+
+def _summary_over_seeds(runs: list[list[OutputScore]], template: list[dict], seed: int) -> dict:
+    """Each figure's mean and SD over seeds, and its 95 % CI over subjects and seeds."""
+    per_seed = [summarise_outputs(run) for run in runs]
+    cis = seed_subject_cis(runs, summarise_outputs, n_resamples=1000, seed=seed)
+    out = {key: {"mean": float(np.mean([p[key] for p in per_seed])),
+                 "sd": float(np.std([p[key] for p in per_seed])), "ci": list(cis.get(key, (np.nan, np.nan)))}
+           for key in OUTPUT_FIGURES}
+    for key in TEMPLATE_FIGURES:
+        values = [np.nan if t[key] is None else t[key] for t in template]  # null in JSON: NaN
+        out[f"template_{key}"] = {"mean": float(np.mean(values)), "sd": float(np.std(values))}
+    out["patients"], out["controls"] = per_seed[0]["patients"], per_seed[0]["controls"]
+    return out
+
+
 def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[str, Any] | None = None,
                device: str = "cpu", on_event: Progress | None = None,
-               on_step: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train what is missing, calibrate, test and score one method; cached in OUT/methods/<name>.json."""
+               on_step: Callable[[int, int, float], None] | None = None, seeds: Sequence[int] = (0, 1, 2),
+               tune_seeds: Sequence[int] = (0,)) -> dict:
+    """Train, tune on validation, then test with every seed; each seed cached in OUT/methods/<name>/."""
     work_dir, out_dir = Path(work_dir), Path(out_dir)
-    cfg = method_config(work_dir, spec, overrides)
-    checkpoints = ensure_trained(work_dir, cfg, device, on_event, on_step)
+    base = deep_update(spec.overrides, overrides or {})
+    cfg0 = method_config(work_dir, spec, overrides)
+    grid = parse_grid(list(spec.grid)) if spec.grid else [{}]
+    checkpoints = {}
+    for point in grid:  # a grid over training knobs (the autoencoder's noise) trains one model per point
+        checkpoints.update(ensure_trained(work_dir, with_overrides(cfg0, point, "grid"), device, on_event, on_step))
     split_sha = _sha256(work_dir / "splits.tsv")
-    key = _fingerprint(cfg, checkpoints, split_sha)
-    result_path = out_dir / "methods" / f"{spec.name}.json"
-    if result_path.is_file():
-        cached = json.loads(result_path.read_text())
-        if cached.get("fingerprint") == key:
-            return cached
+    tune_dir = out_dir / "tune" / f"{spec.name}-{_fingerprint(cfg0, checkpoints, split_sha)[:12]}"
     if on_event:
-        on_event("method", spec.name)
-    calibration, test = calibrate_and_test(work_dir, cfg, device,
-                                           on_subject=(lambda pid: on_event("subject", pid)) if on_event else None)
-    _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
-    subjects = [score_subject(pid, maps, calibration["threshold"], cfg, affine, lobe_map(work_dir, pid),
-                              truth_class(work_dir, pid)) for pid, maps in test.items()]
+        on_event("tune", spec.name)
+    tuned = tune(work_dir, grid, list(tune_seeds), tune_dir, base=base, device=device,
+                 on_point=(lambda label, seed, row: on_event("point", f"{spec.name} {label}")) if on_event else None)
+    chosen = tuned["chosen"]["overrides"]
+    cfg = with_overrides(cfg0, chosen, "chosen on validation")
+    models = None
+    records, runs = [], []
+    method_dir = out_dir / "methods" / spec.name
+    for seed in seeds:
+        cfg_s = with_overrides(cfg, {"seed": seed}, "seed")
+        used = {name: checkpoints[name] for name in
+                (model_name(kind, cfg_s) for kind in required_models(cfg_s))}
+        key = _fingerprint(cfg_s, used, split_sha)
+        record_path, hist_path = method_dir / f"seed-{seed}.json", method_dir / f"seed-{seed}_hist.npz"
+        if record_path.is_file() and hist_path.is_file():
+            cached = json.loads(record_path.read_text())
+            if cached.get("fingerprint") == key:
+                records.append(cached)
+                runs.append(_load_scores(cached, hist_path))
+                continue
+        if on_event:
+            on_event("method", f"{spec.name} seed {seed}")
+        models = models or load_models(work_dir, cfg)
+        calibration, outputs, template, example = _seed_run(work_dir, cfg_s, models,
+                                                            out_dir / "derivatives" / spec.name / f"seed-{seed}",
+                                                            device, on_event)
+        if seed == seeds[0]:
+            write_with_atomic(method_dir / "example.npz", lambda tmp: np.savez_compressed(tmp, **example),
+                              suffix=".npz")
+        record = {"seed": seed, "fingerprint": key, "checkpoints": used,
+                  "calibration": {k: calibration[k] for k in ("threshold", "val_dice", "val_auprc", "chosen_on")},
+                  "outputs": summarise_outputs(outputs), "template": template,
+                  "per_subject": [s.row() for s in outputs]}
+        _save_histograms(hist_path, outputs)
+        write_json_atomic(record_path, json_safe(record))
+        records.append(record)
+        runs.append(outputs)
     config_path = out_dir / "configs" / f"{spec.name}.yaml"
     save_config(cfg, config_path)
-    pid, z = example_slice(work_dir)
-    example = test[pid]
-    arrays = {"flair": example.flair[:, :, z], "lesion": example.lesion[:, :, z], "brain": example.brain[:, :, z],
-              "score": example.anomaly[:, :, z], "threshold": calibration["threshold"]}
-    write_with_atomic(out_dir / "methods" / f"{spec.name}_example.npz",
-                      lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+    pooled = [s for run in runs for s in run]
+    unit, z = example_slice(work_dir)
     result = {
-        "name": spec.name, "role": spec.role, "title": spec.title, "fingerprint": key,
-        "metrics": summarise_method(subjects, seed=cfg.seed),
-        "per_subject": [{"participant_id": s.participant_id, "patient": s.patient, "dice": s.dice,
-                         "top1": s.top1, "top3": s.top3, "clusters": s.clusters,
-                         "false_clusters": s.false_clusters, "peak_distance_mm": s.peak_distance_mm,
-                         "recalled": {str(k): list(v) for k, v in s.recalled.items()}} for s in subjects],
-        "pr_curve": _pr_curve(test),
-        "calibration": {k: calibration[k] for k in ("threshold", "val_dice", "val_auprc", "chosen_on")},
-        "example": {"participant_id": pid, "z": z},
+        "name": spec.name, "role": spec.role, "title": spec.title,
+        "grid": {"axes": list(spec.grid), "source": spec.grid_source, "rule": tuned["rule"],
+                 "points": tuned["points"], "chosen": tuned["chosen"]["point"], "tune_seeds": list(tune_seeds)},
+        "seeds": list(seeds),
+        "metrics": _summary_over_seeds(runs, [r["template"] for r in records], cfg.seed),
+        "strata": stratified(pooled),
+        "per_seed": [{k: r[k] for k in ("seed", "calibration", "outputs", "template")} for r in records],
+        "per_subject": [{"seed": r["seed"], **row} for r in records for row in r["per_subject"]],
+        "pr_curve": pr_curve(pooled),
+        "example": {"participant_id": unit, "z": z},
         "provenance": {"config": str(config_path.relative_to(out_dir)), "config_sha256": _sha256(config_path),
-                       "checkpoints": checkpoints, "split": "splits.tsv", "split_sha256": split_sha,
-                       "test_subjects": list(test), "validation_subjects": calibration["chosen_on"],
-                       "seed": cfg.seed, "commit": source_commit(), "code_sha256": package_digest(),
-                       "version": __version__},
+                       "checkpoints": {k: v for r in records for k, v in r["checkpoints"].items()},
+                       "split": "splits.tsv", "split_sha256": split_sha,
+                       "test_subjects": [s.unit for s in runs[0]], "validation_subjects":
+                           records[0]["calibration"]["chosen_on"], "seeds": list(seeds),
+                       "commit": source_commit(), "code_sha256": package_digest(), "version": __version__},
     }
-    write_json_atomic(result_path, result)
+    write_json_atomic(method_dir.with_suffix(".json"), json_safe(result))
     if on_event:
         on_event("done", spec.name)
     return result
@@ -164,8 +230,10 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
 
 def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, overrides: dict[str, Any] | None = None,
                   device: str = "cpu", on_event: Progress | None = None,
-                  on_step: Callable[[int, int, float], None] | None = None) -> list[dict]:
-    """Every method in turn (see ``run_method``), then the table and figures (``evaluation.report``)."""
+                  on_step: Callable[[int, int, float], None] | None = None, seeds: Sequence[int] = (0, 1, 2),
+                  tune_seeds: Sequence[int] = (0,)) -> list[dict]:
+    """Every method in turn (see ``run_method``), each followed by the table and figures so far
+    (``evaluation.report``)."""
     from pseudohealthy.evaluation.report import write_report
 
     work_dir, out_dir = Path(work_dir), Path(out_dir)
@@ -174,6 +242,8 @@ def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, over
                         "or pass --bids BIDS_DIR")
     (out_dir / "methods").mkdir(parents=True, exist_ok=True)
     example_slice(work_dir)  # fail early, before any training, when there is no test patient
-    results = [run_method(work_dir, spec, out_dir, overrides, device, on_event, on_step) for spec in methods]
-    write_report(results, out_dir, work_dir)
+    results = []
+    for spec in methods:  # the table is rewritten after each method: a long run has a readable partial table
+        results.append(run_method(work_dir, spec, out_dir, overrides, device, on_event, on_step, seeds, tune_seeds))
+        write_report(results, out_dir, work_dir)
     return results

@@ -19,39 +19,66 @@ from pseudohealthy.errors import UserError
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """One compared method: overrides of the work folder's config, and the grid of its own defining knobs
+    that the benchmark sweeps on the validation subjects before testing (``tune``'s ``KEY=V1,V2`` format;
+    the product of the axes; put the authors' or the cheaper value first, it wins ties)."""
+
     name: str
     role: str  # method | ablation | baseline | reference
     title: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    grid: tuple[str, ...] = ()
+    grid_source: str = ""  # where the grid's values come from (authors' code or paper)
 
 
 _NO_EXTRAS = {"guidance": "none", "histogram_matching": False}  # baselines are run as published
+# The method's own knobs: the noise level it inverts to and the guidance strength (quick preset: L = 200, s = 5).
+_OURS = ("diffusion.noise_level=200,100,300", "diffusion.guidance_scale=5,20")
+_OURS_SOURCE = "our preset (L = 200, s = 5) and one step either side"
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in [
-    MethodSpec("full", "method", "location-guided pseudo-healthy synthesis (ours)"),
-    MethodSpec("no_t1", "ablation", "no T1 conditioning", {"method": {"condition": "none"}}),
-    MethodSpec("no_histmatch", "ablation", "no histogram matching", {"method": {"histogram_matching": False}}),
-    MethodSpec("no_guidance", "ablation", "no location guidance", {"method": {"guidance": "none"}}),
-    MethodSpec("binary_guidance", "ablation", "binary (normal/abnormal) guidance", {"method": {"guidance": "binary"}}),
+    MethodSpec("full", "method", "location-guided pseudo-healthy synthesis (ours)", grid=_OURS,
+               grid_source=_OURS_SOURCE),
+    MethodSpec("no_t1", "ablation", "no T1 conditioning", {"method": {"condition": "none"}}, _OURS, _OURS_SOURCE),
+    MethodSpec("no_histmatch", "ablation", "no histogram matching", {"method": {"histogram_matching": False}},
+               _OURS, _OURS_SOURCE),
+    MethodSpec("no_guidance", "ablation", "no location guidance", {"method": {"guidance": "none"}},
+               _OURS[:1], _OURS_SOURCE),
+    MethodSpec("binary_guidance", "ablation", "binary (normal/abnormal) guidance",
+               {"method": {"guidance": "binary"}}, _OURS, _OURS_SOURCE),
+    # Kascenas et al.'s code (AntanasKascenas/DenoisingAE, src/denoising.py): noise_std 0.2 on a 16 x 16 grid
+    # upsampled to 128 px slices; 8 cells give their noise's spatial scale on our 64 px slices. Training knobs:
+    # every point trains its own autoencoder.
     MethodSpec("denoising_ae", "baseline", "DenoisingAE (Kascenas et al. 2022)",
-               {"method": {**_NO_EXTRAS, "detector": "autoencoder", "train_on": "healthy"}}),
-    # Partial diffusion of healthy-trained simplex DDPM to L = 250 (Wyatt et al.'s best range starts there),
-    # decoded stochastically (η = 1, DDPM-like) with simplex noise.
+               {"method": {**_NO_EXTRAS, "detector": "autoencoder", "train_on": "healthy"}},
+               ("method.denoising_noise_cells=16,8", "method.denoising_noise_std=0.2,0.4"),
+               "authors' code: noise_std 0.2, noise_res 16 (on 128 px)"),
+    # Healthy-trained simplex DDPM, forward noising to L, stochastic decoding (η = 1, DDPM-like) with simplex
+    # noise. Wyatt et al.'s code (Julian-Wyatt/AnoDDPM, test_args/args28.json) uses sample_distance 800 for its
+    # simplex model and draws t in [λ/2, λ] at evaluation; the paper's best MRI results use λ = 250.
     MethodSpec("anoddpm", "baseline", "AnoDDPM, simplex noise (Wyatt et al. 2022)",
                {"method": {**_NO_EXTRAS, "condition": "none", "noise": "simplex", "encode": "noise",
                            "train_on": "healthy"},
-                "diffusion": {"noise_level": 250, "eta": 1.0}}),
-    # FLAIR-only DDPM trained on all slices, binary classifier guidance, deterministic DDIM both ways.
+                "diffusion": {"noise_level": 250, "eta": 1.0}},
+               ("diffusion.noise_level=250,500,800", "diffusion.steps=10,25"),
+               "authors' code and paper: λ = 800 (args28.json), 250 (paper)"),
+    # FLAIR-only DDPM trained on all slices, binary classifier guidance, deterministic DDIM both ways. Wolleb et
+    # al.'s README (JuliaWolleb/diffusion-anomaly): --classifier_scale 100 --noise_level 500, ddim1000.
     MethodSpec("wolleb", "baseline", "DDPM-DDIM, binary guidance (Wolleb et al. 2022)",
                {"method": {"condition": "none", "guidance": "binary", "histogram_matching": False},
-                "diffusion": {"eta": 0.0}}),
-    # Conditioned on the input FLAIR, trained to remove synthetic anomalies from healthy slices; the
-    # input is noised forward to L and denoised under that conditioning.
+                "diffusion": {"eta": 0.0}},
+               ("diffusion.noise_level=500,200", "diffusion.guidance_scale=100,30,5"),
+               "authors' README: classifier_scale 100, noise_level 500"),
+    # Conditioned on the input FLAIR, trained to remove synthetic anomalies from healthy slices; the input is
+    # noised forward to L and denoised under that conditioning. No released code or default L was found (stored
+    # index searched); the grid brackets ours.
     MethodSpec("imgcond", "baseline", "ImgCondDDPM (Baugh et al. 2024)",
                {"method": {**_NO_EXTRAS, "condition": "flair", "synthetic_anomalies": True, "train_on": "healthy",
-                           "encode": "noise"}}),
+                           "encode": "noise"}},
+               ("diffusion.noise_level=200,100,400",), "no authors' default found; brackets ours"),
     MethodSpec("control_zscore", "reference", "voxel-wise FLAIR z-score vs training controls (no learning)",
-               {"method": {**_NO_EXTRAS, "detector": "control_zscore"}}),
+               {"method": {**_NO_EXTRAS, "detector": "control_zscore"}},
+               ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
 ]}
 
 

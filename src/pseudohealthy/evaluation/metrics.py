@@ -38,18 +38,33 @@ def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
 
 
-def oracle_dice(truths: Sequence[np.ndarray], scores: Sequence[np.ndarray], candidates: int = 200) -> tuple[float, float]:
-    """Best mean Dice over subjects at one threshold chosen on these same subjects (an upper bound,
-    the paper's reporting); returns (dice, threshold). Candidates: quantiles of the pooled scores,
-    evenly spaced over the upper half and geometrically dense in the far tail, where a lesion of
-    0.1 % of the brain puts the best threshold."""
-    pool = np.concatenate([np.asarray(s).ravel() for s in scores])
+def threshold_candidates(pool: np.ndarray, candidates: int = 200) -> np.ndarray:
+    """Candidate thresholds for a pooled score sample: quantiles evenly spaced over the upper half and
+    geometrically dense in the far tail (down to a tenth of one voxel), where a lesion of 0.1 % of the
+    brain puts the best threshold. Validation calibration and the oracle use this same grid."""
+    pool = np.asarray(pool).ravel()
     levels = np.concatenate([np.linspace(0.5, 1.0, candidates, endpoint=False),
                              1 - np.geomspace(0.5, 0.1 / max(pool.size, 1), candidates)])
-    thresholds = np.unique(np.quantile(pool, np.clip(levels, 0, 1)))
+    return np.unique(np.quantile(pool, np.clip(levels, 0, 1)))
+
+
+def oracle_dice(truths: Sequence[np.ndarray], scores: Sequence[np.ndarray], candidates: int = 200) -> tuple[float, float]:
+    """Best mean Dice over subjects at one threshold chosen on these same subjects (an upper bound,
+    the paper's reporting); returns (dice, threshold), over ``threshold_candidates`` of the pooled scores."""
+    thresholds = threshold_candidates(np.concatenate([np.asarray(s).ravel() for s in scores]), candidates)
     means = [np.mean([dice(s > q, t) for t, s in zip(truths, scores, strict=True)]) for q in thresholds]
     best = int(np.argmax(means))
     return float(means[best]), float(thresholds[best])
+
+
+def lesion_contrast(lesion: np.ndarray, image: np.ndarray) -> float:
+    """Mean image intensity in the lesion over that in a shell around it (voxels 2–4 dilations out): the
+    FLAIR contrast ratio by which the benchmark's conspicuity strata and the phantom's truth are defined."""
+    lesion = np.asarray(lesion, bool)
+    shell = ndi.binary_dilation(lesion, iterations=4) & ~ndi.binary_dilation(lesion, iterations=1)
+    if not lesion.any() or not shell.any():
+        return float("nan")
+    return float(np.asarray(image)[lesion].mean() / np.asarray(image)[shell].mean())
 
 
 def recall_at_k(truth_slices: np.ndarray, score_slices: np.ndarray, k_pixels: float) -> tuple[float, int]:

@@ -5,21 +5,30 @@ Reads a unit's clusters TSV (clusters above the threshold, then candidates below
 against the dataset's lesion mask (on the FLAIR grid, as the BIDS dataset holds it). A region *hits*
 the lesion when one of its voxels lies in the lesion mask. Nothing here looks at template-grid maps:
 these are the figures a user can find in the outputs.
+
+Pixel AUPRC pools every voxel of the patients' FLAIRs; each unit keeps its probseg values as a histogram
+of lesion and non-lesion voxels over ``BINS`` equal bins of [0, 1] (the probseg's range), so pooling and
+bootstrapping cost nothing and the result equals sklearn's average precision up to ties within a bin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 from pseudohealthy.data.bids import unit_path
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.metrics import dice
+from pseudohealthy.evaluation.metrics import bootstrap_cis, dice, lesion_contrast
+
+BINS = 1 << 16
+# Conspicuity strata (EVALUATION.md: the subtle FCDs matter most): lesion volume and FLAIR contrast ratio.
+SIZE_STRATA = (("< 1 cm³", 0.0, 1000.0), ("1–3 cm³", 1000.0, 3000.0), ("> 3 cm³", 3000.0, float("inf")))
+CONTRAST_STRATA = (("faint (< 1.10)", 0.0, 1.10), ("subtle (1.10–1.20)", 1.10, 1.20),
+                   ("conspicuous (≥ 1.20)", 1.20, float("inf")))
 
 
 @dataclass
@@ -34,16 +43,16 @@ class OutputScore:
     ranked_hit: int | None  # rank in the whole ranked list (clusters, then candidates) of the first hit
     dice: float | None  # all clusters above the threshold together vs the lesion (patients only)
     lesion_voxels: int
-    # For pooled pixel AUPRC: probseg and lesion at voxels with a score or lesion, and the count of the rest
-    # (score 0, no lesion), which enter as one weighted negative.
-    scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.float32))
-    truth: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
-    zero_negatives: int = 0
+    lesion_mm3: float = 0.0
+    lesion_contrast: float | None = None  # FLAIR mean in the lesion / in a shell around it (needs the FLAIR)
+    # probseg histograms over BINS bins of [0, 1]: lesion voxels, other voxels (every voxel of the FLAIR grid)
+    positives: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(BINS, np.int64))
+    negatives: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(BINS, np.int64))
 
     def row(self) -> dict:
         out = asdict(self)
-        for key in ("scores", "truth", "zero_negatives"):
-            out.pop(key)
+        out.pop("positives")
+        out.pop("negatives")
         return out
 
 
@@ -61,14 +70,20 @@ def _ranked_rows(tsv: Path) -> list[dict]:
     return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]
 
 
-def score_unit(out_dir: Path, unit: str, lesion_mask: Path | None) -> OutputScore:
-    """Score one unit's derivatives in ``out_dir`` against its lesion mask (None: a control)."""
+def _histogram(values: np.ndarray) -> np.ndarray:
+    bins = np.clip((np.asarray(values, np.float64) * BINS).astype(np.int64), 0, BINS - 1)
+    return np.bincount(bins, minlength=BINS)
+
+
+def score_unit(out_dir: Path, unit: str, lesion_mask: Path | None, flair: Path | None = None) -> OutputScore:
+    """Score one unit's derivatives in ``out_dir`` against its lesion mask (None: a control); with the
+    unit's ``flair``, also the lesion's FLAIR contrast (for the conspicuity strata)."""
     anat = Path(out_dir) / unit_path(unit) / "anat"
     rows = _ranked_rows(_one(anat, f"{unit}_*desc-clusters_dseg.tsv"))
     clusters = np.asarray(nib.load(_one(anat, f"{unit}_*desc-clusters_dseg.nii.gz")).dataobj)
     candidates = np.asarray(nib.load(_one(anat, f"{unit}_*desc-candidates_dseg.nii.gz")).dataobj)
-    probseg = np.asarray(nib.load(_one(anat, f"{unit}_*label-FCD_desc-anomaly_probseg.nii.gz")).dataobj,
-                         np.float32)
+    probseg_img = nib.load(_one(anat, f"{unit}_*label-FCD_desc-anomaly_probseg.nii.gz"))
+    probseg = np.asarray(probseg_img.dataobj, np.float32)
     lesion = np.zeros(probseg.shape, bool)
     if lesion_mask is not None:
         lesion = np.asarray(nib.load(lesion_mask).dataobj) > 0
@@ -78,26 +93,47 @@ def score_unit(out_dir: Path, unit: str, lesion_mask: Path | None) -> OutputScor
     hits = {int(r["rank"]) for r in rows
             if lesion.any() and ((clusters if r["above_threshold"] == "true" else candidates)
                                  == int(r["rank"]))[lesion].any()}
-    keep = (probseg > 0) | lesion
+    contrast = (lesion_contrast(lesion, np.asarray(nib.load(flair).dataobj, np.float32))
+                if flair is not None and lesion.any() else None)
     return OutputScore(
         unit=unit, patient=bool(lesion.any()), clusters=len(above),
         false_clusters=sum(1 for rank in above if rank not in hits),
         hit_rank=min((rank for rank in above if rank in hits), default=None),
         ranked_hit=min(hits, default=None),
         dice=dice(clusters > 0, lesion) if lesion.any() else None,
-        lesion_voxels=int(lesion.sum()), scores=probseg[keep], truth=lesion[keep],
-        zero_negatives=int((~keep).sum()))
+        lesion_voxels=int(lesion.sum()),
+        lesion_mm3=float(lesion.sum() * abs(np.linalg.det(probseg_img.affine[:3, :3]))),
+        lesion_contrast=contrast, positives=_histogram(probseg[lesion]), negatives=_histogram(probseg[~lesion]))
+
+
+def _precision_recall(scores: Iterable[OutputScore]) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every bin edge from the top down, over the patients among ``scores``."""
+    patients = [s for s in scores if s.patient]
+    positives = sum(s.positives for s in patients)[::-1].cumsum()
+    negatives = sum(s.negatives for s in patients)[::-1].cumsum()
+    keep = np.flatnonzero(np.diff(np.concatenate([[0], positives])) > 0)  # thresholds that add lesion voxels
+    precision = positives[keep] / (positives[keep] + negatives[keep])
+    return precision, positives[keep] / positives[-1]
 
 
 def pooled_auprc(scores: Iterable[OutputScore]) -> float:
-    """Pixel AUPRC of the native-space probseg maps pooled over the given units (all voxels of each FLAIR)."""
+    """Pixel AUPRC (average precision) of the native-space probseg maps pooled over the given units' patients
+    (all voxels of each FLAIR)."""
     scores = [s for s in scores if s.patient]
     if not scores:
         return float("nan")
-    truth = np.concatenate([s.truth for s in scores] + [np.zeros(1, bool)])
-    score = np.concatenate([s.scores for s in scores] + [np.zeros(1, np.float32)])
-    weight = np.concatenate([np.ones(len(s.truth)) for s in scores] + [[sum(s.zero_negatives for s in scores)]])
-    return float(average_precision_score(truth, score, sample_weight=weight))
+    precision, recall = _precision_recall(scores)
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def pr_curve(scores: Iterable[OutputScore], points: int = 400) -> dict[str, list[float]]:
+    """The pooled native precision-recall curve, thinned to about ``points`` points evenly spaced in recall."""
+    scores = [s for s in scores if s.patient]
+    if not scores:
+        return {"precision": [], "recall": []}
+    precision, recall = _precision_recall(scores)
+    keep = np.unique(np.searchsorted(recall, np.linspace(0, 1, points)).clip(0, len(recall) - 1))
+    return {"precision": precision[keep].round(5).tolist(), "recall": recall[keep].round(5).tolist()}
 
 
 def summarise_outputs(scores: list[OutputScore]) -> dict:
@@ -115,9 +151,36 @@ def summarise_outputs(scores: list[OutputScore]) -> dict:
         "top1": share(patients, lambda s: s.hit_rank == 1),
         "top3": share(patients, lambda s: s.hit_rank is not None and s.hit_rank <= 3),
         "ranked_top1": share(patients, lambda s: s.ranked_hit == 1),
+        "ranked_top3": share(patients, lambda s: s.ranked_hit is not None and s.ranked_hit <= 3),
         "ranked_any": share(patients, lambda s: s.ranked_hit is not None),
         "fp_clusters_per_control": float(np.mean([s.clusters for s in controls])) if controls else float("nan"),
-        "false_clusters_per_patient": float(np.mean([s.false_clusters for s in patients])) if patients else float("nan"),
+        "false_clusters_per_patient": (float(np.mean([s.false_clusters for s in patients])) if patients
+                                       else float("nan")),
         "dice": float(np.mean([s.dice for s in patients])) if patients else float("nan"),
         "native_auprc": pooled_auprc(patients),
     }
+
+
+def stratified(scores: list[OutputScore]) -> dict[str, dict[str, dict]]:
+    """``summarise_outputs`` of the patients within each size and each contrast stratum (empty ones left out)."""
+    out: dict[str, dict[str, dict]] = {"size": {}, "contrast": {}}
+    for kind, strata, value in (("size", SIZE_STRATA, lambda s: s.lesion_mm3),
+                                ("contrast", CONTRAST_STRATA, lambda s: s.lesion_contrast)):
+        for name, low, high in strata:
+            members = [s for s in scores if s.patient and value(s) is not None and low <= value(s) < high]
+            if members:
+                out[kind][name] = {k: v for k, v in summarise_outputs(members).items()
+                                   if k not in ("controls", "fp_clusters_per_control")}
+    return out
+
+
+def seed_subject_cis(runs: Sequence[Sequence[OutputScore]], statistic: Callable[[list[OutputScore]], dict],
+                     n_resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % CIs over subjects and seeds: ``runs`` holds one list per seed with the same units in the same
+    order; each resample draws units with replacement and, for each drawn unit, one of its seeds' results."""
+    if not runs or any(len(r) != len(runs[0]) for r in runs):
+        raise ValueError("every seed's run must score the same units")
+    by_unit = list(zip(*runs, strict=True))
+    rng = np.random.default_rng([seed, 1])
+    return bootstrap_cis(by_unit, lambda sample: statistic([unit[rng.integers(len(unit))] for unit in sample]),
+                         n_resamples, seed)

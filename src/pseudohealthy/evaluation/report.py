@@ -15,16 +15,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pseudohealthy.config import load_work_config  # noqa: E402
-from pseudohealthy.evaluation.metrics import k_pixels_for  # noqa: E402
-from pseudohealthy.evaluation.scores import CI_METRICS, RECALL_K  # noqa: E402
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic, write_with_atomic  # noqa: E402
 
-# column -> header; CI columns get "[low, high]" in the markdown table
-COLUMNS = {"auprc": "AUPRC", "auroc": "AUROC", "r@5": "R@5", "r@10": "R@10", "dice_val": "Dice (val thr)",
-           "dice_oracle": "Dice (oracle)", "top1": "top-1", "top3": "top-3", "fp_per_patient": "FP/patient",
-           "fp_per_control": "FP/control", "specificity": "specificity", "peak_distance_mm": "peak dist (mm)",
-           "lobe_accuracy": "lobe acc", "classifier_lobe_accuracy": "classifier lobe acc"}
-PROVENANCE = ("config", "config_sha256", "checkpoints", "split", "split_sha256", "seed", "commit", "version")
+# figure -> header. Native: from detect's outputs, mean ± seed SD [95 % CI over subjects and seeds].
+NATIVE_COLUMNS = {"native_auprc": "AUPRC (native)", "ranked_top1": "top-1 (ranked list)",
+                  "ranked_top3": "top-3 (ranked list)", "detected": "detected (above thr)",
+                  "fp_clusters_per_control": "FP clusters/control", "false_clusters_per_patient": "false clusters/patient",
+                  "dice": "Dice (native)"}
+WITH_CI = ("native_auprc", "ranked_top1", "detected")
+# Template grid, same maps: mean ± seed SD.
+TEMPLATE_COLUMNS = {"template_auprc": "AUPRC (template)", "template_r@5": "R@5", "template_dice_val": "Dice (val thr)",
+                    "template_dice_oracle": "Dice (oracle)"}
+STRATUM_FIGURES = ("ranked_top1", "detected", "native_auprc")
+PROVENANCE = ("config", "config_sha256", "checkpoints", "split", "split_sha256", "seeds", "commit", "code_sha256",
+              "version")
 
 
 def _finite(value) -> bool:
@@ -35,12 +39,12 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3f}" if _finite(value) else "n/a"
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """NaN is not JSON: write null instead."""
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
@@ -51,35 +55,65 @@ def _rows(results: list[dict]) -> list[dict]:
     for r in results:
         m, p = r["metrics"], r["provenance"]
         row = {"method": r["name"], "role": r["role"], "title": r["title"], "patients": m["patients"],
-               "controls": m["controls"], "lesion_slices": m["lesion_slices"]}
-        for key in COLUMNS:
-            row[key] = m[key]
-            if key in CI_METRICS:
-                row[f"{key}_ci_low"], row[f"{key}_ci_high"] = m[f"{key}_ci"]
-        row.update({k: (json.dumps(p[k], sort_keys=True) if isinstance(p[k], dict) else p[k]) for k in PROVENANCE})
+               "controls": m["controls"], "chosen": r["grid"]["chosen"]}
+        for key in NATIVE_COLUMNS:
+            row[key], row[f"{key}_sd"] = m[key]["mean"], m[key]["sd"]
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = m[key]["ci"]
+        for key in TEMPLATE_COLUMNS:
+            row[key], row[f"{key}_sd"] = m[key]["mean"], m[key]["sd"]
+        row.update({k: (json.dumps(p[k], sort_keys=True) if isinstance(p[k], dict | list) else p[k])
+                    for k in PROVENANCE})
         rows.append(row)
     return rows
 
 
+def _cell(figure: dict, ci: bool) -> str:
+    if not _finite(figure["mean"]):
+        return "n/a"
+    cell = f"{figure['mean']:.3f} ± {figure['sd']:.3f}"
+    if ci and "ci" in figure:
+        cell += f" [{_fmt(figure['ci'][0])}, {_fmt(figure['ci'][1])}]"
+    return cell
+
+
 def markdown_table(results: list[dict], voxel_mm: float) -> str:
-    header = ["method", *COLUMNS.values()]
+    """Three tables: the comparison, detection by conspicuity stratum, and each method's validation sweep."""
+    header = ["method", *NATIVE_COLUMNS.values(), *TEMPLATE_COLUMNS.values()]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         m = r["metrics"]
         cells = [f"{r['title']} (`{r['name']}`)"]
-        for key in COLUMNS:
-            cell = _fmt(m[key])
-            if key in CI_METRICS and _finite(m[key]):
-                cell += f" [{_fmt(m[key + '_ci'][0])}, {_fmt(m[key + '_ci'][1])}]"
-            cells.append(cell)
+        cells += [_cell(m[key], key in WITH_CI) for key in NATIVE_COLUMNS]
+        cells += [_cell(m[key], False) for key in TEMPLATE_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-    first = results[0]["metrics"] if results else {"patients": 0, "controls": 0, "lesion_slices": 0}
-    ks = ", ".join(f"k = {k} → {k_pixels_for(k, voxel_mm):.2f} px" for k in RECALL_K)
-    lines += ["", f"Test set: {first['patients']} patients ({first['lesion_slices']} lesion slices), "
-              f"{first['controls']} controls. Thresholds chosen on the validation subjects; \"Dice (oracle)\" "
-              "uses the best threshold on the test set itself (the paper's reporting, an upper bound). "
-              f"R@k: k in the paper's 1 mm pixels, scaled to this grid's {voxel_mm:g} mm pixels ({ks}). "
-              "[low, high]: 95 % bootstrap CI over test subjects. Cluster metrics on the template grid."]
+    first = results[0] if results else {"metrics": {"patients": 0, "controls": 0}, "seeds": []}
+    lines += ["", f"Test set: {first['metrics']['patients']} patients, {first['metrics']['controls']} controls; "
+              f"seeds {', '.join(str(s) for s in first['seeds'])}. Mean ± SD over seeds [95 % bootstrap CI over "
+              "subjects and seeds]. Native figures are read from the outputs `detect` writes (FLAIR space): "
+              "top-k (ranked list) counts the lesion among the first k regions of the clusters TSV (clusters, then "
+              "candidates below the threshold); detected = a cluster above the validation-chosen threshold "
+              "touches the lesion. Template figures come from the same maps on the "
+              f"{voxel_mm:g} mm template grid; \"Dice (oracle)\" uses the best threshold on the test set itself "
+              "(an upper bound), on the same voxels and threshold grid as the validation threshold.", ""]
+    strata = [(kind, name) for kind in ("size", "contrast")
+              for name in dict.fromkeys(n for r in results for n in r["strata"][kind])]
+    lines += ["| method | " + " | ".join(f"{name} (n)" for _, name in strata) + " |", "|" + "---|" * (len(strata) + 1)]
+    for r in results:
+        cells = []
+        for kind, name in strata:
+            s = r["strata"][kind].get(name)
+            cells.append("n/a" if s is None else " / ".join(_fmt(s[k]) for k in STRATUM_FIGURES) +
+                         f" ({s['patients']})")
+        lines.append(f"| `{r['name']}` | " + " | ".join(cells) + " |")
+    lines += ["", "By conspicuity (lesion volume; FLAIR contrast ratio of lesion to a surrounding shell): "
+              "top-1 in the ranked list / detected above threshold / native AUPRC, pooled over seeds; n = patients.",
+              "", "| method | grid (validation only) | values from | chosen | validation AUPRC of the chosen point |",
+              "|---|---|---|---|---|"]
+    for r in results:
+        g = r["grid"]
+        chosen = next((p for p in g["points"] if p["point"] == g["chosen"]), None)
+        lines.append(f"| `{r['name']}` | {'; '.join(g['axes']) or '—'} | {g['source'] or '—'} | "
+                     f"{g['chosen'] or 'preset'} | {_fmt(chosen['val_auprc_mean']) if chosen else 'n/a'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -90,12 +124,12 @@ def _pr_figure(results: list[dict], path: Path) -> None:
         if curve["recall"]:
             style = "-" if r["role"] == "method" else ("--" if r["role"] == "ablation" else ":")
             ax.plot(curve["recall"], curve["precision"], style, lw=2 if r["role"] == "method" else 1.2,
-                    label=f"{r['name']} (AP {r['metrics']['auprc']:.3f})")
-    ax.set_xlabel("recall (lesion voxels)")
+                    label=f"{r['name']} (AP {r['metrics']['native_auprc']['mean']:.3f})")
+    ax.set_xlabel("recall (lesion voxels, native FLAIR space)")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_title("pixel precision-recall, test patients")
+    ax.set_title("pixel precision-recall from detect's outputs, test patients, all seeds")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     write_with_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
@@ -103,7 +137,7 @@ def _pr_figure(results: list[dict], path: Path) -> None:
 
 
 def _overlay_figure(results: list[dict], out_dir: Path, path: Path) -> None:
-    examples = [(r, np.load(out_dir / "methods" / f"{r['name']}_example.npz")) for r in results]
+    examples = [(r, np.load(out_dir / "methods" / r["name"] / "example.npz")) for r in results]
     if not examples:
         return
     n = len(examples) + 1
@@ -142,7 +176,7 @@ def write_report(results: list[dict], out_dir: Path, work_dir: Path) -> dict[str
     paths = {"csv": out_dir / "results.csv", "json": out_dir / "results.json", "markdown": out_dir / "results.md",
              "pr_curves": out_dir / "figures" / "pr_curves.png", "overlays": out_dir / "figures" / "overlays.png"}
     write_text_atomic(paths["csv"], buffer.getvalue())
-    write_json_atomic(paths["json"], _json_safe({
+    write_json_atomic(paths["json"], json_safe({
         "work_dir": str(Path(work_dir).resolve()), "voxel_mm": voxel_mm,
         "methods": [{k: v for k, v in r.items() if k != "pr_curve"} for r in results]}))
     write_text_atomic(paths["markdown"], markdown_table(results, voxel_mm))

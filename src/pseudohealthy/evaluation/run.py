@@ -1,19 +1,27 @@
-"""Evaluate a trained WORK_DIR on its test subjects under given settings: calibrate on the validation
-subjects with those settings (never on the test set), then measure the test subjects."""
+"""Evaluate a trained WORK_DIR on its test subjects under given settings: choose the threshold on the
+validation subjects with those settings (never on the test set), run ``detect``'s own per-subject code on
+the test subjects and score the native-space derivatives it writes (``evaluation.outputs``), with the
+template-grid figures of the same maps beside them (``evaluation.scores``). ``evaluate``, ``benchmark``
+and ``make demo`` all score through here or through ``evaluation.outputs``: one scoring path."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import yaml
 
 from pseudohealthy.config import Config, load_config
+from pseudohealthy.data.preprocess import prepared_inputs
 from pseudohealthy.detect.pipeline import SubjectMaps, load_models
-from pseudohealthy.detect.run import analyse_role, calibration_from
+from pseudohealthy.detect.run import analyse_role, calibration_from, detect_subject, roles
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.summary import summarise
+from pseudohealthy.evaluation.outputs import OutputScore, score_unit, summarise_outputs
+from pseudohealthy.evaluation.scores import SubjectScore, score_subject, summarise_method
 from pseudohealthy.templates.grid import template_grid
 
 
@@ -32,23 +40,52 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def calibrate_and_test(work_dir: Path, cfg: Config, device: str = "cpu",
-                       on_subject: Callable[[str], None] | None = None,
-                       model_root: Path | None = None) -> tuple[dict, dict[str, SubjectMaps]]:
-    """Threshold chosen on the validation subjects with ``cfg``, then the test subjects' maps; the
-    networks come from ``model_root`` (an unpacked model archive) or else from ``work_dir``."""
-    models = load_models(model_root or work_dir, cfg)
-    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
-    test = analyse_role(work_dir, "test", models, cfg, device, on_subject)
-    if not test:
+def truth_class(work_dir: Path, unit: str) -> int:
+    """The unit's lesion class (lobe code) from its prepared meta.json; 0 for controls."""
+    meta = json.loads((Path(work_dir) / "subjects" / unit / "meta.json").read_text())
+    return int(meta.get("label") or 0) if meta.get("group") == "fcd" else 0
+
+
+def lobe_map(work_dir: Path, unit: str) -> np.ndarray | None:
+    path = Path(work_dir) / "subjects" / unit / "lobe.nii.gz"
+    return np.asanyarray(nib.load(path).dataobj) if path.is_file() else None
+
+
+def template_score(work_dir: Path, unit: str, maps: SubjectMaps, threshold: float, cfg: Config) -> SubjectScore:
+    """The template-grid figures of one unit's maps (AUPRC pooling, R@k, Dice, lobe)."""
+    _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
+    return score_subject(unit, maps, threshold, cfg, affine, lobe_map(work_dir, unit), truth_class(work_dir, unit))
+
+
+def score_test_units(work_dir: Path, cfg: Config, models, calibration: dict, out_dir: Path, device: str = "cpu",
+                      on_subject: Callable[[str], None] | None = None, keep: str | None = None
+                      ) -> tuple[list[OutputScore], list[SubjectScore], SubjectMaps | None]:
+    """Every test unit of WORK_DIR through ``detect_subject`` (the code that writes a user's derivatives,
+    here without figures) into ``out_dir``, scored from what it wrote; returns (native scores, template-grid
+    scores of the same maps, the maps of unit ``keep``)."""
+    work_dir = Path(work_dir)
+    units = [unit for unit, role in roles(work_dir).items() if role == "test"]
+    if not units:
         raise UserError(f"{work_dir}: no test subjects in splits.tsv")
-    return calibration, test
+    outputs, template, kept = [], [], None
+    for unit in units:
+        inputs = prepared_inputs(work_dir / "subjects" / unit)
+        maps = detect_subject(inputs, out_dir, cfg, models, calibration, device, work_root=work_dir / "subjects",
+                              figures=False)["maps"]
+        template.append(template_score(work_dir, unit, maps, calibration["threshold"], cfg))
+        outputs.append(score_unit(out_dir, unit, inputs.lesion_mask, inputs.flair))
+        kept = maps if unit == keep else kept
+        if on_subject:
+            on_subject(unit)
+    return outputs, template, kept
 
 
 def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: str = "cpu",
-             on_subject: Callable[[str], None] | None = None, model_root: Path | None = None) -> dict:
-    """Figures on WORK_DIR's test subjects; ``model_root``: networks and config from there (an unpacked
-    archive, which must use WORK_DIR's data settings) instead of WORK_DIR's own."""
+             on_subject: Callable[[str], None] | None = None, model_root: Path | None = None,
+             out_dir: Path | None = None) -> dict:
+    """Figures on WORK_DIR's test subjects, from the derivatives written to ``out_dir`` (default
+    WORK_DIR/evaluate/derivatives); ``model_root``: networks and config from there (an unpacked archive,
+    which must use WORK_DIR's data settings) instead of WORK_DIR's own."""
     work_dir = Path(work_dir)
     if not (work_dir / "config.yaml").is_file():
         raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare` and `train` first")
@@ -56,7 +93,10 @@ def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: st
     if model_root is not None and load_config(work_dir / "config.yaml").data != cfg.data:
         raise UserError(f"{work_dir} was prepared with other data settings than the model's; prepare the data "
                         f"with the model's preset ({cfg.name})")
-    calibration, test = calibrate_and_test(work_dir, cfg, device, on_subject, model_root)
-    _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
-    return {"overrides": overrides or {}, "calibration": calibration,
-            **summarise(test, affine, calibration, cfg)}
+    models = load_models(model_root or work_dir, cfg)
+    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
+    out_dir = Path(out_dir) if out_dir else work_dir / "evaluate" / "derivatives"
+    outputs, template, _ = score_test_units(work_dir, cfg, models, calibration, out_dir, device, on_subject)
+    return {"overrides": overrides or {}, "calibration": calibration, "derivatives": str(out_dir),
+            "outputs": summarise_outputs(outputs), "template_grid": summarise_method(template, n_resamples=0),
+            "per_subject": [s.row() for s in outputs]}

@@ -68,7 +68,7 @@ def score_subject(pid: str, maps: SubjectMaps, threshold: float, cfg: Config, af
             lobe_ok = float(clusters[0].lobe in CLASS_NAMES[truth_class].split(","))
     return SubjectScore(
         participant_id=pid, patient=patient, truth=maps.lesion[maps.brain], score=maps.anomaly[maps.brain],
-        dice=dice(maps.anomaly > threshold, maps.lesion) if patient else float("nan"),
+        dice=dice(maps.anomaly[maps.brain] > threshold, maps.lesion[maps.brain]) if patient else float("nan"),
         recalled=recalled, top1=bool(touches[:1] == [True]), top3=any(touches[:3]),
         clusters=len(clusters), false_clusters=sum(not t for t in touches),
         peak_distance_mm=distance, lobe_correct=lobe_ok,

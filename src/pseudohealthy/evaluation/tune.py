@@ -101,8 +101,12 @@ def _choose(rows: list[dict], grid: list[dict[str, Any]]) -> dict:
         points.append({"point": label, "overrides": overrides, "seeds": [r["seed"] for r in mine],
                        **{f"{m}_mean": float(np.mean(values[m])) for m in METRICS},
                        **{f"{m}_sd": float(np.std(values[m])) for m in METRICS}})
-    best = max(points, key=lambda p: p["val_auprc_mean"])
-    chosen = next(p for p in points if p["val_auprc_mean"] >= best["val_auprc_mean"] - best["val_auprc_sd"])
+    scored = [p for p in points if np.isfinite(p["val_auprc_mean"])]
+    if not scored:  # no validation patient: nothing to choose by, keep the first (preset or authors') point
+        return {"rule": "no validation patient, so no AUPRC: the first grid point", "points": points,
+                "chosen": points[0]}
+    best = max(scored, key=lambda p: p["val_auprc_mean"])
+    chosen = next(p for p in scored if p["val_auprc_mean"] >= best["val_auprc_mean"] - best["val_auprc_sd"])
     return {"rule": "best mean validation AUPRC; the first grid point within one seed-SD of it",
             "points": points, "chosen": chosen}
 

@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +43,33 @@ def _weighted_choice(rng: np.random.Generator, weights: dict[str, int]) -> str:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-def plan_dataset(n_patients: int, n_controls: int, seed: int) -> list[SubjectPlan]:
-    """Decide every subject's group, labels, acquisitions and lesion, deterministically from ``seed``."""
+# Small, subtle lesions (the FCDs that are missed in practice): radius and contrast ranges of the lesion spec
+# at the low end of the usual draws (radius 5-12 mm, contrast 0.25-1). They give under 1 cm3; the FLAIR
+# contrast ratio measured against the surrounding shell also depends on what surrounds the lesion
+# (benchmark phantom, seed 2: 1.09-1.37, three of four below 1.16).
+SUBTLE_RADIUS_MM = (4.0, 4.8)
+SUBTLE_CONTRAST = (0.25, 0.4)
+
+
+def plan_dataset(n_patients: int, n_controls: int, seed: int, subtle_test_share: float = 0.0) -> list[SubjectPlan]:
+    """Decide every subject's group, labels, acquisitions and lesion, deterministically from ``seed``.
+
+    ``subtle_test_share``: at least this share of the suggested test patients get a small, subtle lesion
+    (``SUBTLE_RADIUS_MM``, ``SUBTLE_CONTRAST``), drawn from a stream of its own so that everything else
+    about the dataset is the same as without it.
+    """
     if n_patients < 0 or n_controls < 0 or n_patients + n_controls == 0:
         raise UserError("phantom: ask for at least one subject (--patients N and/or --controls M)")
+    if not 0.0 <= subtle_test_share <= 1.0:
+        raise UserError(f"phantom: --subtle-test-share {subtle_test_share} must lie between 0 and 1")
     rng = np.random.default_rng(seed)
     groups = np.array(["fcd"] * n_patients + ["hc"] * n_controls)
     rng.shuffle(groups)
     patient_idx = [i for i, g in enumerate(groups) if g == "fcd"]
     test_patients = set(rng.permutation(patient_idx)[: math.ceil(len(patient_idx) / 3)].tolist())
+    subtle_rng = np.random.default_rng([seed, 1])
+    subtle = set(subtle_rng.permutation(sorted(test_patients))[: math.ceil(subtle_test_share * len(test_patients))]
+                 .tolist())
     mismatch = patient_idx[0] if patient_idx else None
     thick = patient_idx[1] if len(patient_idx) > 1 else 0
     control_idx = [i for i, g in enumerate(groups) if g == "hc"]
@@ -71,6 +90,9 @@ def plan_dataset(n_patients: int, n_controls: int, seed: int) -> list[SubjectPla
                 contrast=float(rng.uniform(0.25, 1.0)),
                 transmantle=histo == "FCD IIb" and bool(rng.random() < 0.7),
             )
+            if i in subtle:
+                lesion = replace(lesion, radius_mm=float(subtle_rng.uniform(*SUBTLE_RADIUS_MM)),
+                                 contrast=float(subtle_rng.uniform(*SUBTLE_CONTRAST)), transmantle=False)
         plans.append(SubjectPlan(
             index=i,
             participant_id=pid,
@@ -169,7 +191,7 @@ def default_truth_dir(bids_dir: Path) -> Path:
 
 def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int, jobs: int = 1,
                      truth_dir: Path | None = None, overwrite: bool = False,
-                     progress: Callable[[str], None] | None = None) -> dict:
+                     progress: Callable[[str], None] | None = None, subtle_test_share: float = 0.0) -> dict:
     """Make the dataset in a temporary folder and move it to ``out_dir`` when complete.
 
     Returns the ground truth (also written to ``truth_dir/truth.json``, default ``<out_dir>_truth``,
@@ -179,7 +201,7 @@ def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int,
     out_dir = Path(out_dir).absolute()
     truth_dir = Path(truth_dir).absolute() if truth_dir else default_truth_dir(out_dir)
     check_output_dir(out_dir, overwrite)
-    plans = plan_dataset(n_patients, n_controls, seed)
+    plans = plan_dataset(n_patients, n_controls, seed, subtle_test_share)
     with atomic_directory(out_dir) as staging:
         _write_dataset_files(staging, plans, seed)
         work = [(p, seed, str(staging), str(truth_dir)) for p in plans]
@@ -196,6 +218,6 @@ def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int,
                 if progress:
                     progress(truths[-1]["participant_id"])
     truth = {"generator": GENERATOR_NAME, "version": __version__, "seed": seed, "bids_dir": str(out_dir),
-             "subjects": truths}
+             "subtle_test_share": subtle_test_share, "subjects": truths}
     write_json_atomic(truth_dir / "truth.json", truth)
     return truth

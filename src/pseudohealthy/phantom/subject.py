@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 from scipy.special import expit
 
 from pseudohealthy import __version__
+from pseudohealthy.evaluation.metrics import lesion_contrast
 from pseudohealthy.io.atomic import write_json_atomic
 from pseudohealthy.io.nifti import save_nifti
 from pseudohealthy.phantom.contrast import FLAIR, T1W, Sequence, jittered_tissues, tissue_signals
@@ -281,8 +282,7 @@ def _native_lesion_stats(mask: np.ndarray, flair: np.ndarray, grid: Grid) -> dic
     voxel_mm3 = float(abs(np.linalg.det(grid.affine[:3, :3])))
     ijk = np.argwhere(mask).mean(axis=0) if mask.any() else np.full(3, np.nan)
     centroid = grid.affine[:3, :3] @ ijk + grid.affine[:3, 3]
-    shell = ndi.binary_dilation(mask, iterations=4) & ~ndi.binary_dilation(mask, iterations=1)
-    ratio = float(flair[mask].mean() / flair[shell].mean()) if mask.any() and shell.any() else float("nan")
+    ratio = lesion_contrast(mask, flair)
     return {
         "volume_mm3": round(float(mask.sum()) * voxel_mm3, 1),
         "centroid_flair_world_mm": np.round(centroid, 2).tolist(),

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from pseudohealthy.baselines.synthetic_anomalies import add_anomalies, anomaly_fields
 from pseudohealthy.config import Config, save_config
-from pseudohealthy.config.schema import TrainConfig
+from pseudohealthy.config.schema import MethodConfig, TrainConfig
 from pseudohealthy.data.slices import SliceCache, open_slice_cache
 from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.diffusion.simplex import simplex_noise
@@ -51,6 +51,10 @@ def model_name(kind: str, cfg: Config) -> str:
         parts += ["synthetic"] if method.synthetic_anomalies else []
     if kind in ("translator", "autoencoder") and method.train_on == "healthy":
         parts.append("healthy")
+    defaults = MethodConfig()
+    if kind == "autoencoder" and (method.denoising_noise_std, method.denoising_noise_cells) != (
+            defaults.denoising_noise_std, defaults.denoising_noise_cells):
+        parts.append(f"noise{method.denoising_noise_std:g}x{method.denoising_noise_cells}")
     if kind == "classifier" and classifier_classes(cfg) == 2:
         parts.append("binary")
     return "-".join(parts)
