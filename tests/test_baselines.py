@@ -77,6 +77,7 @@ def test_anomaly_fields_and_pasting_into_the_brain():
     ("wolleb", ["translator-none", "classifier-binary"]),
     ("imgcond", ["translator-flair-synthetic-healthy"]),
     ("control_zscore", []),
+    ("flair_zscore", []),
 ])
 def test_each_method_names_the_models_it_shares(tmp_path, name, models):
     from pseudohealthy.config import save_config
@@ -179,3 +180,24 @@ def test_anoddpm_and_imgcond_sampling_paths_run_and_are_seeded():
         assert not np.allclose(a[0], flair, atol=1e-3)  # fresh noise at L: not the input back
     assert inference_dtype("float32", torch.device("cpu")) is torch.float32
     assert inference_dtype("auto", torch.device("cpu")) in (torch.bfloat16, torch.float32)
+
+
+def test_flair_zscore_reference_is_the_positive_deviation_from_the_subject_mean(tmp_path):
+    """No model, no controls: with no post-processing the map is max(FLAIR - mean brain FLAIR, 0) in the brain."""
+    import nibabel as nib
+
+    from pseudohealthy.detect.pipeline import analyse
+
+    shape = (6, 6, 3)
+    brain = np.zeros(shape, np.uint8)
+    brain[1:5, 1:5, :] = 1
+    flair = np.where(brain, 0.2, -1.0).astype(np.float32)
+    flair[2, 2, 1] = 1.0  # one bright voxel
+    for name, data in (("flair", flair), ("t1", flair), ("brain", brain), ("lesion", np.zeros(shape, np.uint8))):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}.nii.gz")
+    cfg = load_config("quick", overrides={"method": {"detector": "flair_zscore", "histogram_matching": False,
+                                                      "smoothing_mm": 0, "slice_standardise": False}})
+    maps = analyse(tmp_path, None, cfg)
+    mean = (0.2 * 47 + 1.0) / 48  # 48 brain voxels, one of them bright
+    expected = np.where(brain > 0, np.clip(flair - mean, 0, None), 0)
+    np.testing.assert_allclose(maps.anomaly, expected, atol=1e-6)

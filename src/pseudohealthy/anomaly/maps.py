@@ -63,10 +63,3 @@ def standardise_slices(score: np.ndarray, brain: np.ndarray) -> np.ndarray:
         mad = 1.4826 * np.nanmedian(np.abs(inside - median), axis=(0, 1), keepdims=True)
     z = (score - np.nan_to_num(median)) / np.maximum(np.nan_to_num(mad), 1e-6)
     return np.where(brain, np.clip(z, 0, None), 0.0).astype(np.float32)
-
-
-def zscore_reference(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """The trivial no-model reference: the FLAIR's own intensity z-scored inside the brain (positive part)."""
-    inside = flair[brain]
-    z = (flair - inside.mean()) / max(float(inside.std()), 1e-6)
-    return np.where(brain, np.clip(z, 0, None), 0.0).astype(np.float32)

@@ -545,7 +545,8 @@ def benchmark(
     work_dir: Path = typer.Argument(..., help="Work folder made by `prepare` (made here from --bids if missing)."),
     methods: str = typer.Option("all", "--methods", help="'all' or a comma-separated list of: full, no_t1, "
                                                          "no_histmatch, no_guidance, binary_guidance, denoising_ae, "
-                                                         "anoddpm, wolleb, imgcond, control_zscore."),
+                                                         "anoddpm, wolleb, imgcond, control_zscore, "
+                                                         "flair_zscore."),
     bids: Path | None = typer.Option(None, "--bids", help="BIDS dataset to prepare WORK_DIR from when it has not "
                                                           "been prepared."),
     preset: str | None = typer.Option(None, "--preset", help="Preset for preparing from --bids (default quick); "

@@ -98,10 +98,11 @@ class MethodConfig(_Strict):
         default="t1", description="the translator's clean conditioning image: t1 (the method), flair (image-"
                                   "conditioned DDPM, Baugh et al. 2024) or none (FLAIR-only diffusion)")
     guidance: Literal["lobe", "binary", "none"] = "lobe"
-    detector: Literal["diffusion", "autoencoder", "control_zscore"] = Field(
+    detector: Literal["diffusion", "autoencoder", "control_zscore", "flair_zscore"] = Field(
         default="diffusion", description="what makes the pseudo-healthy image: the diffusion translator (the "
-                                         "method), a denoising autoencoder (Kascenas et al. 2022) or the training "
-                                         "controls' voxel-wise FLAIR mean/std in template space (no learning)")
+                                         "method), a denoising autoencoder (Kascenas et al. 2022), the training "
+                                         "controls' voxel-wise FLAIR mean/std in template space (no learning) or "
+                                         "the subject's own mean brain FLAIR (flair_zscore: no model, no controls)")
     noise: Literal["gaussian", "simplex"] = Field(
         default="gaussian", description="the translator's noise in training and sampling (simplex: AnoDDPM)")
     encode: Literal["invert", "noise"] = Field(

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from pseudohealthy.anomaly.clusters import count_clusters
-from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, postprocess, zscore_reference
+from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
 from pseudohealthy.config import Config
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
 from pseudohealthy.detect.synthesis import Models, Synthesis, brain_slices, reconstruct, synthesize
@@ -45,7 +45,7 @@ class SubjectMaps:
 
 def required_models(cfg: Config) -> list[str]:
     """The trained model kinds ``cfg``'s detector uses (their folders: ``training.trainer.model_name``)."""
-    if cfg.method.detector == "control_zscore":
+    if cfg.method.detector in ("control_zscore", "flair_zscore"):
         return []
     if cfg.method.detector == "autoencoder":
         return ["autoencoder"]
@@ -84,6 +84,9 @@ def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu",
     if cfg.method.detector == "control_zscore":  # the "pseudo-healthy" FLAIR is the training controls' mean
         syn = Synthesis(models.controls.mean[None], np.zeros((brain.shape[2], 1), np.float32),
                         brain_slices(brain, cfg.data.min_brain_fraction))
+    elif cfg.method.detector == "flair_zscore":  # the "pseudo-healthy" FLAIR is the subject's own mean brain
+        syn = Synthesis(np.full((1, *flair.shape), flair[brain].mean(), np.float32),
+                        np.zeros((brain.shape[2], 1), np.float32), brain_slices(brain, cfg.data.min_brain_fraction))
     elif cfg.method.detector == "autoencoder":
         syn = reconstruct(flair, brain, models.autoencoder, cfg, device, overrides.get("batch_size"))
     else:
@@ -107,16 +110,6 @@ def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu",
 
 def smoothing_voxels(cfg: Config) -> float:
     return cfg.method.smoothing_mm / cfg.data.template_voxel_mm
-
-
-def reference_maps(maps: SubjectMaps, cfg: Config, postprocessed: bool = True) -> SubjectMaps:
-    """The no-model reference for the same subject: the FLAIR z-scored inside the brain, by default
-    through the method's map post-processing (so smoothing and slice standardisation never favour
-    one side); ``postprocessed=False`` gives the plain z-score."""
-    score = zscore_reference(maps.flair, maps.brain)
-    if postprocessed:
-        score = postprocess(score, maps.brain, smoothing_voxels(cfg), cfg.method.slice_standardise)
-    return SubjectMaps(maps.flair, maps.flair, score, maps.brain, maps.lesion, maps.synthesis)
 
 
 def choose_threshold(maps: list[SubjectMaps], cfg: Config, candidates: int = 200) -> tuple[float, float]:

@@ -47,7 +47,6 @@ from pseudohealthy.detect.pipeline import (
     choose_threshold,
     load_calibration,
     load_models,
-    reference_maps,
     required_models,
     save_calibration,
 )
@@ -84,13 +83,11 @@ def analyse_role(work_dir: Path, role: str, models, cfg: Config, device: str = "
 
 
 def calibration_from(maps: dict[str, SubjectMaps], cfg: Config) -> dict:
-    """Thresholds chosen on validation results (method and both references) and what they scored."""
+    """The threshold chosen on validation results and what it scored there."""
     if not maps:
         raise UserError("no validation subjects in splits.tsv; add subjects and re-run prepare")
     val = list(maps.values())
     threshold, val_dice = choose_threshold(val, cfg)
-    reference_threshold, reference_dice = choose_threshold([reference_maps(m, cfg) for m in val], cfg)
-    raw_threshold, _ = choose_threshold([reference_maps(m, cfg, postprocessed=False) for m in val], cfg)
     patients = [m for m in val if m.lesion.any()]
     auprc = (pixel_auprc(np.concatenate([m.lesion[m.brain] for m in patients]),
                          np.concatenate([m.anomaly[m.brain] for m in patients])) if patients else float("nan"))
@@ -99,9 +96,7 @@ def calibration_from(maps: dict[str, SubjectMaps], cfg: Config) -> dict:
         "max_control_clusters": cfg.method.max_control_clusters,
         "guidance_scale": cfg.diffusion.guidance_scale, "noise_level": cfg.diffusion.noise_level,
         "steps": cfg.diffusion.steps, "samples": cfg.diffusion.samples, "chosen_on": list(maps), "val_patients": len(patients),
-        "val_dice": val_dice, "val_auprc": auprc,
-        "reference_threshold": reference_threshold, "reference_val_dice": reference_dice,
-        "raw_reference_threshold": raw_threshold, "version": __version__,
+        "val_dice": val_dice, "val_auprc": auprc, "version": __version__,
     }
 
 

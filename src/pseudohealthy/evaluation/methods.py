@@ -79,6 +79,11 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
     MethodSpec("control_zscore", "reference", "voxel-wise FLAIR z-score vs training controls (no learning)",
                {"method": {**_NO_EXTRAS, "detector": "control_zscore"}},
                ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
+    # No model and no controls: the FLAIR's positive deviation from the subject's own mean brain intensity
+    # through the same post-processing (smoothing, per-slice standardisation). What any method must beat.
+    MethodSpec("flair_zscore", "reference", "the subject's own FLAIR, z-scored, same post-processing (no learning)",
+               {"method": {**_NO_EXTRAS, "detector": "flair_zscore"}},
+               ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
 ]}
 
 
