@@ -114,6 +114,8 @@ def test_strata_split_patients_by_lesion_size_and_contrast():
     control = _unit("d", [], [0.5])
     strata = stratified([small_faint, small_bright, large, control])
     assert strata["size"]["< 1 cm³"]["patients"] == 2 and strata["size"]["< 1 cm³"]["ranked_top1"] == 0.5
+    twice = stratified([small_faint, small_bright, small_faint])  # a second seed's run of one patient
+    assert twice["size"]["< 1 cm³"]["patients"] == 2 and twice["size"]["< 1 cm³"]["runs"] == 3
     assert strata["size"]["> 3 cm³"]["ranked_top1"] == 1.0 and "1–3 cm³" not in strata["size"]
     assert strata["contrast"]["faint (< 1.10)"]["patients"] == 1
     assert strata["contrast"]["subtle (1.10–1.20)"]["patients"] == 1

@@ -162,15 +162,17 @@ def summarise_outputs(scores: list[OutputScore]) -> dict:
 
 
 def stratified(scores: list[OutputScore]) -> dict[str, dict[str, dict]]:
-    """``summarise_outputs`` of the patients within each size and each contrast stratum (empty ones left out)."""
+    """``summarise_outputs`` of the patients within each size and each contrast stratum (empty ones left out);
+    ``patients`` counts distinct units, ``runs`` the scores pooled (units x seeds)."""
     out: dict[str, dict[str, dict]] = {"size": {}, "contrast": {}}
     for kind, strata, value in (("size", SIZE_STRATA, lambda s: s.lesion_mm3),
                                 ("contrast", CONTRAST_STRATA, lambda s: s.lesion_contrast)):
         for name, low, high in strata:
             members = [s for s in scores if s.patient and value(s) is not None and low <= value(s) < high]
-            if members:
-                out[kind][name] = {k: v for k, v in summarise_outputs(members).items()
-                                   if k not in ("controls", "fp_clusters_per_control")}
+            if members:  # figures pool the runs given (e.g. every seed's); n counts each patient once
+                out[kind][name] = {**{k: v for k, v in summarise_outputs(members).items()
+                                      if k not in ("controls", "fp_clusters_per_control")},
+                                   "patients": len({s.unit for s in members}), "runs": len(members)}
     return out
 
 

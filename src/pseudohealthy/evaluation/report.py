@@ -106,7 +106,8 @@ def markdown_table(results: list[dict], voxel_mm: float) -> str:
                          f" ({s['patients']})")
         lines.append(f"| `{r['name']}` | " + " | ".join(cells) + " |")
     lines += ["", "By conspicuity (lesion volume; FLAIR contrast ratio of lesion to a surrounding shell): "
-              "top-1 in the ranked list / detected above threshold / native AUPRC, pooled over seeds; n = patients.",
+              "top-1 in the ranked list / detected above threshold / native AUPRC, pooled over seeds; "
+              "n = distinct patients.",
               "", "| method | grid (validation only) | values from | chosen | validation AUPRC of the chosen point |",
               "|---|---|---|---|---|"]
     for r in results:
