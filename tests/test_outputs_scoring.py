@@ -11,18 +11,19 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from pseudohealthy.evaluation.outputs import pooled_auprc, score_unit, summarise_outputs
 
-HEADER = ["index", "name", "rank", "peak_score", "above_threshold"]
+HEADER = ["index", "name", "rank", "peak_score", "peak_x", "peak_y", "peak_z", "above_threshold"]
+AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])  # 3 mm voxels: peak (i, j, k) lies at (3i, 3j, 3k) mm
 
 
 def _write(out: Path, unit: str, probseg: np.ndarray, clusters: np.ndarray, candidates: np.ndarray,
-           rows: list[tuple[int, bool]]) -> None:
+           rows: list[tuple[int, bool, tuple[int, int, int]]]) -> None:
     anat = out / unit / "anat"
     anat.mkdir(parents=True)
-    affine = np.eye(4)
     for suffix, data in (("label-FCD_desc-anomaly_probseg", probseg), ("desc-clusters_dseg", clusters),
                          ("desc-candidates_dseg", candidates)):
-        nib.save(nib.Nifti1Image(data, affine), anat / f"{unit}_acq-x_{suffix}.nii.gz")
-    lines = ["\t".join(HEADER)] + [f"{rank}\tx\t{rank}\t0.6\t{str(above).lower()}" for rank, above in rows]
+        nib.save(nib.Nifti1Image(data, AFFINE), anat / f"{unit}_acq-x_{suffix}.nii.gz")
+    lines = ["\t".join(HEADER)] + [f"{rank}\tx\t{rank}\t0.6\t" + "\t".join(str(3 * v) for v in peak)
+                                   + f"\t{str(above).lower()}" for rank, above, peak in rows]
     (anat / f"{unit}_acq-x_desc-clusters_dseg.tsv").write_text("\n".join(lines) + "\n")
 
 
@@ -31,19 +32,20 @@ def _case(tmp_path: Path):
     probseg = np.zeros(shape, np.float32)
     clusters = np.zeros(shape, np.uint16)
     candidates = np.zeros(shape, np.uint16)
-    clusters[0:2, 0:2, 0:2] = 1  # rank 1: misses the lesion
-    clusters[4:6, 4:6, 4:6] = 2  # rank 2: hits it
-    candidates[8:10, 8:10, 8:10] = 3  # rank 3 (below threshold): hits it too
+    clusters[0:2, 0:2, 0:2] = 1  # rank 1: peak 26 mm from the lesion, a miss
+    clusters[4:6, 4:6, 4:6] = 2  # rank 2: peak inside the lesion, a hit
+    candidates[8:10, 8:10, 8:10] = 3  # rank 3 (below threshold): peak inside the lesion too
     probseg[clusters > 0] = 0.7
     probseg[candidates > 0] = 0.4
     lesion = np.zeros(shape, np.uint8)
     lesion[5:9, 5:9, 5:9] = 1  # 64 voxels; overlaps cluster 2 in 1 voxel and candidate 3 in 1 voxel
-    _write(tmp_path / "out", "sub-p", probseg, clusters, candidates, [(1, True), (2, True), (3, False)])
-    nib.save(nib.Nifti1Image(lesion, np.eye(4)), tmp_path / "lesion.nii.gz")
+    _write(tmp_path / "out", "sub-p", probseg, clusters, candidates,
+           [(1, True, (0, 0, 0)), (2, True, (5, 5, 5)), (3, False, (8, 8, 8))])
+    nib.save(nib.Nifti1Image(lesion, AFFINE), tmp_path / "lesion.nii.gz")
     control_clusters = np.zeros(shape, np.uint16)
     control_clusters[1:3, 1:3, 1:3] = 1
     _write(tmp_path / "out", "sub-c", (control_clusters > 0).astype(np.float32) * 0.8, control_clusters,
-           np.zeros(shape, np.uint16), [(1, True)])
+           np.zeros(shape, np.uint16), [(1, True, (1, 1, 1))])
     return probseg, lesion
 
 
@@ -60,6 +62,26 @@ def test_scores_from_the_written_outputs(tmp_path):
     # pooled AUPRC over all voxels of the FLAIR, as sklearn computes it on the full arrays
     assert summary["native_auprc"] == pytest.approx(average_precision_score(lesion.ravel() > 0, probseg.ravel()))
     assert pooled_auprc([control]) != pooled_auprc([control])  # NaN without patients
+
+
+def test_a_cluster_that_only_touches_the_lesion_far_from_its_peak_is_a_miss(tmp_path):
+    """A cluster spread over much of the brain touches every lesion; only its peak says where it points."""
+    _case(tmp_path)
+    anat = tmp_path / "out" / "sub-p" / "anat"
+    clusters = nib.load(anat / "sub-p_acq-x_desc-clusters_dseg.nii.gz")
+    data = np.asarray(clusters.dataobj).copy()
+    data[0:9, 0:9, 0:9][data[0:9, 0:9, 0:9] == 0] = 1  # cluster 1 grows over the lesion; its peak stays put
+    nib.save(nib.Nifti1Image(data, clusters.affine), anat / "sub-p_acq-x_desc-clusters_dseg.nii.gz")
+    patient = score_unit(tmp_path / "out", "sub-p", tmp_path / "lesion.nii.gz")
+    assert (patient.hit_rank, patient.false_clusters) == (2, 1)  # cluster 1 is still a miss
+    # 10 mm is the tolerance: a peak 9 mm (3 voxels) from the lesion's edge hits, 12 mm (4 voxels) misses
+    table = anat / "sub-p_acq-x_desc-clusters_dseg.tsv"
+    for offset, hit in ((3, True), (4, False)):
+        text = table.read_text().splitlines()
+        fields = text[1].split("\t")
+        fields[4:7] = [str(3 * (5 - offset)), "15", "15"]  # x = lesion's first column (5) minus offset
+        table.write_text("\n".join([text[0], "\t".join(fields), *text[2:]]) + "\n")
+        assert (score_unit(tmp_path / "out", "sub-p", tmp_path / "lesion.nii.gz").hit_rank == 1) is hit
 
 
 def test_a_lesion_found_only_among_the_candidates(tmp_path):

@@ -1,10 +1,12 @@
 """Detection figures from what ``detect`` writes, in each subject's own FLAIR space.
 
-Reads a unit's clusters TSV (clusters above the threshold, then candidates below it), the
-``desc-clusters_dseg`` / ``desc-candidates_dseg`` label images and the anomaly probseg, and scores them
+Reads a unit's clusters TSV (clusters above the threshold, then candidates below it, with their peaks),
+the ``desc-clusters_dseg`` label image (for Dice) and the anomaly probseg, and scores them
 against the dataset's lesion mask (on the FLAIR grid, as the BIDS dataset holds it). A region *hits*
-the lesion when one of its voxels lies in the lesion mask. Nothing here looks at template-grid maps:
-these are the figures a user can find in the outputs.
+the lesion when its peak (the TSV's ``peak_x/y/z``, where a reader would look first) lies within
+``HIT_DISTANCE_MM`` of the lesion mask: touching the lesion is not enough, or one cluster spread over
+half the brain would "find" every lesion (the first benchmark run scored exactly that). Nothing here
+looks at template-grid maps: these are the figures a user can find in the outputs.
 
 Pixel AUPRC pools every voxel of the patients' FLAIRs; each unit keeps its probseg values as a histogram
 of lesion and non-lesion voxels over ``BINS`` equal bins of [0, 1] (the probseg's range), so pooling and
@@ -19,12 +21,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage as ndi
 
 from pseudohealthy.data.bids import unit_path
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.metrics import bootstrap_cis, dice, lesion_contrast
 
 BINS = 1 << 16
+HIT_DISTANCE_MM = 10.0  # the paper's R@10 tolerance (10 pixels of about 1 mm)
 # Conspicuity strata (EVALUATION.md: the subtle FCDs matter most): lesion volume and FLAIR contrast ratio.
 SIZE_STRATA = (("< 1 cm³", 0.0, 1000.0), ("1–3 cm³", 1000.0, 3000.0), ("> 3 cm³", 3000.0, float("inf")))
 CONTRAST_STRATA = (("faint (< 1.10)", 0.0, 1.10), ("subtle (1.10–1.20)", 1.10, 1.20),
@@ -81,7 +85,6 @@ def score_unit(out_dir: Path, unit: str, lesion_mask: Path | None, flair: Path |
     anat = Path(out_dir) / unit_path(unit) / "anat"
     rows = _ranked_rows(_one(anat, f"{unit}_*desc-clusters_dseg.tsv"))
     clusters = np.asarray(nib.load(_one(anat, f"{unit}_*desc-clusters_dseg.nii.gz")).dataobj)
-    candidates = np.asarray(nib.load(_one(anat, f"{unit}_*desc-candidates_dseg.nii.gz")).dataobj)
     probseg_img = nib.load(_one(anat, f"{unit}_*label-FCD_desc-anomaly_probseg.nii.gz"))
     probseg = np.asarray(probseg_img.dataobj, np.float32)
     lesion = np.zeros(probseg.shape, bool)
@@ -90,9 +93,16 @@ def score_unit(out_dir: Path, unit: str, lesion_mask: Path | None, flair: Path |
         if lesion.shape != probseg.shape:
             raise UserError(f"{lesion_mask}: lesion mask is not on the grid of {unit}'s outputs")
     above = [int(r["rank"]) for r in rows if r["above_threshold"] == "true"]
-    hits = {int(r["rank"]) for r in rows
-            if lesion.any() and ((clusters if r["above_threshold"] == "true" else candidates)
-                                 == int(r["rank"]))[lesion].any()}
+    hits = set()
+    if lesion.any():
+        spacing = np.linalg.norm(probseg_img.affine[:3, :3], axis=0)
+        distance = ndi.distance_transform_edt(~lesion, sampling=spacing)
+        to_voxel = np.linalg.inv(probseg_img.affine)
+        for r in rows:
+            peak = to_voxel @ np.array([float(r["peak_x"]), float(r["peak_y"]), float(r["peak_z"]), 1.0])
+            ijk = np.clip(np.round(peak[:3]).astype(int), 0, np.array(lesion.shape) - 1)
+            if distance[tuple(ijk)] <= HIT_DISTANCE_MM:
+                hits.add(int(r["rank"]))
     contrast = (lesion_contrast(lesion, np.asarray(nib.load(flair).dataobj, np.float32))
                 if flair is not None and lesion.any() else None)
     return OutputScore(
