@@ -90,9 +90,9 @@ def markdown_table(results: list[dict], voxel_mm: float) -> str:
     lines += ["", f"Test set: {first['metrics']['patients']} patients, {first['metrics']['controls']} controls; "
               f"seeds {', '.join(str(s) for s in first['seeds'])}. Mean ± SD over seeds [95 % bootstrap CI over "
               "subjects and seeds]. Native figures are read from the outputs `detect` writes (FLAIR space): "
-              "top-k (ranked list) counts the lesion among the first k regions of the clusters TSV (clusters, then "
-              "candidates below the threshold); detected = a cluster above the validation-chosen threshold "
-              "touches the lesion. Template figures come from the same maps on the "
+              "a region finds the lesion when its peak lies within 10 mm of it; top-k (ranked list): among the "
+              "first k regions of the clusters TSV (clusters, then candidates below the threshold); detected: "
+              "by a cluster above the validation-chosen threshold. Template figures come from the same maps on the "
               f"{voxel_mm:g} mm template grid; \"Dice (oracle)\" uses the best threshold on the test set itself "
               "(an upper bound), on the same voxels and threshold grid as the validation threshold.", ""]
     strata = [(kind, name) for kind in ("size", "contrast")
