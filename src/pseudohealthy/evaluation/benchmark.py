@@ -56,7 +56,8 @@ OUTPUT_FIGURES = ("native_auprc", "detected", "top1", "top3", "ranked_top1", "ra
 # ... and, beside them, from the same maps on the template grid (mean and seed SD).
 TEMPLATE_FIGURES = ("auprc", "r@5", "r@10", "dice_val", "dice_oracle")
 
-# callback(event, detail): events "train" (model name), "trained", "method" (name), "subject" (id), "done" (name)
+# callback(event, detail): events "train" (model name), "trained", "tune" (method), "point" (method and grid point,
+# a new validation run), "method" (method and seed), "subject" (unit), "done" (method)
 Progress = Callable[[str, str], None]
 
 
