@@ -110,12 +110,12 @@ def example_slice(work_dir: Path) -> tuple[str, int]:
     return best[0], best[1]
 
 
-def _seed_run(work_dir: Path, cfg: Config, models, out_dir: Path, device: str,
-              on_event: Progress | None) -> tuple[dict, list[OutputScore], dict, dict]:
+def _seed_run(work_dir: Path, cfg: Config, models, out_dir: Path, device: str, on_event: Progress | None,
+              example: tuple[str, int]) -> tuple[dict, list[OutputScore], dict, dict]:
     """One seed: the validation threshold, then the test units through ``score_test_units``; returns
-    (calibration, native scores, template-grid summary, the example slice's arrays)."""
+    (calibration, native scores, template-grid summary, the arrays of the ``example`` (unit, slice))."""
     calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device), cfg)
-    example_unit, z = example_slice(work_dir)
+    example_unit, z = example
     outputs, template, maps = score_test_units(work_dir, cfg, models, calibration, out_dir, device,
                                                 (lambda unit: on_event("subject", unit)) if on_event else None,
                                                 keep=example_unit)
@@ -170,6 +170,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
     chosen = tuned["chosen"]["overrides"]
     cfg = with_overrides(cfg0, chosen, "chosen on validation")
     models = None
+    unit, z = example_slice(work_dir)
     records, runs = [], []
     method_dir = out_dir / "methods" / spec.name
     for seed in seeds:
@@ -189,7 +190,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         models = models or load_models(work_dir, cfg)
         calibration, outputs, template, example = _seed_run(work_dir, cfg_s, models,
                                                             out_dir / "derivatives" / spec.name / f"seed-{seed}",
-                                                            device, on_event)
+                                                            device, on_event, (unit, z))
         if seed == seeds[0]:
             write_with_atomic(method_dir / "example.npz", lambda tmp: np.savez_compressed(tmp, **example),
                               suffix=".npz")
@@ -204,7 +205,6 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
     config_path = out_dir / "configs" / f"{spec.name}.yaml"
     save_config(cfg, config_path)
     pooled = [s for run in runs for s in run]
-    unit, z = example_slice(work_dir)
     result = {
         "name": spec.name, "role": spec.role, "title": spec.title,
         "grid": {"axes": list(spec.grid), "source": spec.grid_source, "rule": tuned["rule"],
