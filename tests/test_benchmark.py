@@ -164,6 +164,13 @@ def test_subject_scores_against_hand_computed_answers():
     assert s.lobe_correct == 1.0 and s.classifier_lobe_correct == 1.0
     assert s.dice == pytest.approx(2 * 2 / (3 + 18))
 
+    # One wide cluster that touches the lesion but peaks 8 voxels (24 mm) away: touching is not finding.
+    wide = np.zeros(shape)
+    wide[6:15, 5, 1] = np.linspace(1.5, 2.0, 9)  # (6, 5, 1) is inside the lesion; the peak is at (14, 5, 1)
+    far = score_subject("sub-w", _maps(lesion, wide, probs), 1.0, cfg, affine, lobe, truth_class=1)
+    assert far.clusters == 1 and not far.top1 and far.false_clusters == 1
+    assert far.peak_distance_mm == pytest.approx(3 * (14 - 6))
+
     control = score_subject("sub-c", _maps(np.zeros(shape, bool), anomaly), 1.0, cfg, affine, lobe, 0)
     assert control.clusters == 3 and control.recalled == {}
     figures = aggregate([s, control])

@@ -87,10 +87,16 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
     return out
 
 
+# Package code that cannot change a stored (method, seed) result: the command line, model archives, the phantom
+# generator (the data are fixed by the prepared work folder) and the report writers (run afresh on every call).
+PRESENTATION_CODE = ("cli/", "bundle/", "phantom/", "evaluation/report.py", "detect/report.py")
+
+
 def _fingerprint(cfg: Config, checkpoints: dict, split_sha: str) -> str:
-    """What a stored result depends on, the package's code included, so a table never mixes code versions."""
+    """What a stored result depends on, the code that computes it included, so a table never mixes code
+    versions; presentation code is left out so a report or CLI fix does not re-run hours of synthesis."""
     payload = json.dumps({"config": config_to_yaml(cfg), "checkpoints": checkpoints, "split": split_sha,
-                          "code": package_digest()}, sort_keys=True)
+                          "code": package_digest(skip=PRESENTATION_CODE)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -194,7 +200,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         if seed == seeds[0]:
             write_with_atomic(method_dir / "example.npz", lambda tmp: np.savez_compressed(tmp, **example),
                               suffix=".npz")
-        record = {"seed": seed, "fingerprint": key, "checkpoints": used,
+        record = {"seed": seed, "fingerprint": key, "commit": source_commit(), "checkpoints": used,
                   "calibration": {k: calibration[k] for k in ("threshold", "val_dice", "val_auprc", "chosen_on")},
                   "outputs": summarise_outputs(outputs), "template": template,
                   "per_subject": [s.row() for s in outputs]}
@@ -221,7 +227,9 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
                        "split": "splits.tsv", "split_sha256": split_sha,
                        "test_subjects": [s.unit for s in runs[0]], "validation_subjects":
                            records[0]["calibration"]["chosen_on"], "seeds": list(seeds),
-                       "commit": source_commit(), "code_sha256": package_digest(), "version": __version__},
+                       "commit": source_commit(), "code_sha256": package_digest(), "version": __version__,
+                       # the commits that computed the (cached) seed runs; their code agrees outside PRESENTATION_CODE
+                       "computed_by": sorted({r.get("commit", "unknown") for r in records})},
     }
     write_json_atomic(method_dir.with_suffix(".json"), json_safe(result))
     if on_event:

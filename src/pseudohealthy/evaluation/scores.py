@@ -25,6 +25,7 @@ from pseudohealthy.evaluation.metrics import (
     pixel_auroc,
     recall_at_k,
 )
+from pseudohealthy.evaluation.outputs import HIT_DISTANCE_MM
 
 RECALL_K = (5, 10)  # the paper's k, in pixels of its 256 px ≈ 1 mm slices
 CI_METRICS = ("auprc", "r@5", "r@10", "dice_val", "top1")  # the headline figures, with bootstrap CIs
@@ -41,7 +42,7 @@ class SubjectScore:
     top1: bool
     top3: bool
     clusters: int  # above threshold
-    false_clusters: int  # clusters that do not touch the lesion (all of a control's)
+    false_clusters: int  # clusters whose peak is not near the lesion (all of a control's)
     peak_distance_mm: float  # top cluster's peak to the lesion (NaN: no cluster / control)
     lobe_correct: float  # top cluster's lobe is one of the lesion's lobes (1/0; NaN: n/a)
     classifier_lobe_correct: float  # the 9-class classifier's lobe at its most abnormal slice (NaN: n/a)
@@ -52,9 +53,9 @@ def score_subject(pid: str, maps: SubjectMaps, threshold: float, cfg: Config, af
     """``lobe``: the subject's template-grid lobe map; ``truth_class``: its lesion class (0 for controls)."""
     voxel_mm = cfg.data.template_voxel_mm
     patient = bool(maps.lesion.any())
-    clusters, labels = find_clusters(maps.anomaly, affine, threshold, cfg.method.min_cluster_mm3, lobe,
+    clusters, _ = find_clusters(maps.anomaly, affine, threshold, cfg.method.min_cluster_mm3, lobe,
                                      rank_by=cfg.method.rank_by)
-    touches = [bool(maps.lesion[labels == c.rank].any()) for c in clusters]
+    hits = [_peak_hits(c.peak_mm, maps.lesion, affine) for c in clusters] if patient else [False] * len(clusters)
     recalled = {}
     distance = lobe_ok = float("nan")
     if patient:
@@ -69,10 +70,18 @@ def score_subject(pid: str, maps: SubjectMaps, threshold: float, cfg: Config, af
     return SubjectScore(
         participant_id=pid, patient=patient, truth=maps.lesion[maps.brain], score=maps.anomaly[maps.brain],
         dice=dice(maps.anomaly[maps.brain] > threshold, maps.lesion[maps.brain]) if patient else float("nan"),
-        recalled=recalled, top1=bool(touches[:1] == [True]), top3=any(touches[:3]),
-        clusters=len(clusters), false_clusters=sum(not t for t in touches),
+        recalled=recalled, top1=bool(hits[:1] == [True]), top3=any(hits[:3]),
+        clusters=len(clusters), false_clusters=sum(not h for h in hits),
         peak_distance_mm=distance, lobe_correct=lobe_ok,
         classifier_lobe_correct=_classifier_lobe(maps, truth_class) if patient else float("nan"))
+
+
+def _peak_hits(peak_mm, lesion: np.ndarray, affine: np.ndarray) -> bool:
+    """A cluster finds the lesion when its peak lies within ``HIT_DISTANCE_MM`` of it (the rule of
+    ``evaluation.outputs``, so template-grid and native detection count the same way)."""
+    ijk = np.round(np.linalg.solve(affine[:3, :3], np.asarray(peak_mm) - affine[:3, 3])).astype(int)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    return distance_to_lesion_mm(ijk, lesion, spacing) <= HIT_DISTANCE_MM
 
 
 def _classifier_lobe(maps: SubjectMaps, truth_class: int) -> float:
