@@ -4,6 +4,7 @@ metrics, writes the table and figures with provenance, and reuses finished metho
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from pseudohealthy.anomaly.clusters import find_clusters
 from pseudohealthy.config import load_config, save_config
@@ -117,12 +119,36 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     assert json.dumps(again[0]["metrics"]) == json.dumps(results[0]["metrics"])
     assert (out / "methods" / "full" / "seed-0.json").stat().st_mtime_ns == stamp
 
+    # generalisation: the method with another folder's networks (here: the same ones, halved), used as they are
+    other = tmp_path / "other"
+    (other / "models").mkdir(parents=True)
+    shutil.copy(bench_work / "config.yaml", other / "config.yaml")
+    for kind in ("translator", "classifier"):
+        shutil.copytree(bench_work / "models" / kind, other / "models" / kind)
+    path = other / "models" / "translator" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["ema"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
+    torch.save(ckpt, path)
+    calibrated_on.clear()
+    events.clear()
+    moved = run_benchmark(bench_work, [], out, on_event=lambda e, d: events.append((e, d)), seeds=(0,),
+                          transfer=other)
+    assert [r["name"] for r in moved] == ["full_transfer"] and moved[0]["role"] == "generalisation"
+    assert not [e for e in events if e[0] == "train"]
+    assert calibrated_on and all(units == val for units in calibrated_on)
+    used = moved[0]["provenance"]["checkpoints"]
+    assert used["translator"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert used["translator"]["sha256"] != json.loads(rows[0]["checkpoints"])["translator"]["sha256"]
+    assert (out / "derivatives" / "full_transfer" / "seed-0").is_dir()
+
 
 def test_benchmark_cli_errors_are_one_line(bench_work, tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "pseudohealthy", "benchmark", *args], capture_output=True,
                               text=True, timeout=300)
 
+    out = run(str(bench_work), "--methods", "control_zscore", "--transfer-model", str(tmp_path / "nowhere.zip"))
+    assert out.returncode == 2 and "nowhere.zip: not found" in out.stderr and "Traceback" not in out.stderr
     out = run(str(bench_work), "--methods", "full,magic")
     assert out.returncode == 2 and "unknown method" in out.stderr and "Traceback" not in out.stderr
     out = run(str(tmp_path / "nowhere"))

@@ -562,6 +562,9 @@ def benchmark(
                                                               "repeatable."),
     tune_seed: list[int] | None = typer.Option(None, "--tune-seed", help="Seeds of each method's validation sweep "
                                                                         "(default 0); repeatable."),
+    transfer_model: Path | None = typer.Option(None, "--transfer-model", help="A model trained on other subjects "
+                                               "(MODEL.zip from export-model, or its work folder), also scored here "
+                                               "without retraining as the row full_transfer (generalisation)."),
 ) -> None:
     """Compare the method with its ablations and the paper's baselines on the same data: one table.
 
@@ -606,7 +609,7 @@ def benchmark(
             bar.update(task, completed=step, total=total)
 
         results = run_benchmark(work_dir, specs, out, overrides, resolve_device(device), on_event, on_step,
-                                seeds=seed or (0, 1, 2), tune_seeds=tune_seed or (0,))
+                                seeds=seed or (0, 1, 2), tune_seeds=tune_seed or (0,), transfer=transfer_model)
     for r in results:
         m = r["metrics"]
         console.print(f"  {r['name']:16s} native AUPRC {m['native_auprc']['mean']:.3f} ± {m['native_auprc']['sd']:.3f}"

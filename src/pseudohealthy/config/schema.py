@@ -34,6 +34,11 @@ class DataConfig(_Strict):
     val_control_fraction: float = Field(default=0.15, ge=0, lt=1)
     test_control_fraction: float = Field(default=0.15, ge=0, lt=1)
 
+    def preprocessing(self) -> dict:
+        """The settings that shape a model's input (everything but how subjects are split into roles):
+        a model fits a work folder when these agree."""
+        return self.model_dump(exclude={"val_patient_fraction", "val_control_fraction", "test_control_fraction"})
+
 
 class DiffusionConfig(_Strict):
     """Noise schedule and the DDIM encode/decode used at inference (METHOD.md §2–3)."""

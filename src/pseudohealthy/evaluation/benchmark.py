@@ -33,7 +33,7 @@ from pseudohealthy.config.loader import deep_update
 from pseudohealthy.detect.pipeline import load_models, required_models
 from pseudohealthy.detect.run import analyse_role, calibration_from, roles
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.methods import MethodSpec, method_config
+from pseudohealthy.evaluation.methods import MethodSpec, method_config, transfer_spec
 from pseudohealthy.evaluation.outputs import (
     OutputScore,
     pr_curve,
@@ -42,7 +42,7 @@ from pseudohealthy.evaluation.outputs import (
     summarise_outputs,
 )
 from pseudohealthy.evaluation.report import json_safe
-from pseudohealthy.evaluation.run import score_test_units
+from pseudohealthy.evaluation.run import require_same_preprocessing, score_test_units
 from pseudohealthy.evaluation.scores import summarise_method
 from pseudohealthy.evaluation.tune import parse_grid, tune
 from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
@@ -70,14 +70,19 @@ def _iterations(cfg: Config, kind: str) -> int:
 
 
 def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: Progress | None = None,
-                   on_step: Callable[[int, int, float], None] | None = None) -> dict[str, dict]:
-    """Train (or finish training) every model ``cfg`` needs; returns name -> {sha256, step} of each."""
+                   on_step: Callable[[int, int, float], None] | None = None,
+                   trainable: bool = True) -> dict[str, dict]:
+    """Train (or finish training) every model ``cfg`` needs; returns name -> {sha256, step} of each.
+    ``trainable=False``: the models must be there already (another dataset's networks, used as they are)."""
     out = {}
     for kind in required_models(cfg):
         path = model_dir(work_dir, kind, cfg) / "checkpoint.pt"
         name = model_name(kind, cfg)
+        if not trainable and not path.is_file():
+            raise UserError(f"{work_dir}: has no trained {name}, which this method needs; it is used as it is, "
+                            "not trained here")
         step = int(load_checkpoint(path, expect_kind=kind)["step"]) if path.is_file() else 0
-        if step < _iterations(cfg, kind):
+        if trainable and step < _iterations(cfg, kind):
             if on_event:
                 on_event("train", name)
             train(work_dir, cfg, kind, resume=path.is_file(), device=device, on_step=on_step)
@@ -158,21 +163,28 @@ def _summary_over_seeds(runs: list[list[OutputScore]], template: list[dict], see
 def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[str, Any] | None = None,
                device: str = "cpu", on_event: Progress | None = None,
                on_step: Callable[[int, int, float], None] | None = None, seeds: Sequence[int] = (0, 1, 2),
-               tune_seeds: Sequence[int] = (0,)) -> dict:
-    """Train, tune on validation, then test with every seed; each seed cached in OUT/methods/<name>/."""
+               tune_seeds: Sequence[int] = (0,), model_root: Path | None = None) -> dict:
+    """Train, tune on validation, then test with every seed; each seed cached in OUT/methods/<name>/.
+    ``model_root``: use the networks there (trained on another dataset; an unpacked archive or a work
+    folder) as they are, instead of WORK_DIR's own: the generalisation row."""
     work_dir, out_dir = Path(work_dir), Path(out_dir)
+    model_root = Path(model_root) if model_root else work_dir
+    if model_root != work_dir:
+        require_same_preprocessing(work_dir, model_root)
     base = deep_update(spec.overrides, overrides or {})
     cfg0 = method_config(work_dir, spec, overrides)
     grid = parse_grid(list(spec.grid)) if spec.grid else [{}]
     checkpoints = {}
     for point in grid:  # a grid over training knobs (the autoencoder's noise) trains one model per point
-        checkpoints.update(ensure_trained(work_dir, with_overrides(cfg0, point, "grid"), device, on_event, on_step))
+        checkpoints.update(ensure_trained(model_root, with_overrides(cfg0, point, "grid"), device, on_event, on_step,
+                                          trainable=model_root == work_dir))
     split_sha = _sha256(work_dir / "splits.tsv")
     tune_dir = out_dir / "tune" / f"{spec.name}-{_fingerprint(cfg0, checkpoints, split_sha)[:12]}"
     if on_event:
         on_event("tune", spec.name)
     tuned = tune(work_dir, grid, list(tune_seeds), tune_dir, base=base, device=device,
-                 on_point=(lambda label, seed, row: on_event("point", f"{spec.name} {label}")) if on_event else None)
+                 on_point=(lambda label, seed, row: on_event("point", f"{spec.name} {label}")) if on_event else None,
+                 model_root=model_root)
     chosen = tuned["chosen"]["overrides"]
     cfg = with_overrides(cfg0, chosen, "chosen on validation")
     models = None
@@ -193,7 +205,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
                 continue
         if on_event:
             on_event("method", f"{spec.name} seed {seed}")
-        models = models or load_models(work_dir, cfg)
+        models = models or load_models(model_root, cfg)
         calibration, outputs, template, example = _seed_run(work_dir, cfg_s, models,
                                                             out_dir / "derivatives" / spec.name / f"seed-{seed}",
                                                             device, on_event, (unit, z))
@@ -240,9 +252,11 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
 def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, overrides: dict[str, Any] | None = None,
                   device: str = "cpu", on_event: Progress | None = None,
                   on_step: Callable[[int, int, float], None] | None = None, seeds: Sequence[int] = (0, 1, 2),
-                  tune_seeds: Sequence[int] = (0,)) -> list[dict]:
+                  tune_seeds: Sequence[int] = (0,), transfer: Path | None = None) -> list[dict]:
     """Every method in turn (see ``run_method``), each followed by the table and figures so far
-    (``evaluation.report``)."""
+    (``evaluation.report``). ``transfer``: a model trained on other subjects (work folder or MODEL.zip),
+    scored after the methods as ``full_transfer`` without retraining (``methods.transfer_spec``)."""
+    from pseudohealthy.bundle.archive import opened_model
     from pseudohealthy.evaluation.report import write_report
 
     work_dir, out_dir = Path(work_dir), Path(out_dir)
@@ -251,8 +265,16 @@ def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, over
                         "or pass --bids BIDS_DIR")
     (out_dir / "methods").mkdir(parents=True, exist_ok=True)
     example_slice(work_dir)  # fail early, before any training, when there is no test patient
+    if transfer is not None:  # and before hours of methods, when the other model cannot be used here
+        with opened_model(transfer) as model_root:
+            require_same_preprocessing(work_dir, model_root)
     results = []
     for spec in methods:  # the table is rewritten after each method: a long run has a readable partial table
         results.append(run_method(work_dir, spec, out_dir, overrides, device, on_event, on_step, seeds, tune_seeds))
+        write_report(results, out_dir, work_dir)
+    if transfer is not None:
+        with opened_model(transfer) as model_root:
+            results.append(run_method(work_dir, transfer_spec(transfer), out_dir, overrides, device, on_event,
+                                      on_step, seeds, tune_seeds, model_root=model_root))
         write_report(results, out_dir, work_dir)
     return results

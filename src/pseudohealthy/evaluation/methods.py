@@ -8,7 +8,7 @@ translator, and every ablation that keeps T1 conditioning uses the method's own 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,14 @@ def select_methods(names: str) -> list[MethodSpec]:
         raise UserError(f"unknown method(s) {', '.join(unknown) or names!r}; choose 'all' or from: "
                         f"{', '.join(METHODS)}")
     return [METHODS[n] for n in dict.fromkeys(chosen)]
+
+
+def transfer_spec(model: Path) -> MethodSpec:
+    """Our method with networks trained on another dataset (``model``: a work folder or MODEL.zip), used as
+    they are: the generalisation row. Its settings and threshold are still chosen on this dataset's
+    validation subjects, as every method's are, so the row differs from ``full`` only in the training data."""
+    return replace(METHODS["full"], name="full_transfer", role="generalisation",
+                   title=f"ours, networks of {Path(model).name} (trained on other subjects, not retrained)")
 
 
 def method_config(work_dir: Path, spec: MethodSpec, overrides: dict[str, Any] | None = None) -> Config:

@@ -80,6 +80,15 @@ def score_test_units(work_dir: Path, cfg: Config, models, calibration: dict, out
     return outputs, template, kept
 
 
+def require_same_preprocessing(work_dir: Path, model_root: Path) -> None:
+    """Refuse a model (a work folder or unpacked archive) whose input was prepared otherwise than WORK_DIR's
+    subjects; how the subjects were split into roles may differ."""
+    model_cfg = load_config(Path(model_root) / "config.yaml")
+    if load_config(Path(work_dir) / "config.yaml").data.preprocessing() != model_cfg.data.preprocessing():
+        raise UserError(f"{work_dir} was prepared with other data settings than the model's; prepare the data "
+                        f"with the model's preset ({model_cfg.name})")
+
+
 def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: str = "cpu",
              on_subject: Callable[[str], None] | None = None, model_root: Path | None = None,
              out_dir: Path | None = None) -> dict:
@@ -90,9 +99,8 @@ def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: st
     if not (work_dir / "config.yaml").is_file():
         raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare` and `train` first")
     cfg = load_config(Path(model_root or work_dir) / "config.yaml", overrides=overrides)
-    if model_root is not None and load_config(work_dir / "config.yaml").data != cfg.data:
-        raise UserError(f"{work_dir} was prepared with other data settings than the model's; prepare the data "
-                        f"with the model's preset ({cfg.name})")
+    if model_root is not None:
+        require_same_preprocessing(work_dir, model_root)
     models = load_models(model_root or work_dir, cfg)
     calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
     out_dir = Path(out_dir) if out_dir else work_dir / "evaluate" / "derivatives"

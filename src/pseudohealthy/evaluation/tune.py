@@ -58,10 +58,12 @@ def _label(overrides: dict[str, Any], prefix: str = "") -> str:
 
 def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: Path | None = None,
          base: dict[str, Any] | None = None, device: str = "cpu",
-         on_point: Callable[[str, int, dict], None] | None = None) -> dict:
+         on_point: Callable[[str, int, dict], None] | None = None, model_root: Path | None = None) -> dict:
     """Run every grid point for every seed on the validation subjects; write and return the table and
-    the choice. ``base``: overrides applied under every point (e.g. ``--samples``)."""
+    the choice. ``base``: overrides applied under every point (e.g. ``--samples``); ``model_root``: the
+    networks come from there (another work folder or an unpacked model archive), not from WORK_DIR."""
     work_dir = Path(work_dir)
+    model_root = Path(model_root) if model_root else work_dir
     cfg0 = load_work_config(work_dir)
     if "val" not in roles(work_dir).values():
         raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
@@ -76,9 +78,9 @@ def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: 
                 rows.append(done[(label, seed)])
                 continue
             cfg = with_overrides(cfg0, deep_update(deep_update(base or {}, overrides), {"seed": seed}), "--grid")
-            key = " ".join(str(model_dir(work_dir, kind, cfg)) for kind in required_models(cfg))
+            key = " ".join(str(model_dir(model_root, kind, cfg)) for kind in required_models(cfg))
             if key not in models_for:
-                models_for = {key: load_models(work_dir, cfg)}  # one set of networks at a time
+                models_for = {key: load_models(model_root, cfg)}  # one set of networks at a time
             calibration = calibration_from(analyse_role(work_dir, "val", models_for[key], cfg, device), cfg)
             row = {"point": label, "overrides": overrides, "seed": seed, "threshold": calibration["threshold"],
                    "val_auprc": calibration["val_auprc"], "val_dice": calibration["val_dice"],
