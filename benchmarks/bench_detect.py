@@ -13,7 +13,7 @@
 - peak resident memory and time of `pseudohealthy detect` on one subject (a child process), at the
   work folder's preset and at the 128 px `medium` preset (``detect_128px.py``).
 
-Usage: python benchmarks/bench_detect.py WORK_DIR [--bids BIDS_DIR] [--quick] [--seeds 0 1 2]
+Usage: python benchmarks/bench_detect.py WORK_DIR [--bids BIDS_DIR] [--quick] [--seeds 0 1 2] [--split-only]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--bids", type=Path, help="BIDS_DIR for the memory run (default: WORK_DIR/../bids)")
     parser.add_argument("--quick", action="store_true", help="fewer sweep points")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="noise seeds of the speed split")
+    parser.add_argument("--split-only", action="store_true", help="stop after the speed split by source")
     args = parser.parse_args()
     work = args.work
     if not (work / "calibration.json").is_file():
@@ -94,8 +95,10 @@ def main() -> None:
         "total_speedup": round(paper["seconds_per_subject"] / ours_s, 2),
         "equal_quality": bool(summary["ours"]["auprc_mean"] >= paper["auprc_mean"] - 0.02
                               or summary["ours"]["auprc_mean"] > paper["auprc_range"][1])}
-    write_result("detect", result)  # partial results survive an interrupted benchmark
+    write_result("detect_split" if args.split_only else "detect", result)  # partial results survive an interruption
     print(json.dumps({k: v for k, v in result["speed_by_source"].items() if k != "runs"}, indent=1))
+    if args.split_only:
+        return
     pid, subject = patients[0], subjects[0]
 
     # sweeps pool the AUPRC over all test patients (one subject's AUPRC varies a lot with the sampling noise)

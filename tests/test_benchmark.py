@@ -109,6 +109,13 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     assert "ranked list" in table and "oracle" in table and "cm³" in table and "Kascenas" in table
     report = json.loads((out / "results.json").read_text())  # strict JSON: NaN written as null
     assert [m["name"] for m in report["methods"]] == ["full", "no_histmatch", "denoising_ae"]
+    paired = report["paired_versus_full"]  # ours minus each method, on the same subjects and seeds
+    assert [c["method"] for c in paired] == ["no_histmatch", "denoising_ae"] and "`full` minus" in table
+    for c, r in zip(paired, results[1:]):
+        assert c["ranked_top1"]["difference"] == pytest.approx(
+            results[0]["metrics"]["ranked_top1"]["mean"] - r["metrics"]["ranked_top1"]["mean"])
+        low, high = c["native_auprc"]["ci"]
+        assert low <= c["native_auprc"]["difference"] <= high
     for name in ("pr_curves", "overlays"):
         assert (out / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
 

@@ -158,3 +158,27 @@ def test_seed_subject_cis_resample_subjects_and_seeds():
     assert always["ranked_top1"] == (1.0, 1.0)  # no spread when every seed agrees on every subject
     with pytest.raises(ValueError):
         seed_subject_cis([[found], [found, found]], summarise_outputs)
+
+
+def test_paired_difference_cis_pair_units_across_methods():
+    from pseudohealthy.evaluation.outputs import paired_difference_cis
+
+    def unit(name, found):
+        return _unit(name, [0.9 if found else 0.1], [0.5])
+
+    # the same subjects found and missed by both methods: every paired resample gives a difference of 0
+    # (an unpaired bootstrap would not: it can draw 'a' for one method and 'b' for the other)
+    same = [[unit("a", True), unit("b", False), unit("c", False)]] * 2
+    cis = paired_difference_cis(same, same, summarise_outputs, n_resamples=200)
+    assert cis["ranked_top1"] == (0.0, 0.0) and cis["native_auprc"] == (0.0, 0.0)
+    # A finds every lesion, B none: +1 whatever is drawn
+    a = [[unit(n, True) for n in "abc"]] * 2
+    b = [[unit(n, False) for n in "abc"]] * 2
+    assert paired_difference_cis(a, b, summarise_outputs, n_resamples=50)["ranked_top1"] == (1.0, 1.0)
+    # A finds 'a' in one seed of two, B never: the CI spans 0 (seeds and subjects resampled) to 1
+    half = [[unit("a", True), unit("b", False)], [unit("a", False), unit("b", False)]]
+    never = [[unit("a", False), unit("b", False)]] * 2
+    low, high = paired_difference_cis(half, never, summarise_outputs, n_resamples=400)["ranked_top1"]
+    assert low == 0.0 and high == 1.0
+    with pytest.raises(ValueError):
+        paired_difference_cis(a, [[unit(n, False) for n in "abd"]] * 2, summarise_outputs)

@@ -36,7 +36,9 @@ from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.methods import MethodSpec, method_config, transfer_spec
 from pseudohealthy.evaluation.outputs import (
     OutputScore,
+    load_scores,
     pr_curve,
+    save_histograms,
     seed_subject_cis,
     stratified,
     summarise_outputs,
@@ -135,17 +137,6 @@ def _seed_run(work_dir: Path, cfg: Config, models, out_dir: Path, device: str, o
     return calibration, outputs, summarise_method(template, n_resamples=0), example
 
 
-def _save_histograms(path: Path, scores: list[OutputScore]) -> None:
-    arrays = {f"{kind}_{i}": getattr(s, kind) for i, s in enumerate(scores) for kind in ("positives", "negatives")}
-    write_with_atomic(path, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
-
-
-def _load_scores(record: dict, path: Path) -> list[OutputScore]:
-    with np.load(path) as hist:
-        return [OutputScore(**row, positives=hist[f"positives_{i}"], negatives=hist[f"negatives_{i}"])
-                for i, row in enumerate(record["per_subject"])]
-
-
 def _summary_over_seeds(runs: list[list[OutputScore]], template: list[dict], seed: int) -> dict:
     """Each figure's mean and SD over seeds, and its 95 % CI over subjects and seeds."""
     per_seed = [summarise_outputs(run) for run in runs]
@@ -201,7 +192,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
             cached = json.loads(record_path.read_text())
             if cached.get("fingerprint") == key:
                 records.append(cached)
-                runs.append(_load_scores(cached, hist_path))
+                runs.append(load_scores(cached["per_subject"], hist_path))
                 continue
         if on_event:
             on_event("method", f"{spec.name} seed {seed}")
@@ -216,7 +207,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
                   "calibration": {k: calibration[k] for k in ("threshold", "val_dice", "val_auprc", "chosen_on")},
                   "outputs": summarise_outputs(outputs), "template": template,
                   "per_subject": [s.row() for s in outputs]}
-        _save_histograms(hist_path, outputs)
+        save_histograms(hist_path, outputs)
         write_json_atomic(record_path, json_safe(record))
         records.append(record)
         runs.append(outputs)

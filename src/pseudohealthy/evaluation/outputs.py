@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 from pseudohealthy.data.bids import unit_path
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.metrics import bootstrap_cis, dice, lesion_contrast
+from pseudohealthy.io.atomic import write_with_atomic
 
 BINS = 1 << 16
 HIT_DISTANCE_MM = 10.0  # the paper's R@10 tolerance (10 pixels of about 1 mm)
@@ -186,6 +187,20 @@ def stratified(scores: list[OutputScore]) -> dict[str, dict[str, dict]]:
     return out
 
 
+def save_histograms(path: Path, scores: list[OutputScore]) -> None:
+    """The units' score histograms (what pooled AUPRC and PR curves need) as one .npz; their other fields are
+    stored as rows (``OutputScore.row``) beside it."""
+    arrays = {f"{kind}_{i}": getattr(s, kind) for i, s in enumerate(scores) for kind in ("positives", "negatives")}
+    write_with_atomic(Path(path), lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+
+
+def load_scores(rows: list[dict], path: Path) -> list[OutputScore]:
+    """The scores stored by ``save_histograms`` and their ``rows``, in the same order."""
+    with np.load(path) as hist:
+        return [OutputScore(**row, positives=hist[f"positives_{i}"], negatives=hist[f"negatives_{i}"])
+                for i, row in enumerate(rows)]
+
+
 def seed_subject_cis(runs: Sequence[Sequence[OutputScore]], statistic: Callable[[list[OutputScore]], dict],
                      n_resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
     """95 % CIs over subjects and seeds: ``runs`` holds one list per seed with the same units in the same
@@ -196,3 +211,22 @@ def seed_subject_cis(runs: Sequence[Sequence[OutputScore]], statistic: Callable[
     rng = np.random.default_rng([seed, 1])
     return bootstrap_cis(by_unit, lambda sample: statistic([unit[rng.integers(len(unit))] for unit in sample]),
                          n_resamples, seed)
+
+
+def paired_difference_cis(runs_a: Sequence[Sequence[OutputScore]], runs_b: Sequence[Sequence[OutputScore]],
+                          statistic: Callable[[list[OutputScore]], dict], n_resamples: int = 1000,
+                          seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % CIs of ``statistic(A) - statistic(B)`` over subjects and seeds for two methods scored on the same
+    units (one list per seed each, same units in the same order): each resample draws units with replacement,
+    the same units for both methods (paired), and for each drawn unit one of each method's seeds."""
+    if not runs_a or not runs_b or [s.unit for s in runs_a[0]] != [s.unit for s in runs_b[0]]:
+        raise ValueError("a paired comparison needs both methods scored on the same units in the same order")
+    by_unit = list(zip(zip(*runs_a, strict=True), zip(*runs_b, strict=True), strict=True))
+    rng = np.random.default_rng([seed, 2])
+
+    def difference(sample) -> dict:
+        a = statistic([unit_a[rng.integers(len(unit_a))] for unit_a, _ in sample])
+        b = statistic([unit_b[rng.integers(len(unit_b))] for _, unit_b in sample])
+        return {key: a[key] - b[key] for key in a if isinstance(a[key], float)}
+
+    return bootstrap_cis(by_unit, difference, n_resamples, seed)

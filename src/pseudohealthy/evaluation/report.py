@@ -1,4 +1,5 @@
-"""The benchmark's outputs: ``results.csv``, ``results.json``, ``results.md`` (the table) and figures
+"""The benchmark's outputs: ``results.csv``, ``results.json``, ``results.md`` (the tables, with ours against
+each method paired over the same subjects and seeds) and figures
 (``figures/pr_curves.png``, ``figures/overlays.png``), every row with its provenance."""
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pseudohealthy.config import load_work_config  # noqa: E402
+from pseudohealthy.evaluation.outputs import (  # noqa: E402
+    OutputScore,
+    load_scores,
+    paired_difference_cis,
+    summarise_outputs,
+)
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic, write_with_atomic  # noqa: E402
 
 # figure -> header. Native: from detect's outputs, mean ± seed SD [95 % CI over subjects and seeds].
@@ -27,6 +34,10 @@ WITH_CI = ("native_auprc", "ranked_top1", "detected")
 TEMPLATE_COLUMNS = {"template_auprc": "AUPRC (template)", "template_r@5": "R@5", "template_dice_val": "Dice (val thr)",
                     "template_dice_oracle": "Dice (oracle)"}
 STRATUM_FIGURES = ("ranked_top1", "detected", "native_auprc")
+# Ours minus each other method, paired over the same test units and seeds.
+PAIRED_FIGURES = {"native_auprc": "AUPRC (native)", "ranked_top1": "top-1 (ranked list)",
+                  "detected": "detected (above thr)", "fp_clusters_per_control": "FP clusters/control"}
+REFERENCE_METHOD = "full"
 PROVENANCE = ("config", "config_sha256", "checkpoints", "split", "split_sha256", "seeds", "commit", "code_sha256",
               "version")
 
@@ -118,6 +129,54 @@ def markdown_table(results: list[dict], voxel_mm: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stored_runs(out_dir: Path, name: str, seeds: list[int]) -> list[list[OutputScore]]:
+    runs = []
+    for seed in seeds:
+        record = json.loads((out_dir / "methods" / name / f"seed-{seed}.json").read_text())
+        runs.append(load_scores(record["per_subject"], out_dir / "methods" / name / f"seed-{seed}_hist.npz"))
+    return runs
+
+
+def paired_comparisons(results: list[dict], out_dir: Path, n_resamples: int = 1000) -> list[dict]:
+    """``full`` minus each other method on the same test units and seeds: the difference of the table's means
+    and its paired 95 % CI over subjects and seeds (``outputs.paired_difference_cis``), from the stored runs.
+    Empty without ``full`` or when the seeds differ."""
+    ours = next((r for r in results if r["name"] == REFERENCE_METHOD), None)
+    if ours is None:
+        return []
+    ours_runs = _stored_runs(out_dir, ours["name"], ours["seeds"])
+    out = []
+    for r in results:
+        if r is ours or r["seeds"] != ours["seeds"]:
+            continue
+        cis = paired_difference_cis(ours_runs, _stored_runs(out_dir, r["name"], r["seeds"]), summarise_outputs,
+                                    n_resamples)
+        out.append({"method": r["name"], "versus": ours["name"], **{
+            key: {"difference": ours["metrics"][key]["mean"] - r["metrics"][key]["mean"],
+                  "ci": list(cis.get(key, (float("nan"), float("nan"))))} for key in PAIRED_FIGURES}})
+    return out
+
+
+def _signed(value: float | None) -> str:
+    return f"{value:+.3f}" if _finite(value) else "n/a"
+
+
+def paired_table(comparisons: list[dict]) -> str:
+    if not comparisons:
+        return ""
+    versus = comparisons[0]["versus"]
+    lines = [f"| `{versus}` minus | " + " | ".join(PAIRED_FIGURES.values()) + " |",
+             "|" + "---|" * (len(PAIRED_FIGURES) + 1)]
+    for c in comparisons:
+        lines.append(f"| `{c['method']}` | " + " | ".join(
+            f"{_signed(c[k]['difference'])} [{_signed(c[k]['ci'][0])}, {_signed(c[k]['ci'][1])}]"
+            for k in PAIRED_FIGURES) + " |")
+    lines += ["", f"Ours (`{versus}`) against each method on the same test subjects and seeds: difference of the "
+              "means above [paired 95 % bootstrap CI over subjects and seeds]. Higher is better for ours except FP "
+              "clusters per control (lower is better); a CI that contains 0 leaves the order open."]
+    return "\n".join(lines) + "\n"
+
+
 def _pr_figure(results: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 5))
     for r in results:
@@ -176,11 +235,13 @@ def write_report(results: list[dict], out_dir: Path, work_dir: Path) -> dict[str
         writer.writerows(rows)
     paths = {"csv": out_dir / "results.csv", "json": out_dir / "results.json", "markdown": out_dir / "results.md",
              "pr_curves": out_dir / "figures" / "pr_curves.png", "overlays": out_dir / "figures" / "overlays.png"}
+    comparisons = paired_comparisons(results, out_dir)
     write_text_atomic(paths["csv"], buffer.getvalue())
     write_json_atomic(paths["json"], json_safe({
         "work_dir": str(Path(work_dir).resolve()), "voxel_mm": voxel_mm,
-        "methods": [{k: v for k, v in r.items() if k != "pr_curve"} for r in results]}))
-    write_text_atomic(paths["markdown"], markdown_table(results, voxel_mm))
+        "methods": [{k: v for k, v in r.items() if k != "pr_curve"} for r in results],
+        "paired_versus_full": comparisons}))
+    write_text_atomic(paths["markdown"], markdown_table(results, voxel_mm) + "\n" + paired_table(comparisons))
     paths["pr_curves"].parent.mkdir(parents=True, exist_ok=True)
     _pr_figure(results, paths["pr_curves"])
     _overlay_figure(results, out_dir, paths["overlays"])
