@@ -80,3 +80,18 @@ def test_tune_command_line(with_val_patient, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pseudohealthy", "tune", str(with_val_patient), "--grid", "x"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "SECTION.KEY=V1,V2" in bad.stdout + bad.stderr
+
+
+def test_a_model_fits_a_work_folder_when_preprocessing_agrees(tmp_path):
+    from pseudohealthy.config import load_config, save_config
+    from pseudohealthy.evaluation.run import require_same_preprocessing
+
+    work, split_only, other_grid = tmp_path / "work", tmp_path / "split", tmp_path / "grid"
+    save_config(load_config("quick"), work / "config.yaml")
+    # another split of the subjects into roles: the networks saw the same kind of input
+    save_config(load_config("quick", overrides={"data": {"test_control_fraction": 0.3}}), split_only / "config.yaml")
+    require_same_preprocessing(work, split_only)
+    # another template grid: refused, with the preset to prepare with
+    save_config(load_config("quick", overrides={"data": {"template_voxel_mm": 2.0}}), other_grid / "config.yaml")
+    with pytest.raises(UserError, match="other data settings than the model's"):
+        require_same_preprocessing(work, other_grid)
