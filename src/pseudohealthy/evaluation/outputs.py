@@ -80,6 +80,20 @@ def _histogram(values: np.ndarray) -> np.ndarray:
     return np.bincount(bins, minlength=BINS)
 
 
+def peaks_near_lesion(peaks_mm: Sequence[Sequence[float]], lesion: np.ndarray, affine: np.ndarray) -> list[bool]:
+    """For each region peak (world mm), whether it finds the lesion: lies within ``HIT_DISTANCE_MM`` of the
+    ``lesion`` mask (on the grid of ``affine``). All False without a lesion."""
+    if not lesion.any() or not len(peaks_mm):
+        return [False] * len(peaks_mm)
+    distance = ndi.distance_transform_edt(~lesion, sampling=np.linalg.norm(affine[:3, :3], axis=0))
+    to_voxel = np.linalg.inv(affine)
+    hits = []
+    for peak in peaks_mm:
+        ijk = np.round((to_voxel @ np.array([*peak, 1.0]))[:3]).astype(int)
+        hits.append(bool(distance[tuple(np.clip(ijk, 0, np.array(lesion.shape) - 1))] <= HIT_DISTANCE_MM))
+    return hits
+
+
 def score_unit(out_dir: Path, unit: str, lesion_mask: Path | None, flair: Path | None = None) -> OutputScore:
     """Score one unit's derivatives in ``out_dir`` against its lesion mask (None: a control); with the
     unit's ``flair``, also the lesion's FLAIR contrast (for the conspicuity strata)."""
@@ -94,16 +108,8 @@ def score_unit(out_dir: Path, unit: str, lesion_mask: Path | None, flair: Path |
         if lesion.shape != probseg.shape:
             raise UserError(f"{lesion_mask}: lesion mask is not on the grid of {unit}'s outputs")
     above = [int(r["rank"]) for r in rows if r["above_threshold"] == "true"]
-    hits = set()
-    if lesion.any():
-        spacing = np.linalg.norm(probseg_img.affine[:3, :3], axis=0)
-        distance = ndi.distance_transform_edt(~lesion, sampling=spacing)
-        to_voxel = np.linalg.inv(probseg_img.affine)
-        for r in rows:
-            peak = to_voxel @ np.array([float(r["peak_x"]), float(r["peak_y"]), float(r["peak_z"]), 1.0])
-            ijk = np.clip(np.round(peak[:3]).astype(int), 0, np.array(lesion.shape) - 1)
-            if distance[tuple(ijk)] <= HIT_DISTANCE_MM:
-                hits.add(int(r["rank"]))
+    peaks = [(float(r["peak_x"]), float(r["peak_y"]), float(r["peak_z"])) for r in rows]
+    hits = {int(r["rank"]) for r, hit in zip(rows, peaks_near_lesion(peaks, lesion, probseg_img.affine)) if hit}
     contrast = (lesion_contrast(lesion, np.asarray(nib.load(flair).dataobj, np.float32))
                 if flair is not None and lesion.any() else None)
     return OutputScore(

@@ -25,7 +25,7 @@ from pseudohealthy.evaluation.metrics import (
     pixel_auroc,
     recall_at_k,
 )
-from pseudohealthy.evaluation.outputs import HIT_DISTANCE_MM
+from pseudohealthy.evaluation.outputs import peaks_near_lesion
 
 RECALL_K = (5, 10)  # the paper's k, in pixels of its 256 px ≈ 1 mm slices
 CI_METRICS = ("auprc", "r@5", "r@10", "dice_val", "top1")  # the headline figures, with bootstrap CIs
@@ -54,8 +54,8 @@ def score_subject(pid: str, maps: SubjectMaps, threshold: float, cfg: Config, af
     voxel_mm = cfg.data.template_voxel_mm
     patient = bool(maps.lesion.any())
     clusters, _ = find_clusters(maps.anomaly, affine, threshold, cfg.method.min_cluster_mm3, lobe,
-                                     rank_by=cfg.method.rank_by)
-    hits = [_peak_hits(c.peak_mm, maps.lesion, affine) for c in clusters] if patient else [False] * len(clusters)
+                                rank_by=cfg.method.rank_by)
+    hits = peaks_near_lesion([c.peak_mm for c in clusters], maps.lesion, affine)
     recalled = {}
     distance = lobe_ok = float("nan")
     if patient:
@@ -74,14 +74,6 @@ def score_subject(pid: str, maps: SubjectMaps, threshold: float, cfg: Config, af
         clusters=len(clusters), false_clusters=sum(not h for h in hits),
         peak_distance_mm=distance, lobe_correct=lobe_ok,
         classifier_lobe_correct=_classifier_lobe(maps, truth_class) if patient else float("nan"))
-
-
-def _peak_hits(peak_mm, lesion: np.ndarray, affine: np.ndarray) -> bool:
-    """A cluster finds the lesion when its peak lies within ``HIT_DISTANCE_MM`` of it (the rule of
-    ``evaluation.outputs``, so template-grid and native detection count the same way)."""
-    ijk = np.round(np.linalg.solve(affine[:3, :3], np.asarray(peak_mm) - affine[:3, 3])).astype(int)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    return distance_to_lesion_mm(ijk, lesion, spacing) <= HIT_DISTANCE_MM
 
 
 def _classifier_lobe(maps: SubjectMaps, truth_class: int) -> float:
