@@ -48,14 +48,18 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     import pseudohealthy.evaluation.tune as tune_module
 
     calibrated_on: list[set] = []
+    seeds_calibrated_by_benchmark: list[int] = []
 
-    def spy(calibration_from):  # every threshold is chosen from these maps: never a test subject's
+    def spy(calibration_from, seeds=None):  # every threshold is chosen from these maps: never a test subject's
         def wrapped(maps, cfg):
             calibrated_on.append(set(maps))
+            if seeds is not None:
+                seeds.append(cfg.seed)
             return calibration_from(maps, cfg)
         return wrapped
 
-    monkeypatch.setattr(bench, "calibration_from", spy(bench.calibration_from))
+    fresh_calibration = bench.calibration_from
+    monkeypatch.setattr(bench, "calibration_from", spy(bench.calibration_from, seeds_calibrated_by_benchmark))
     monkeypatch.setattr(tune_module, "calibration_from", spy(tune_module.calibration_from))
     out = tmp_path / "bench"
     # smaller grids than the real ones (the sweep is the same code): L for ours, the noise std (a training knob)
@@ -71,6 +75,21 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     test = {line.split("\t")[0] for line in bench_work.joinpath("splits.tsv").read_text().splitlines()
             if line.endswith("\ttest")}
     assert calibrated_on and all(units == val for units in calibrated_on) and not test & val
+    # the sweep's validation run at the chosen point and seed 0 serves the seed-0 test run: only seed 1 runs
+    # the validation subjects again, once per method; and reusing it is exact
+    assert seeds_calibrated_by_benchmark == [1, 1, 1]
+    from pseudohealthy.config import with_overrides
+    from pseudohealthy.detect.pipeline import load_models
+    from pseudohealthy.detect.run import analyse_role
+    from pseudohealthy.evaluation.methods import method_config
+    from pseudohealthy.evaluation.tune import parse_grid
+
+    full_result = results[0]
+    chosen = next(p["overrides"] for p in full_result["grid"]["points"] if p["point"] == full_result["grid"]["chosen"])
+    assert chosen in parse_grid(list(methods[0].grid))
+    cfg = with_overrides(method_config(bench_work, methods[0]), {**chosen, "seed": 0}, "test")
+    fresh = fresh_calibration(analyse_role(bench_work, "val", load_models(bench_work, cfg), cfg), cfg)
+    assert full_result["per_seed"][0]["calibration"]["threshold"] == fresh["threshold"]
     # the autoencoder's grid is over a training knob: one model per noise setting
     trained = {d for e, d in events if e == "train"}
     assert {"translator", "autoencoder-healthy", "autoencoder-healthy-noise0.4x16"} <= trained

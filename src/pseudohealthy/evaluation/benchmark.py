@@ -124,10 +124,12 @@ def example_slice(work_dir: Path) -> tuple[str, int]:
 
 
 def _seed_run(work_dir: Path, cfg: Config, models, out_dir: Path, device: str, on_event: Progress | None,
-              example: tuple[str, int]) -> tuple[dict, list[OutputScore], dict, dict]:
-    """One seed: the validation threshold, then the test units through ``score_test_units``; returns
+              example: tuple[str, int], calibration: dict | None = None) -> tuple[dict, list[OutputScore], dict, dict]:
+    """One seed: the validation threshold (``calibration``: the sweep's own for these settings and seed, else
+    run on the validation subjects), then the test units through ``score_test_units``; returns
     (calibration, native scores, template-grid summary, the arrays of the ``example`` (unit, slice))."""
-    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device), cfg)
+    if calibration is None:
+        calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device), cfg)
     example_unit, z = example
     outputs, template, maps = score_test_units(work_dir, cfg, models, calibration, out_dir, device,
                                                 (lambda unit: on_event("subject", unit)) if on_event else None,
@@ -199,7 +201,8 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         models = models or load_models(model_root, cfg)
         calibration, outputs, template, example = _seed_run(work_dir, cfg_s, models,
                                                             out_dir / "derivatives" / spec.name / f"seed-{seed}",
-                                                            device, on_event, (unit, z))
+                                                            device, on_event, (unit, z),
+                                                            tuned["calibrations"].get(seed))
         if seed == seeds[0]:
             write_with_atomic(method_dir / "example.npz", lambda tmp: np.savez_compressed(tmp, **example),
                               suffix=".npz")

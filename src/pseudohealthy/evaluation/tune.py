@@ -6,7 +6,8 @@ is chosen there as ``calibrate`` would, and it is scored there (pooled pixel AUP
 patients, mean Dice at that threshold). The chosen point has the best mean validation AUPRC over
 seeds; among points within one seed-SD of the best, the one listed first in the grid (put the cheaper
 value first). Test subjects are never read. Results go to ``OUT/grid.tsv``, ``OUT/grid.json`` and the
-chosen overrides to ``OUT/chosen.yaml``; points already in ``grid.json`` are not run again.
+chosen overrides to ``OUT/chosen.yaml``; points already in ``grid.json`` are not run again. The chosen
+point's calibrations are returned too, so the benchmark's test runs do not repeat its validation runs.
 """
 
 from __future__ import annotations
@@ -84,13 +85,17 @@ def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: 
             calibration = calibration_from(analyse_role(work_dir, "val", models_for[key], cfg, device), cfg)
             row = {"point": label, "overrides": overrides, "seed": seed, "threshold": calibration["threshold"],
                    "val_auprc": calibration["val_auprc"], "val_dice": calibration["val_dice"],
-                   "subjects": calibration["chosen_on"]}
+                   "subjects": calibration["chosen_on"], "calibration": calibration}
             rows.append(row)
             _save(out_dir, rows)
             if on_point:
                 on_point(label, seed, row)
     result = _choose(rows, grid)
     _save(out_dir, rows, result)
+    # The chosen point's calibration per seed: a caller that scores the test set with the same settings and seed
+    # uses it instead of running the validation subjects again (same config and seed, same maps).
+    result["calibrations"] = {r["seed"]: r["calibration"] for r in rows
+                              if r["point"] == result["chosen"]["point"] and "calibration" in r}
     return result
 
 
