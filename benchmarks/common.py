@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-from pseudohealthy.provenance import source_commit
+from pseudohealthy.provenance import machine, source_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def provenance(cfg=None) -> dict:
-    return {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": source_commit(),
-            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "torch": torch.__version__,
-                        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    return {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": source_commit(), "machine": machine(),
             "config": cfg.model_dump(mode="json") if cfg is not None else None}
 
 

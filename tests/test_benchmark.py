@@ -137,6 +137,18 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
         assert low <= c["native_auprc"]["difference"] <= high
     for name in ("pr_curves", "overlays"):
         assert (out / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    # where and how long each row was computed is kept with it
+    record = json.loads((out / "methods" / "full" / "seed-1.json").read_text())
+    assert record["machine"]["cpus"] >= 1 and record["seconds"] > 0 and record["finished"]
+    assert all(p["seconds"] > 0 for p in results[0]["grid"]["points"])
+    assert table.startswith("Computed by commit") and "recorded compute time" in table.splitlines()[0]
+    # --report-only writes the same tables again from the stored methods, running nothing
+    (out / "results.md").unlink()
+    done = subprocess.run([sys.executable, "-m", "pseudohealthy", "benchmark", str(bench_work), "--out", str(out),
+                           "--methods", "full,no_histmatch,denoising_ae", "--report-only"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "results.md").read_text() == table
 
     stamp = (out / "methods" / "full" / "seed-0.json").stat().st_mtime_ns
     events.clear()
@@ -179,6 +191,8 @@ def test_benchmark_cli_errors_are_one_line(bench_work, tmp_path):
     assert out.returncode == 2 and "unknown method" in out.stderr and "Traceback" not in out.stderr
     out = run(str(tmp_path / "nowhere"))
     assert out.returncode == 2 and "--bids" in out.stderr
+    out = run(str(bench_work), "--report-only", "--out", str(tmp_path / "empty"))
+    assert out.returncode == 2 and "no finished method" in out.stderr and "Traceback" not in out.stderr
     out = run(str(bench_work), "--methods", "control_zscore", "--out", str(tmp_path / "z"))
     assert out.returncode == 2 and "at least 2 training controls" in out.stderr.replace("\n", " ")
     assert "--methods" in run("--help").stdout
@@ -245,3 +259,13 @@ def test_train_cli_writes_a_variant_beside_the_methods_models(bench_work, tmp_pa
     bad = subprocess.run([sys.executable, "-m", "pseudohealthy", "train", str(work), "--model", "translator",
                           "--set", "method.condition=T2"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "method.condition" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_figures_read_back_from_json_are_nan_where_they_were_nan():
+    from pseudohealthy.evaluation.report import json_safe, nan_for_null
+
+    figures = {"fp_clusters_per_control": {"mean": float("nan"), "sd": 0.0, "ci": [float("nan"), 1.5]}, "n": [2, 3]}
+    back = nan_for_null(json.loads(json.dumps(json_safe(figures), allow_nan=False)))
+    assert np.isnan(back["fp_clusters_per_control"]["mean"]) and back["fp_clusters_per_control"]["sd"] == 0.0
+    assert np.isnan(back["fp_clusters_per_control"]["ci"][0]) and back["fp_clusters_per_control"]["ci"][1] == 1.5
+    assert back["n"] == [2, 3]

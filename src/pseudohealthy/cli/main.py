@@ -565,6 +565,9 @@ def benchmark(
     transfer_model: Path | None = typer.Option(None, "--transfer-model", help="A model trained on other subjects "
                                                "(MODEL.zip from export-model, or its work folder), also scored here "
                                                "without retraining as the row full_transfer (generalisation)."),
+    report_only: bool = typer.Option(False, "--report-only", help="Run nothing: write the tables and figures again "
+                                     "from the finished methods stored in OUT (after a report fix, or with a newer "
+                                     "version of this package than the one that computed them)."),
 ) -> None:
     """Compare the method with its ablations and the paper's baselines on the same data: one table.
 
@@ -572,11 +575,21 @@ def benchmark(
     """
     from pseudohealthy.config import load_work_config
     from pseudohealthy.config.loader import deep_update
-    from pseudohealthy.evaluation.benchmark import run_benchmark
+    from pseudohealthy.evaluation.benchmark import run_benchmark, stored_results
     from pseudohealthy.evaluation.methods import select_methods
+    from pseudohealthy.evaluation.report import write_report
     from pseudohealthy.evaluation.run import parse_settings
 
     specs = select_methods(methods)
+    if report_only:
+        out = out or work_dir / "benchmark"
+        if not (work_dir / "config.yaml").is_file():
+            raise UserError(f"{work_dir}: not a prepared work folder; --report-only needs the folder the benchmark ran on")
+        results = stored_results(out, specs)
+        write_report(results, out, work_dir)
+        console.print(f"{len(results)} methods ({', '.join(r['name'] for r in results)}); table: {out / 'results.md'}; "
+                      f"figures: {out / 'figures'}", highlight=False)
+        return
     overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
     if not (work_dir / "config.yaml").is_file():
         if bids is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from pseudohealthy.config.loader import deep_update
 from pseudohealthy.detect.pipeline import load_models, required_models
 from pseudohealthy.detect.run import analyse_role, calibration_from, roles
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.methods import MethodSpec, method_config, transfer_spec
+from pseudohealthy.evaluation.methods import TRANSFER_NAME, MethodSpec, method_config, transfer_spec
 from pseudohealthy.evaluation.outputs import (
     OutputScore,
     load_scores,
@@ -43,12 +44,12 @@ from pseudohealthy.evaluation.outputs import (
     stratified,
     summarise_outputs,
 )
-from pseudohealthy.evaluation.report import json_safe
+from pseudohealthy.evaluation.report import json_safe, nan_for_null
 from pseudohealthy.evaluation.run import require_same_preprocessing, score_test_units
 from pseudohealthy.evaluation.scores import summarise_method
 from pseudohealthy.evaluation.tune import parse_grid, tune
 from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
-from pseudohealthy.provenance import package_digest, source_commit
+from pseudohealthy.provenance import machine, package_digest, source_commit
 from pseudohealthy.training.checkpoint import load_checkpoint
 from pseudohealthy.training.trainer import model_dir, model_name, train
 
@@ -139,6 +140,12 @@ def _seed_run(work_dir: Path, cfg: Config, models, out_dir: Path, device: str, o
     return calibration, outputs, summarise_method(template, n_resamples=0), example
 
 
+def _total(values) -> float | None:
+    """The sum of the recorded durations; None when none was recorded."""
+    known = [v for v in values if v is not None]
+    return float(sum(known)) if known else None
+
+
 def _summary_over_seeds(runs: list[list[OutputScore]], template: list[dict], seed: int) -> dict:
     """Each figure's mean and SD over seeds, and its 95 % CI over subjects and seeds."""
     per_seed = [summarise_outputs(run) for run in runs]
@@ -199,6 +206,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         if on_event:
             on_event("method", f"{spec.name} seed {seed}")
         models = models or load_models(model_root, cfg)
+        started = time.perf_counter()
         calibration, outputs, template, example = _seed_run(work_dir, cfg_s, models,
                                                             out_dir / "derivatives" / spec.name / f"seed-{seed}",
                                                             device, on_event, (unit, z),
@@ -206,7 +214,9 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         if seed == seeds[0]:
             write_with_atomic(method_dir / "example.npz", lambda tmp: np.savez_compressed(tmp, **example),
                               suffix=".npz")
-        record = {"seed": seed, "fingerprint": key, "commit": source_commit(), "checkpoints": used,
+        record = {"seed": seed, "fingerprint": key, "commit": source_commit(), "machine": machine(),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": time.perf_counter() - started,
+                  "checkpoints": used,
                   "calibration": {k: calibration[k] for k in ("threshold", "val_dice", "val_auprc", "chosen_on")},
                   "outputs": summarise_outputs(outputs), "template": template,
                   "per_subject": [s.row() for s in outputs]}
@@ -235,7 +245,12 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
                            records[0]["calibration"]["chosen_on"], "seeds": list(seeds),
                        "commit": source_commit(), "code_sha256": package_digest(), "version": __version__,
                        # the commits that computed the (cached) seed runs; their code agrees outside PRESENTATION_CODE
-                       "computed_by": sorted({r.get("commit", "unknown") for r in records})},
+                       "computed_by": sorted({r.get("commit", "unknown") for r in records}),
+                       # where and how long (records made before these were kept have none)
+                       "machines": sorted({r["machine"]["processor"] for r in records if "machine" in r}),
+                       "finished": max((r["finished"] for r in records if "finished" in r), default=None),
+                       "seconds": {"sweep": _total(p.get("seconds") for p in tuned["points"]),
+                                   "seeds": _total(r.get("seconds") for r in records)}},
     }
     write_json_atomic(method_dir.with_suffix(".json"), json_safe(result))
     if on_event:
@@ -271,4 +286,16 @@ def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, over
             results.append(run_method(work_dir, transfer_spec(transfer), out_dir, overrides, device, on_event,
                                       on_step, seeds, tune_seeds, model_root=model_root))
         write_report(results, out_dir, work_dir)
+    return results
+
+
+def stored_results(out_dir: Path, methods: list[MethodSpec]) -> list[dict]:
+    """The finished methods among ``methods`` as the benchmark stored them (``OUT/methods/<name>.json``), in the
+    run's order, then the generalisation row when there is one: what ``--report-only`` writes the tables from."""
+    paths = [Path(out_dir) / "methods" / f"{name}.json" for name in [spec.name for spec in methods] + [TRANSFER_NAME]]
+    results = [json.loads(path.read_text()) for path in paths if path.is_file()]
+    for result in results:  # stored with NaN as null
+        result["metrics"] = nan_for_null(result["metrics"])
+    if not results:
+        raise UserError(f"{out_dir}: no finished method of those selected; run `pseudohealthy benchmark` first")
     return results

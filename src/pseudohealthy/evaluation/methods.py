@@ -99,11 +99,14 @@ def select_methods(names: str) -> list[MethodSpec]:
     return [METHODS[n] for n in dict.fromkeys(chosen)]
 
 
+TRANSFER_NAME = "full_transfer"
+
+
 def transfer_spec(model: Path) -> MethodSpec:
     """Our method with networks trained on another dataset (``model``: a work folder or MODEL.zip), used as
     they are: the generalisation row. Its settings and threshold are still chosen on this dataset's
     validation subjects, as every method's are, so the row differs from ``full`` only in the training data."""
-    return replace(METHODS["full"], name="full_transfer", role="generalisation",
+    return replace(METHODS["full"], name=TRANSFER_NAME, role="generalisation",
                    title=f"ours, networks of {Path(model).name} (trained on other subjects, not retrained)")
 
 

@@ -23,6 +23,7 @@ from pseudohealthy.evaluation.outputs import (  # noqa: E402
     summarise_outputs,
 )
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic, write_with_atomic  # noqa: E402
+from pseudohealthy.provenance import source_commit  # noqa: E402
 
 # figure -> header. Native: from detect's outputs, mean ± seed SD [95 % CI over subjects and seeds].
 NATIVE_COLUMNS = {"native_auprc": "AUPRC (native)", "ranked_top1": "top-1 (ranked list)",
@@ -39,7 +40,7 @@ PAIRED_FIGURES = {"native_auprc": "AUPRC (native)", "ranked_top1": "top-1 (ranke
                   "detected": "detected (above thr)", "fp_clusters_per_control": "FP clusters/control"}
 REFERENCE_METHOD = "full"
 PROVENANCE = ("config", "config_sha256", "checkpoints", "split", "split_sha256", "seeds", "commit", "code_sha256",
-              "version")
+              "version", "computed_by", "machines", "finished", "seconds")
 
 
 def _finite(value) -> bool:
@@ -61,6 +62,15 @@ def json_safe(obj):
     return obj
 
 
+def nan_for_null(obj):
+    """The inverse of ``json_safe`` for figures read back from JSON: null is NaN again."""
+    if isinstance(obj, dict):
+        return {k: nan_for_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_for_null(v) for v in obj]
+    return float("nan") if obj is None else obj
+
+
 def _rows(results: list[dict]) -> list[dict]:
     rows = []
     for r in results:
@@ -72,8 +82,8 @@ def _rows(results: list[dict]) -> list[dict]:
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = m[key]["ci"]
         for key in TEMPLATE_COLUMNS:
             row[key], row[f"{key}_sd"] = m[key]["mean"], m[key]["sd"]
-        row.update({k: (json.dumps(p[k], sort_keys=True) if isinstance(p[k], dict | list) else p[k])
-                    for k in PROVENANCE})
+        row.update({k: (json.dumps(p.get(k), sort_keys=True) if isinstance(p.get(k), dict | list) else p.get(k))
+                    for k in PROVENANCE})  # results stored before a key was kept have none
         rows.append(row)
     return rows
 
@@ -85,6 +95,34 @@ def _cell(figure: dict, ci: bool) -> str:
     if ci and "ci" in figure:
         cell += f" [{_fmt(figure['ci'][0])}, {_fmt(figure['ci'][1])}]"
     return cell
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds / 60:.0f} min"
+
+
+def provenance_note(results: list[dict], written_by: str) -> str:
+    """Which commits and machines computed the rows, when the last test run finished, the recorded compute time:
+    what a reader needs to trust a table assembled over several sittings."""
+    if not results:
+        return ""
+    prov = [r["provenance"] for r in results]
+    commits = sorted({c[:7] for p in prov for c in p.get("computed_by", [p["commit"]])})
+    digests = sorted({p["code_sha256"][:12] for p in prov})
+    machines = sorted({m for p in prov for m in p.get("machines", [])})
+    finished = max((p["finished"] for p in prov if p.get("finished")), default=None)
+    sweep = sum((p.get("seconds") or {}).get("sweep") or 0 for p in prov)
+    seeds = sum((p.get("seconds") or {}).get("seeds") or 0 for p in prov)
+    untimed = [r["name"] for r, p in zip(results, prov) if not (p.get("seconds") or {}).get("seeds")]
+    parts = [f"Computed by commit{'s' if len(commits) > 1 else ''} {', '.join(commits)} (rows assembled by code "
+             f"digest {', '.join(digests)})",
+             f"on {', '.join(machines)}" if machines else "machine not recorded"]
+    if finished:
+        parts.append(f"last test run finished {finished}")
+    if sweep or seeds:
+        parts.append(f"recorded compute time: sweeps {_hours(sweep)}, test runs {_hours(seeds)} (training not "
+                     "included" + (f"; not recorded for {', '.join(untimed)}" if untimed else "") + ")")
+    return "; ".join(parts) + f". Table written by commit {written_by[:7]}.\n"
 
 
 def markdown_table(results: list[dict], voxel_mm: float) -> str:
@@ -241,7 +279,8 @@ def write_report(results: list[dict], out_dir: Path, work_dir: Path) -> dict[str
         "work_dir": str(Path(work_dir).resolve()), "voxel_mm": voxel_mm,
         "methods": [{k: v for k, v in r.items() if k != "pr_curve"} for r in results],
         "paired_versus_full": comparisons}))
-    write_text_atomic(paths["markdown"], markdown_table(results, voxel_mm) + "\n" + paired_table(comparisons))
+    write_text_atomic(paths["markdown"], provenance_note(results, source_commit()) + "\n" +
+                      markdown_table(results, voxel_mm) + "\n" + paired_table(comparisons))
     paths["pr_curves"].parent.mkdir(parents=True, exist_ok=True)
     _pr_figure(results, paths["pr_curves"])
     _overlay_figure(results, out_dir, paths["overlays"])

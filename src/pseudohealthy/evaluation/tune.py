@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,12 @@ def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: 
             key = " ".join(str(model_dir(model_root, kind, cfg)) for kind in required_models(cfg))
             if key not in models_for:
                 models_for = {key: load_models(model_root, cfg)}  # one set of networks at a time
+            started = time.perf_counter()
             calibration = calibration_from(analyse_role(work_dir, "val", models_for[key], cfg, device), cfg)
             row = {"point": label, "overrides": overrides, "seed": seed, "threshold": calibration["threshold"],
                    "val_auprc": calibration["val_auprc"], "val_dice": calibration["val_dice"],
-                   "subjects": calibration["chosen_on"], "calibration": calibration}
+                   "subjects": calibration["chosen_on"], "calibration": calibration,
+                   "seconds": time.perf_counter() - started}
             rows.append(row)
             _save(out_dir, rows)
             if on_point:
@@ -105,7 +108,9 @@ def _choose(rows: list[dict], grid: list[dict[str, Any]]) -> dict:
         label = _label(overrides)
         mine = [r for r in rows if r["point"] == label]
         values = {m: [r[m] for r in mine] for m in METRICS}
+        seconds = [r["seconds"] for r in mine if "seconds" in r]  # rows written before timing was kept have none
         points.append({"point": label, "overrides": overrides, "seeds": [r["seed"] for r in mine],
+                       "seconds": float(sum(seconds)) if seconds else None,
                        **{f"{m}_mean": float(np.mean(values[m])) for m in METRICS},
                        **{f"{m}_sd": float(np.std(values[m])) for m in METRICS}})
     scored = [p for p in points if np.isfinite(p["val_auprc_mean"])]
