@@ -257,7 +257,7 @@ def _overlay_figure(results: list[dict], out_dir: Path, path: Path) -> None:
     ex = results[0]["example"]
     fig.suptitle(f"{ex['participant_id']}, axial slice {ex['z']}: map / threshold (0.5–1.5), lesion in cyan",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)  # room for the titles of the second row
     write_with_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), suffix=".png")
     plt.close(fig)
 
