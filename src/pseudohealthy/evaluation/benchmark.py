@@ -47,7 +47,7 @@ from pseudohealthy.evaluation.outputs import (
 from pseudohealthy.evaluation.report import json_safe, nan_for_null
 from pseudohealthy.evaluation.run import require_same_preprocessing, score_test_units
 from pseudohealthy.evaluation.scores import summarise_method
-from pseudohealthy.evaluation.tune import parse_grid, tune
+from pseudohealthy.evaluation.tune import parse_grid, recorded_total, tune
 from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
 from pseudohealthy.provenance import machine, package_digest, source_commit
 from pseudohealthy.training.checkpoint import load_checkpoint
@@ -138,12 +138,6 @@ def _seed_run(work_dir: Path, cfg: Config, models, out_dir: Path, device: str, o
     example = {"flair": maps.flair[:, :, z], "lesion": maps.lesion[:, :, z], "brain": maps.brain[:, :, z],
                "score": maps.anomaly[:, :, z], "threshold": calibration["threshold"]}
     return calibration, outputs, summarise_method(template, n_resamples=0), example
-
-
-def _total(values) -> float | None:
-    """The sum of the recorded durations; None when none was recorded."""
-    known = [v for v in values if v is not None]
-    return float(sum(known)) if known else None
 
 
 def _summary_over_seeds(runs: list[list[OutputScore]], template: list[dict], seed: int) -> dict:
@@ -249,8 +243,8 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
                        # where and how long (records made before these were kept have none)
                        "machines": sorted({r["machine"]["processor"] for r in records if "machine" in r}),
                        "finished": max((r["finished"] for r in records if "finished" in r), default=None),
-                       "seconds": {"sweep": _total(p.get("seconds") for p in tuned["points"]),
-                                   "seeds": _total(r.get("seconds") for r in records)}},
+                       "seconds": {"sweep": recorded_total(p["seconds"] for p in tuned["points"]),
+                                   "seeds": recorded_total(r.get("seconds") for r in records)}},
     }
     write_json_atomic(method_dir.with_suffix(".json"), json_safe(result))
     if on_event:

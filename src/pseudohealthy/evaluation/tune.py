@@ -102,15 +102,20 @@ def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: 
     return result
 
 
+def recorded_total(seconds) -> float | None:
+    """The sum of the recorded durations (None entries: runs stored before timing was kept); None if none was."""
+    known = [v for v in seconds if v is not None]
+    return float(sum(known)) if known else None
+
+
 def _choose(rows: list[dict], grid: list[dict[str, Any]]) -> dict:
     points = []
     for overrides in grid:
         label = _label(overrides)
         mine = [r for r in rows if r["point"] == label]
         values = {m: [r[m] for r in mine] for m in METRICS}
-        seconds = [r["seconds"] for r in mine if "seconds" in r]  # rows written before timing was kept have none
         points.append({"point": label, "overrides": overrides, "seeds": [r["seed"] for r in mine],
-                       "seconds": float(sum(seconds)) if seconds else None,
+                       "seconds": recorded_total(r.get("seconds") for r in mine),
                        **{f"{m}_mean": float(np.mean(values[m])) for m in METRICS},
                        **{f"{m}_sd": float(np.std(values[m])) for m in METRICS}})
     scored = [p for p in points if np.isfinite(p["val_auprc_mean"])]
