@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-work
 BENCH_WORK ?= $(DEMO_DIR)/model
 
-.PHONY: demo test test-slow bench benchmark benchmark-data bench-samples clean-venv
+.PHONY: demo test test-slow bench bench-split benchmark benchmark-data bench-samples clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ $(DEMO_MODEL): | $(STAMP)
 benchmark: benchmark-data $(DEMO_MODEL)
 	$(BIN)/pseudohealthy benchmark $(BENCH_DIR)/model --methods $(BENCH_METHODS) --samples $(BENCH_SAMPLES) \
 		--transfer-model $(DEMO_MODEL)
+
+# The speed split by source on the benchmark's fresh test patients, at the settings `benchmark` chose for `full`
+# on validation subjects (after `make benchmark`). Hours on 2 cores (the paper-style loop dominates): it
+# writes every (run, seed) as it finishes and resumes when started again. Run it with nothing else running.
+bench-split: $(STAMP)
+	$(BIN)/python -u benchmarks/bench_detect.py $(BENCH_DIR)/model --split-only \
+		--config $(BENCH_DIR)/model/benchmark/configs/full.yaml --name detect_split_benchmark
 
 # How many pseudo-healthy draws per slice: N = 1, 2, 4, 8 over 3 seeds (chosen on validation subjects).
 bench-samples: benchmark-data

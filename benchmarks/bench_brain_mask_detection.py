@@ -26,7 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from common import RESULTS, provenance, write_result
+from common import earlier_result, provenance, write_result
 from pseudohealthy.anomaly.clusters import find_clusters
 from pseudohealthy.config import load_work_config, save_config, with_overrides
 from pseudohealthy.data.bids import build_inventory, unit_path, unit_subject
@@ -104,8 +104,7 @@ def main() -> None:
     inventory = {s.unit: s for s in build_inventory(args.bids, sorted({unit_subject(u) for u in units})).subjects}
     lesions = {u: inventory[u].lesion_mask for u in test}
     truth = {s["participant_id"]: s for s in json.loads((args.truth / "truth.json").read_text())["subjects"]}
-    earlier = RESULTS / f"{args.result}.json"
-    previous = json.loads(earlier.read_text()) if earlier.is_file() else {"arms": {}}
+    previous = earlier_result(args.result) or {"arms": {}}
     result = {"provenance": provenance(), "work": str(args.work), "validation": sorted(set(units) - set(test)),
               "test": test, "arms": {arm: previous["arms"][arm] for arm in ARMS
                                      if arm not in args.arms and arm in previous["arms"]}}

@@ -9,14 +9,13 @@ Usage: python benchmarks/bench_paper_cost.py [--time-steps 1] [--slices-per-subj
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import RESULTS, provenance, write_result
+from common import earlier_result, provenance, write_result
 from pseudohealthy.config import load_config
 from pseudohealthy.diffusion.ddim import timestep_ladder
 from pseudohealthy.models.networks import build_classifier, build_translator
@@ -44,8 +43,7 @@ def main() -> None:
     cfg = load_config("paper")
     size = cfg.data.image_size
     translator, classifier = build_translator(cfg), build_classifier(cfg)
-    earlier = RESULTS / "paper_cost.json"
-    out: dict = json.loads(earlier.read_text()) if earlier.is_file() else {}
+    out: dict = earlier_result("paper_cost")
     out.update({"provenance": provenance(cfg), "assumed_sustained_tflops": ASSUMED_TFLOPS})
 
     def translator_step(batch: int) -> None:

@@ -30,9 +30,20 @@ def peak_rss_mb(command: list[str]) -> tuple[float, float, int]:
     return usage.ru_maxrss / 1024, time.perf_counter() - start, proc.returncode
 
 
+def result_path(name: str) -> Path:
+    return RESULTS / f"{name}.json"
+
+
+def earlier_result(name: str) -> dict:
+    """What an earlier (possibly interrupted) run wrote as ``name``; empty when there is none."""
+    path = result_path(name)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def write_result(name: str, result: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Write ``result`` as ``benchmarks/results/<name>.json``, atomically (partial results survive a kill)."""
+    path = result_path(name)
+    path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(path)
