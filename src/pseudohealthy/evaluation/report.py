@@ -257,7 +257,8 @@ def _overlay_figure(results: list[dict], out_dir: Path, path: Path) -> None:
     ex = results[0]["example"]
     fig.suptitle(f"{ex['participant_id']}, axial slice {ex['z']}: map / threshold (0.5–1.5), lesion in cyan",
                  fontsize=9)
-    fig.tight_layout(h_pad=1.5)  # room for the titles of the second row
+    # room for the titles of the lower rows, and a band of about 0.4 inch above the first row for the suptitle
+    fig.tight_layout(h_pad=1.5, rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     write_with_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), suffix=".png")
     plt.close(fig)
 
