@@ -105,8 +105,8 @@ def main() -> None:
                         help="a resolved config instead of the work folder's, e.g. the settings `benchmark` chose "
                              "on validation subjects: WORK_DIR/benchmark/configs/full.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override the work folder's config for every run, e.g. diffusion.noise_level=300 "
-                             "(settings chosen by `tune` on validation subjects)")
+                        help="override a setting of that config (the work folder's or --config's) for every run, "
+                             "e.g. diffusion.noise_level=300")
     parser.add_argument("--name", help="results file name under benchmarks/results/ "
                                        "(default: detect_split with --split-only, else detect)")
     args = parser.parse_args()
