@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from common import earlier_result, peak_rss_mb, provenance, write_result
-from pseudohealthy.config import load_config, load_work_config
-from pseudohealthy.config.loader import with_overrides
+from pseudohealthy.config import load_config, load_work_config, with_overrides
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import analyse, load_models
 from pseudohealthy.detect.synthesis import synthesize
