@@ -136,6 +136,54 @@ def test_anomaly_map_and_histogram_matching_known_answers():
     np.testing.assert_allclose(np.sort(matched[brain]), np.sort(real[brain]))
 
 
+def _healthy_and_lesion(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A hand-made healthy FLAIR (grey 0.4, white 0.0, noise 0.05) and a lesion of 0.2 % of its voxels."""
+    rng = np.random.default_rng(seed)
+    healthy = np.where(rng.random((50, 50, 20)) < 0.5, 0.4, 0.0) + rng.normal(0, 0.05, (50, 50, 20))
+    lesion = np.zeros(healthy.shape, bool)
+    lesion[20:25, 20:25, 8:12] = True  # 100 of 50 000 voxels
+    return healthy.astype(np.float32), lesion, np.ones(healthy.shape, bool)
+
+
+@pytest.mark.parametrize("mode", ["quantile", "central", "affine"])
+def test_every_matching_mode_undoes_a_global_intensity_change(mode):
+    healthy, _, brain = _healthy_and_lesion()
+    matched = histogram_match(healthy * 0.7 - 0.2, healthy, brain, mode=mode)
+    tolerance = 0.01 if mode == "quantile" else 1e-4  # quantile: up to its knot grid in the far tails
+    np.testing.assert_allclose(matched, healthy, atol=tolerance)
+
+
+def test_lesion_safe_matching_keeps_what_synthesis_left_of_the_lesion():
+    """The pseudo-healthy image healed the lesion halfway (its brightest voxels are what is left of it),
+    and its intensities differ from the real FLAIR's by a global gain and offset. Dense quantile matching
+    maps the half-healed lesion onto the real lesion's values and cancels most of the difference; the
+    central and affine matches keep >= 90 % of it; without matching the global change swamps it."""
+    healthy, lesion, brain = _healthy_and_lesion()
+    real = np.where(lesion, healthy + 1.0, healthy)
+    pseudo = np.where(lesion, healthy + 0.5, healthy) * 0.7 - 0.2
+    left = {}
+    for mode in ("quantile", "central", "affine", "none"):
+        difference = real - histogram_match(pseudo, real, brain, mode=mode)
+        left[mode] = difference[lesion].mean() / 0.5
+        healthy_error = np.abs(difference[~lesion]).mean()
+        if mode in ("central", "affine"):
+            assert healthy_error < 0.01, (mode, healthy_error)
+    assert left["quantile"] < 0.5, left
+    assert left["central"] >= 0.9 and left["affine"] >= 0.9, left
+    assert np.abs(real - pseudo)[~lesion].mean() > 0.1  # why matching is needed at all
+
+
+def test_histogram_matching_accepts_the_old_boolean_setting():
+    from pseudohealthy.config import load_config
+
+    assert load_config("quick", overrides={"method": {"histogram_matching": True}}).method.histogram_matching \
+        == "quantile"
+    assert load_config("quick", overrides={"method": {"histogram_matching": False}}).method.histogram_matching \
+        == "none"
+    with pytest.raises(Exception, match="histogram_matching"):
+        load_config("quick", overrides={"method": {"histogram_matching": "ranks"}})
+
+
 def test_slice_standardisation_and_probseg_scale_known_answers():
     brain = np.ones((3, 3, 2), bool)
     score = np.zeros((3, 3, 2), np.float32)

@@ -70,3 +70,14 @@ def test_a_share_of_test_patients_gets_small_faint_lesions_and_nothing_else_chan
             after.participant_id, after.histopathology, after.t1_acq)
     with pytest.raises(UserError):
         plan_dataset(3, 3, seed=0, subtle_test_share=1.5)
+
+
+def test_test_share_sets_the_number_of_test_patients_and_nothing_else():
+    third, half = plan_dataset(30, 20, seed=2), plan_dataset(30, 20, seed=2, test_share=0.5)
+    assert sum(p.split == "test" for p in third) == 10 and sum(p.split == "test" for p in half) == 15
+    assert {p.participant_id for p in third if p.split == "test"} < {p.participant_id for p in half
+                                                                      if p.split == "test"}
+    for a, b in zip(third, half, strict=True):
+        assert (a.group, a.lesion, a.t1_acq, a.flair_acq, a.age) == (b.group, b.lesion, b.t1_acq, b.flair_acq, b.age)
+    with pytest.raises(UserError):
+        plan_dataset(3, 3, seed=0, test_share=-0.1)

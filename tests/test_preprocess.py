@@ -13,6 +13,7 @@ from pseudohealthy.config import load_config
 from pseudohealthy.data.bids import build_inventory
 from pseudohealthy.data.preprocess import (
     Normalisation,
+    fit_normalisation,
     load_meta,
     looks_skull_stripped,
     preprocess_subject,
@@ -66,6 +67,77 @@ def test_normalisation_range_and_inverse():
     brain = np.array([True, True, True, True, False])
     np.testing.assert_allclose(norm.apply(x, brain), [-1, -1, 0, 1, -1])
     np.testing.assert_allclose(norm.invert(np.array([-1.0, 0.0, 1.0])), [10, 60, 110])
+
+
+def _hand_made_brain(lesion_value: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 40³ "brain" of grey matter (100), white matter (70) and CSF (30) with noise (SD 3), and a 4³
+    "lesion" (0.1 % of the brain) at ``lesion_value``; returns (volume, brain, grey matter, lesion)."""
+    rng = np.random.default_rng(0)
+    tissue = rng.choice([100.0, 70.0, 30.0], size=(40, 40, 40), p=[0.45, 0.45, 0.10])
+    lesion = np.zeros(tissue.shape, bool)
+    lesion[18:22, 18:22, 18:22] = True
+    volume = np.where(lesion, lesion_value, tissue) + rng.normal(0, 3, tissue.shape)
+    return volume, np.ones(tissue.shape, bool), (tissue == 100.0) & ~lesion, lesion
+
+
+@pytest.mark.parametrize("intensity_max", [1.0, 3.0])
+def test_the_bright_tail_survives_normalisation_unless_clipped(intensity_max):
+    """A lesion 30 % brighter than grey matter keeps >= 90 % of its contrast with the tail kept; clipping at
+    the 99.5th percentile (intensity_max 1, the old range) leaves less than half of it."""
+    volume, brain, grey, lesion = _hand_made_brain(130.0)
+    cfg = load_config("quick", overrides={"data": {"intensity_max": intensity_max}}).data
+    norm = fit_normalisation(volume, brain, cfg)
+    y = norm.apply(volume, brain)
+    kept = (y[lesion].mean() - y[grey].mean()) / ((130.0 - 100.0) * 2 / (norm.hi - norm.lo))
+    if intensity_max > 1:
+        assert kept >= 0.9, kept
+        np.testing.assert_allclose(norm.invert(y[lesion]), volume[lesion], rtol=1e-5)  # nothing clipped
+    else:
+        assert kept < 0.5, kept
+        assert y.max() == 1.0
+
+
+def test_the_normalised_range_has_a_ceiling():
+    volume, brain, _, lesion = _hand_made_brain(10_000.0)  # an artefact far above everything
+    y = fit_normalisation(volume, brain, load_config("quick", overrides={"data": {"intensity_max": 3.0}}).data
+                          ).apply(volume, brain)
+    assert y.max() == 3.0 and y.min() == -1.0 and np.all(y[lesion] == 3.0)
+
+
+def _bright_neighbours(volume: np.ndarray, region: np.ndarray, inner: int, outer: int) -> float:
+    """Median of the brighter half of a shell ``inner``..``outer`` voxels around ``region``: its grey matter,
+    on FLAIR (the brighter of the two tissues a cortical lesion borders)."""
+    from scipy import ndimage as ndi
+
+    shell = ndi.binary_dilation(region, iterations=outer) & ~ndi.binary_dilation(region, iterations=inner)
+    values = volume[shell]
+    return float(np.median(values[values > np.median(values)]))
+
+
+def test_a_lesion_30_percent_brighter_than_grey_matter_keeps_its_contrast_through_prepare(tiny_bids, tiny_phantom,
+                                                                                         tmp_path):
+    """Through the whole of ``prepare`` (N4, registration, resampling, normalisation) with the tail kept:
+    a lesion painted at 1.3 times its neighbouring grey matter keeps >= 90 % of that contrast."""
+    from helpers import copy_dataset
+    from scipy import ndimage as ndi
+
+    patient = max((s for s in tiny_phantom["subjects"] if s["group"] == "fcd"), key=lambda s: s["lesion"]["volume_mm3"])
+    bids = copy_dataset(tiny_bids, tmp_path / "bids")
+    inputs = build_inventory(bids, [patient["participant_id"]]).subjects[0]
+    flair_img, mask = nib.load(inputs.flair), np.asarray(nib.load(inputs.lesion_mask).dataobj) > 0
+    flair = np.asarray(flair_img.dataobj, np.float32)
+    flair[mask] = 1.3 * _bright_neighbours(flair, mask, 2, 4)
+    nib.save(nib.Nifti1Image(flair, flair_img.affine, flair_img.header), inputs.flair)
+
+    cfg = load_config("quick", overrides={"data": {"template_voxel_mm": 1.5, "image_size": 128,
+                                                   "intensity_max": 3.0}}).data
+    meta = preprocess_subject(inputs, cfg, tmp_path / "out")
+    norm = Normalisation(**meta["normalisation"]["flair"])
+    prepared = norm.invert(np.asarray(nib.load(tmp_path / "out" / "flair.nii.gz").dataobj))  # scanner units
+    lesion = np.asarray(nib.load(tmp_path / "out" / "lesion.nii.gz").dataobj) > 0.5
+    core = ndi.binary_erosion(lesion, iterations=1)
+    contrast = np.median(prepared[core]) / _bright_neighbours(prepared, lesion, 2, 4) - 1
+    assert contrast >= 0.9 * 0.3, contrast
 
 
 def test_skull_stripped_detection():

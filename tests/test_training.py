@@ -69,3 +69,21 @@ def test_translator_loss_goes_down_and_weights_load(work):
     model = load_trained(work, cfg, "translator")
     out = model(torch.zeros(1, 2, 64, 64), torch.tensor([10]), class_labels=torch.tensor([0]))
     assert out.abs().sum() > 0  # an untrained MONAI UNet outputs exactly 0 (zero-initialised last layer)
+
+
+@pytest.mark.parametrize("size", [64, 96, 100])
+def test_the_pooled_classifier_head_fits_every_slice_size(size):
+    """The pooling head undoes the encoder's flatten with the map side it computes (ceil-halving at every
+    level, 100 -> 7); a wrong side fails in Unflatten. Its head no longer grows with the slice size."""
+    import torch
+
+    from pseudohealthy.models.networks import build_classifier
+
+    sizes = {}
+    for head in ("flatten", "pool"):
+        cfg = load_config("quick", overrides={"data": {"image_size": size}, "classifier": {"head": head}})
+        net = build_classifier(cfg).eval()
+        assert net(torch.randn(2, 1, size, size), torch.tensor([3, 300])).shape == (2, 9)
+        sizes[head] = sum(p.numel() for p in net.out.parameters())
+    assert sizes["pool"] == 64 * 512 + 512 + 512 * 9 + 9  # Linear(C=64, 512) + Linear(512, 9)
+    assert sizes["flatten"] > sizes["pool"]

@@ -8,25 +8,55 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def histogram_match(pseudo: np.ndarray, real: np.ndarray, brain: np.ndarray, knots: int = 1001) -> np.ndarray:
+# The share of brain voxels at each end of the histogram that lesion-safe matching leaves out: a lesion is
+# 0.01-0.5 % of the brain, so the real FLAIR's quantiles up to 99 % describe healthy tissue.
+CENTRAL_TAIL = 0.01
+MATCHING = ("none", "quantile", "central", "affine")
+
+
+def histogram_match(pseudo: np.ndarray, real: np.ndarray, brain: np.ndarray, knots: int = 1001,
+                    mode: str = "quantile") -> np.ndarray:
     """Map the pseudo-healthy intensities inside the brain onto the real FLAIR's histogram (per volume).
 
-    Piecewise-linear between ``knots`` matching quantiles of the two histograms (Nyúl & Udupa's
-    landmark matching with dense landmarks), spaced more densely toward both ends (cosine spacing: about
-    0.15 % apart in the middle, down to a few millionths at the ends) so that the bright tail, where a
-    lesion lives, is matched nearly voxel by voxel. Exact rank matching
-    (``skimage.exposure.match_histograms``) gives each voxel the FLAIR value of its rank, so a change
-    of 1e-7 that swaps two near-equal voxels (another batch size's rounding) moves them by the gap
-    between FLAIR order statistics, which slice standardisation then magnifies; this mapping is a
-    continuous function of the intensities. Tied source quantiles map to the mean of their targets.
+    ``quantile`` (the paper's step): piecewise-linear between ``knots`` matching quantiles of the two
+    histograms (Nyúl & Udupa's landmark matching with dense landmarks), spaced more densely toward both
+    ends (cosine spacing: about 0.15 % apart in the middle, down to a few millionths at the ends). It
+    matches the bright tail nearly voxel by voxel, which is its flaw for detection: the pseudo-healthy
+    image's brightest voxels (what it left of the lesion) are mapped onto the real FLAIR's brightest,
+    the lesion's own, and the difference cancels.
+
+    Lesion-safe modes fit the mapping on the central ``1 − 2·CENTRAL_TAIL`` of both histograms only, where
+    the lesion is not: ``central`` matches quantiles there and continues linearly beyond with the central
+    range's mean slope; ``affine`` is the least-squares line through the central quantile pairs (a gain
+    and an offset per volume). ``none`` returns the input.
+
+    Exact rank matching (``skimage.exposure.match_histograms``) gives each voxel the FLAIR value of its
+    rank, so a change of 1e-7 that swaps two near-equal voxels (another batch size's rounding) moves them
+    by the gap between FLAIR order statistics, which slice standardisation then magnifies; every mode here
+    is a continuous function of the intensities. Tied source quantiles map to the mean of their targets.
     """
+    if mode not in MATCHING:
+        raise ValueError(f"histogram matching mode {mode!r}: expected one of {', '.join(MATCHING)}")
     out = pseudo.copy()
-    if brain.any():
-        levels = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, knots))
-        source, target = np.quantile(pseudo[brain], levels), np.quantile(real[brain], levels)
-        xs, which = np.unique(source, return_inverse=True)
-        ys = np.bincount(which, weights=target) / np.bincount(which)
-        out[brain] = np.interp(pseudo[brain], xs, ys)
+    if mode == "none" or not brain.any():
+        return out
+    levels = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, knots))
+    if mode != "quantile":
+        levels = CENTRAL_TAIL + (1 - 2 * CENTRAL_TAIL) * levels
+    source, target = np.quantile(pseudo[brain], levels), np.quantile(real[brain], levels)
+    if mode == "affine":
+        gain, offset = np.polyfit(source, target, 1) if np.ptp(source) > 0 else (0.0, float(np.mean(target)))
+        out[brain] = gain * pseudo[brain] + offset
+        return out
+    xs, which = np.unique(source, return_inverse=True)
+    ys = np.bincount(which, weights=target) / np.bincount(which)
+    mapped = np.interp(pseudo[brain], xs, ys)
+    if mode == "central" and len(xs) > 1:
+        slope = (ys[-1] - ys[0]) / (xs[-1] - xs[0])
+        values = pseudo[brain]
+        mapped = np.where(values > xs[-1], ys[-1] + slope * (values - xs[-1]), mapped)
+        mapped = np.where(values < xs[0], ys[0] + slope * (values - xs[0]), mapped)
+    out[brain] = mapped
     return out
 
 

@@ -68,7 +68,8 @@ def _progress() -> Progress:
 
 
 def run_phantom(out_dir: Path, patients: int, controls: int, seed: int, jobs: int, preview: bool,
-                truth_dir: Path | None, overwrite: bool, subtle_test_share: float = 0.0) -> dict:
+                truth_dir: Path | None, overwrite: bool, subtle_test_share: float = 0.0,
+                test_share: float = 1 / 3) -> dict:
     from pseudohealthy.phantom.dataset import check_output_dir, default_truth_dir, generate_dataset
 
     check_output_dir(out_dir, overwrite)
@@ -77,7 +78,7 @@ def run_phantom(out_dir: Path, patients: int, controls: int, seed: int, jobs: in
         task = bar.add_task("phantom subjects", total=patients + controls)
         truth = generate_dataset(out_dir, patients, controls, seed, jobs=jobs, truth_dir=truth_dir,
                                  overwrite=overwrite, progress=lambda _pid: bar.advance(task),
-                                 subtle_test_share=subtle_test_share)
+                                 subtle_test_share=subtle_test_share, test_share=test_share)
     elapsed = time.perf_counter() - start
     truth_dir = Path(truth_dir) if truth_dir else default_truth_dir(out_dir)
     console.print(f"[green]wrote[/] {len(truth['subjects'])} subjects to {out_dir} in {elapsed:.0f} s "
@@ -107,12 +108,15 @@ def phantom(
     subtle_test_share: float = typer.Option(0.0, "--subtle-test-share", min=0.0, max=1.0,
                                             help="Give at least this share of the suggested test patients a small "
                                                  "(< 1 cm3), faint lesion (the benchmark uses 0.34)."),
+    test_share: float = typer.Option(1 / 3, "--test-share", min=0.0, max=1.0,
+                                     help="Share of the patients marked 'test' in participants.tsv (ds004199: "
+                                          "about a third; the development set uses 0.5)."),
 ) -> None:
     """Write a synthetic FCD type II BIDS dataset with the layout and quirks of OpenNeuro ds004199.
 
     Anatomy comes from the MNI152 template (varied per subject); lesions have the radiological features of FCD type II. Ground truth (lesion centroid, volume, contrast, transforms) is written outside the BIDS tree.
     """
-    run_phantom(out_dir, patients, controls, seed, jobs, preview, truth_dir, overwrite, subtle_test_share)
+    run_phantom(out_dir, patients, controls, seed, jobs, preview, truth_dir, overwrite, subtle_test_share, test_share)
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -14,14 +14,20 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Model-ready data: template grid, slices and intensity normalisation.
 
-    Intensities inside the brain are clipped to the [clip_low, clip_high] percentiles and mapped
-    linearly to [-1, 1]; background is -1. This is the network's input range everywhere.
+    Inside the brain the [clip_low, clip_high] percentiles are mapped linearly to [-1, 1]; darker voxels
+    are -1, brighter ones follow the same line up to ``intensity_max``; background is -1. This is the
+    network's input range everywhere.
     """
 
     template_voxel_mm: float = Field(gt=0, description="isotropic voxel size of the template grid")
     image_size: int = Field(ge=32, description="axial slice size in pixels (square)")
     clip_low: float = Field(default=0.5, ge=0, lt=50)
     clip_high: float = Field(default=99.5, gt=50, le=100)
+    intensity_max: float = Field(
+        default=1.0, ge=1.0, le=10.0,
+        description="ceiling of the normalised range: 1 clips at the clip_high percentile (the lesion's contrast "
+                    "above it is lost); larger keeps the bright tail, e.g. 3 keeps voxels up to twice the "
+                    "[clip_low, clip_high] span above clip_high")
     min_brain_fraction: float = Field(default=0.05, ge=0, le=1, description="slices with less brain are dropped")
     nonlinear_registration: bool = Field(default=False, description="B-spline after the affine T1 -> MNI step")
     brain_mask: Literal["auto", "template", "nonzero", "deepbet"] = Field(
@@ -49,6 +55,10 @@ class DiffusionConfig(_Strict):
     noise_level: int = Field(ge=1, description="L: timestep the FLAIR is inverted to")
     steps: int = Field(ge=1, description="DDIM steps between 0 and L")
     guidance_scale: float = Field(ge=0, description="s: classifier guidance toward class 0")
+    guidance_form: Literal["eps", "x"] = Field(
+        default="eps", description="eps: ε − s·√(1−ᾱ_t)·∇log p(y=0) (Dhariwal & Nichol; weak at small t); x: "
+                                   "x += s·∇log p(y=0) after each step (the authors' code; their s = 5 in 100 "
+                                   "steps)")
     eta: float = Field(default=0.0, ge=0, le=1, description="DDIM η of the decode: 0 deterministic, 1 DDPM-like")
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="float32", description="autocast dtype of the network calls at inference (float16: CUDA only; "
@@ -77,6 +87,10 @@ class NetworkConfig(_Strict):
     attention_levels: list[bool]
     num_res_blocks: int = Field(default=1, ge=1)
     num_head_channels: int = Field(default=32, ge=1)
+    head: Literal["flatten", "pool"] = Field(
+        default="flatten", description="classifier only: flatten (MONAI's DiffusionModelEncoder: a dense head on "
+                                       "every position of the last feature map) or pool (global average pooling "
+                                       "first, so a lesion counts wherever it lies; the authors pool too)")
 
     @model_validator(mode="after")
     def _check(self) -> "NetworkConfig":
@@ -122,7 +136,12 @@ class MethodConfig(_Strict):
     denoising_noise_std: float = Field(default=0.2, gt=0, description="autoencoder: std of the coarse noise")
     denoising_noise_cells: int = Field(default=16, ge=2, description="autoencoder: coarse noise drawn on a "
                                                                      "cells x cells grid, upsampled to the slice")
-    histogram_matching: bool = True
+    histogram_matching: Literal["quantile", "central", "affine", "none"] = Field(
+        default="quantile", description="matching of each pseudo-healthy draw to the real FLAIR's histogram inside "
+                                        "the brain (anomaly.maps.histogram_match): quantile (the paper's, dense "
+                                        "quantiles: maps what is left of the lesion onto the lesion), central or "
+                                        "affine (fitted on the central 98 % of the histograms, where a lesion is "
+                                        "not), none; true/false in older configs mean quantile/none")
     anomaly: Literal["positive", "absolute"] = "positive"
     smoothing_mm: float = Field(default=0.0, ge=0, description="Gaussian σ applied to the anomaly map")
     slice_standardise: bool = Field(default=False, description="robust z-score of the map per axial slice")
@@ -134,6 +153,13 @@ class MethodConfig(_Strict):
     max_control_clusters: float | None = Field(
         default=1.0, ge=0, description="calibration: the threshold may leave validation controls at most this "
                                        "many clusters on average (null: no limit)")
+
+
+    @field_validator("histogram_matching", mode="before")
+    @classmethod
+    def _matching_from_bool(cls, value):
+        """Configs and model archives written before the modes existed say true / false."""
+        return {True: "quantile", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
 class ReportConfig(_Strict):

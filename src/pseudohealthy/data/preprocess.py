@@ -6,8 +6,9 @@ resampling of T1, FLAIR, brain mask, lesion mask and lobe map onto the template 
 normalisation inside the brain. Every transform is saved so maps can go back to native FLAIR space
 (:func:`template_to_native`).
 
-Intensity range (the networks' input everywhere): inside the brain, intensities are clipped to the
-[clip_low, clip_high] percentiles of the brain and mapped linearly to [-1, 1]; outside it is -1.
+Intensity range (the networks' input everywhere): inside the brain, the [clip_low, clip_high] percentiles
+of the brain are mapped linearly to [-1, 1]; below clip_low is -1, above clip_high the linear map goes on
+up to ``intensity_max`` (1: clipped there); outside the brain it is -1.
 """
 
 from __future__ import annotations
@@ -45,17 +46,28 @@ VERSION = 3  # bump when the outputs change, so older work folders are redone (3
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Linear map of native (bias-corrected) intensity to the network range: x' = (x − lo) / (hi − lo) · 2 − 1."""
+    """Linear map of native (bias-corrected) intensity to the network range: x' = (x − lo) / (hi − lo) · 2 − 1,
+    clipped to [-1, ``top``]. ``top`` = 1 clips at the ``hi`` percentile; a larger ``top`` keeps the bright
+    tail above it (a lesion is about 0.1 % of the brain, so it lies above any upper percentile a scan-wide
+    normalisation can use), bounded so that an artefact cannot dominate the range."""
 
     lo: float
     hi: float
+    top: float = 1.0
 
     def apply(self, x: np.ndarray, brain: np.ndarray) -> np.ndarray:
-        y = np.clip((x - self.lo) / max(self.hi - self.lo, 1e-6), 0, 1) * 2 - 1
+        y = np.clip((x - self.lo) / max(self.hi - self.lo, 1e-6) * 2 - 1, -1, self.top)
         return np.where(brain, y, -1.0).astype(np.float32)
 
     def invert(self, y: np.ndarray) -> np.ndarray:
         return ((np.asarray(y, np.float32) + 1) / 2 * (self.hi - self.lo) + self.lo).astype(np.float32)
+
+
+def fit_normalisation(data: np.ndarray, brain: np.ndarray, cfg: DataConfig) -> Normalisation:
+    """The normalisation of one volume: its brain's [clip_low, clip_high] percentiles, ceiling ``intensity_max``."""
+    inside = data[brain]
+    return Normalisation(float(np.percentile(inside, cfg.clip_low)), float(np.percentile(inside, cfg.clip_high)),
+                         cfg.intensity_max)
 
 
 @cache
@@ -172,9 +184,7 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
     volumes = {"brain": brain.astype(np.uint8), "lobe": lobe.astype(np.uint8),
                "hemisphere": hemisphere.astype(np.uint8), "lesion": lesion}
     for name, data in (("t1", t1_t), ("flair", flair_t)):
-        inside = data[brain]
-        norms[name] = Normalisation(float(np.percentile(inside, cfg.clip_low)),
-                                    float(np.percentile(inside, cfg.clip_high)))
+        norms[name] = fit_normalisation(data, brain, cfg)
         volumes[name] = norms[name].apply(data, brain)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -99,8 +99,8 @@ def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu",
         pseudo = syn.samples
         differences = control_zscore(flair, models.controls)[None]  # in units of the controls' std
     else:
-        pseudo = np.stack([histogram_match(p, flair, brain) for p in syn.samples]) \
-            if cfg.method.histogram_matching else syn.samples
+        pseudo = np.stack([histogram_match(p, flair, brain, mode=cfg.method.histogram_matching)
+                           for p in syn.samples])
         differences = flair[None] - pseudo
     sample_maps = np.stack([anomaly_map(d, brain, cfg.method.anomaly, smoothing_voxels(cfg),
                                         cfg.method.slice_standardise) for d in differences])

@@ -15,7 +15,7 @@ import torch
 from pseudohealthy.baselines.control_zscore import ControlStats
 from pseudohealthy.config import Config
 from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode, timestep_ladder
-from pseudohealthy.diffusion.guidance import guided_eps
+from pseudohealthy.diffusion.guidance import guided_eps, x_step
 from pseudohealthy.diffusion.noise import RowNoise, gaussian_noise, row_seed
 from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.diffusion.simplex import simplex_noise
@@ -127,8 +127,12 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
             x0_rows = conditions[n_samples][1]
             top = torch.full((len(x0_rows),), ladder[-1], dtype=torch.long, device=dev)
             x_top = schedule.q_sample(x0_rows, top, noise(tuple(x0_rows.shape)).to(dev))
-        healed = ddim_decode(x_top, guided_eps(eps_fn, classify if classifier is not None else None, schedule, scale),
-                             schedule, ladder, eta, noise)
+        guide = None
+        if classifier is not None and scale > 0 and cfg.diffusion.guidance_form == "x":
+            decode_eps, guide = eps_fn, x_step(classify, scale)
+        else:
+            decode_eps = guided_eps(eps_fn, classify if classifier is not None else None, schedule, scale)
+        healed = ddim_decode(x_top, decode_eps, schedule, ladder, eta, noise, guide)
         healed = healed[:, 0].reshape(len(chunk), n_samples, *healed.shape[2:]).cpu().numpy()
         out[:, :, :, chunk] = healed.transpose(1, 2, 3, 0)
         if classifier is not None:

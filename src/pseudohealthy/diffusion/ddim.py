@@ -59,13 +59,16 @@ def ddim_encode(x0: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder
 
 
 def ddim_decode(x_top: torch.Tensor, eps_fn: EpsFn, schedule: NoiseSchedule, ladder: list[int],
-                eta: float = 0.0, noise: NoiseSource | None = None) -> torch.Tensor:
+                eta: float = 0.0, noise: NoiseSource | None = None, guide: EpsFn | None = None) -> torch.Tensor:
     """Sample from the ladder's top noise level back to t = 0 (η = 0: deterministic; otherwise fresh
-    noise from ``noise`` at every step, drawn on the CPU so a seed gives the same result on every device)."""
+    noise from ``noise`` at every step, drawn on the CPU so a seed gives the same result on every device).
+    ``guide(x, t)``: a shift added to x after each step, evaluated at the level it reached (x-space guidance)."""
     x = x_top
     for t, t_prev in zip(ladder[::-1][:-1], ladder[::-1][1:]):
         tt = _model_t(t, x.shape[0], x.device)
         eps = eps_fn(x, tt)
         x = ddim_update(x, eps, schedule.alpha_bar_at(torch.full_like(tt, t)),
                         schedule.alpha_bar_at(torch.full_like(tt, t_prev)), eta, noise)
+        if guide is not None:
+            x = x + guide(x, _model_t(t_prev, x.shape[0], x.device))
     return x

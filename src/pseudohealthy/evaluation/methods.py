@@ -31,7 +31,7 @@ class MethodSpec:
     grid_source: str = ""  # where the grid's values come from (authors' code or paper)
 
 
-_NO_EXTRAS = {"guidance": "none", "histogram_matching": False}  # baselines are run as published
+_NO_EXTRAS = {"guidance": "none", "histogram_matching": "none"}  # baselines are run as published
 # The method's own knobs: the noise level it inverts to and the guidance strength (quick preset: L = 200, s = 5).
 _OURS = ("diffusion.noise_level=200,100,300", "diffusion.guidance_scale=5,20")
 _OURS_SOURCE = "our preset (L = 200, s = 5) and one step either side"
@@ -40,7 +40,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
     MethodSpec("full", "method", "location-guided pseudo-healthy synthesis (ours)", grid=_OURS,
                grid_source=_OURS_SOURCE),
     MethodSpec("no_t1", "ablation", "no T1 conditioning", {"method": {"condition": "none"}}, _OURS, _OURS_SOURCE),
-    MethodSpec("no_histmatch", "ablation", "no histogram matching", {"method": {"histogram_matching": False}},
+    MethodSpec("no_histmatch", "ablation", "no histogram matching", {"method": {"histogram_matching": "none"}},
                _OURS, _OURS_SOURCE),
     MethodSpec("no_guidance", "ablation", "no location guidance", {"method": {"guidance": "none"}},
                _OURS[:1], _OURS_SOURCE),
@@ -65,7 +65,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
     # FLAIR-only DDPM trained on all slices, binary classifier guidance, deterministic DDIM both ways. Wolleb et
     # al.'s README (JuliaWolleb/diffusion-anomaly): --classifier_scale 100 --noise_level 500, ddim1000.
     MethodSpec("wolleb", "baseline", "DDPM-DDIM, binary guidance (Wolleb et al. 2022)",
-               {"method": {"condition": "none", "guidance": "binary", "histogram_matching": False},
+               {"method": {"condition": "none", "guidance": "binary", "histogram_matching": "none"},
                 "diffusion": {"eta": 0.0}},
                ("diffusion.noise_level=500,200", "diffusion.guidance_scale=100,30,5"),
                "authors' README: classifier_scale 100, noise_level 500"),

@@ -33,10 +33,24 @@ def classifier_classes(cfg: Config) -> int:
 
 
 def build_classifier(cfg: Config) -> DiffusionModelEncoder:
-    """Noisy FLAIR in, class logits out (half a UNet with a timestep embedding and a pooling head)."""
+    """Noisy FLAIR in, class logits out (half a UNet with a timestep embedding and a dense head).
+
+    MONAI's encoder flattens its last feature map into the head, so each position has weights of its
+    own; with ``classifier.head: pool`` the head sees the feature map's channel means instead.
+    """
     size = cfg.data.image_size
-    return DiffusionModelEncoder(in_channels=1, out_channels=classifier_classes(cfg), input_shape=(size, size),
-                                 **_common(cfg.classifier))
+    net = DiffusionModelEncoder(in_channels=1, out_channels=classifier_classes(cfg), input_shape=(size, size),
+                                **_common(cfg.classifier))
+    if cfg.classifier.head == "pool":
+        side = size
+        for _ in cfg.classifier.channels:  # the encoder halves the map at every level (MONAI's own arithmetic)
+            side = -(-side // 2)
+        channels = cfg.classifier.channels[-1]
+        # The encoder's forward flattens (C, H, W) before ``out``: undo that, then average over positions.
+        net.out = torch.nn.Sequential(torch.nn.Unflatten(1, (channels, side, side)), torch.nn.AdaptiveAvgPool2d(1),
+                                      torch.nn.Flatten(), torch.nn.Linear(channels, 512), torch.nn.ReLU(),
+                                      torch.nn.Dropout(0.1), torch.nn.Linear(512, classifier_classes(cfg)))
+    return net
 
 
 def build_autoencoder(cfg: Config) -> UNet:

@@ -51,8 +51,12 @@ SUBTLE_RADIUS_MM = (4.0, 4.8)
 SUBTLE_CONTRAST = (0.25, 0.4)
 
 
-def plan_dataset(n_patients: int, n_controls: int, seed: int, subtle_test_share: float = 0.0) -> list[SubjectPlan]:
+def plan_dataset(n_patients: int, n_controls: int, seed: int, subtle_test_share: float = 0.0,
+                 test_share: float = 1 / 3) -> list[SubjectPlan]:
     """Decide every subject's group, labels, acquisitions and lesion, deterministically from ``seed``.
+
+    ``test_share``: the share of patients marked ``test`` in participants.tsv (ds004199 marks about a
+    third); changing it changes nothing else about the dataset.
 
     ``subtle_test_share``: at least this share of the suggested test patients get a small, subtle lesion
     (``SUBTLE_RADIUS_MM``, ``SUBTLE_CONTRAST``), drawn from a stream of its own so that everything else
@@ -62,11 +66,14 @@ def plan_dataset(n_patients: int, n_controls: int, seed: int, subtle_test_share:
         raise UserError("phantom: ask for at least one subject (--patients N and/or --controls M)")
     if not 0.0 <= subtle_test_share <= 1.0:
         raise UserError(f"phantom: --subtle-test-share {subtle_test_share} must lie between 0 and 1")
+    if not 0.0 <= test_share <= 1.0:
+        raise UserError(f"phantom: --test-share {test_share} must lie between 0 and 1")
     rng = np.random.default_rng(seed)
     groups = np.array(["fcd"] * n_patients + ["hc"] * n_controls)
     rng.shuffle(groups)
     patient_idx = [i for i, g in enumerate(groups) if g == "fcd"]
-    test_patients = set(rng.permutation(patient_idx)[: math.ceil(len(patient_idx) / 3)].tolist())
+    n_test = math.ceil(len(patient_idx) * test_share - 1e-9)  # 1e-9: a third of 30 is 10, not 11
+    test_patients = set(rng.permutation(patient_idx)[:n_test].tolist())
     subtle_rng = np.random.default_rng([seed, 1])
     subtle = set(subtle_rng.permutation(sorted(test_patients))[: math.ceil(subtle_test_share * len(test_patients))]
                  .tolist())
@@ -191,7 +198,8 @@ def default_truth_dir(bids_dir: Path) -> Path:
 
 def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int, jobs: int = 1,
                      truth_dir: Path | None = None, overwrite: bool = False,
-                     progress: Callable[[str], None] | None = None, subtle_test_share: float = 0.0) -> dict:
+                     progress: Callable[[str], None] | None = None, subtle_test_share: float = 0.0,
+                     test_share: float = 1 / 3) -> dict:
     """Make the dataset in a temporary folder and move it to ``out_dir`` when complete.
 
     Returns the ground truth (also written to ``truth_dir/truth.json``, default ``<out_dir>_truth``,
@@ -201,7 +209,7 @@ def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int,
     out_dir = Path(out_dir).absolute()
     truth_dir = Path(truth_dir).absolute() if truth_dir else default_truth_dir(out_dir)
     check_output_dir(out_dir, overwrite)
-    plans = plan_dataset(n_patients, n_controls, seed, subtle_test_share)
+    plans = plan_dataset(n_patients, n_controls, seed, subtle_test_share, test_share)
     with atomic_directory(out_dir) as staging:
         _write_dataset_files(staging, plans, seed)
         work = [(p, seed, str(staging), str(truth_dir)) for p in plans]
@@ -218,6 +226,6 @@ def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int,
                 if progress:
                     progress(truths[-1]["participant_id"])
     truth = {"generator": GENERATOR_NAME, "version": __version__, "seed": seed, "bids_dir": str(out_dir),
-             "subtle_test_share": subtle_test_share, "subjects": truths}
+             "subtle_test_share": subtle_test_share, "test_share": test_share, "subjects": truths}
     write_json_atomic(truth_dir / "truth.json", truth)
     return truth
