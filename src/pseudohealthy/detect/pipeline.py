@@ -77,24 +77,50 @@ def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu",
     map, whose draw-to-draw variance falls as 1/N) and the N maps are kept for the uncertainty outputs.
     The subject id (the folder's name) seeds the draws.
     """
-    subject_dir = Path(subject_dir)
-    flair = _volume(subject_dir, "flair").astype(np.float32)
-    t1 = _volume(subject_dir, "t1").astype(np.float32)
-    brain = _volume(subject_dir, "brain") > 0
+    volumes = SubjectVolumes.load(subject_dir)
+    return maps_from_synthesis(volumes, pseudo_healthy(volumes, models, cfg, device, **overrides), models, cfg)
+
+
+@dataclass
+class SubjectVolumes:
+    """A preprocessed subject's template-grid inputs."""
+
+    name: str  # the unit's folder name, which seeds its draws
+    flair: np.ndarray
+    t1: np.ndarray
+    brain: np.ndarray  # bool
+    lesion: np.ndarray  # bool, from the prepared lesion mask (all False for controls / unknown)
+
+    @classmethod
+    def load(cls, subject_dir: Path) -> "SubjectVolumes":
+        subject_dir = Path(subject_dir)
+        return cls(subject_dir.name, _volume(subject_dir, "flair").astype(np.float32),
+                   _volume(subject_dir, "t1").astype(np.float32), _volume(subject_dir, "brain") > 0,
+                   _volume(subject_dir, "lesion") > 0.5)
+
+
+def pseudo_healthy(volumes: SubjectVolumes, models: Models, cfg: Config, device: str = "cpu",
+                   **overrides) -> Synthesis:
+    """The detector's pseudo-healthy FLAIR draws (the expensive part of ``analyse``)."""
+    flair, brain = volumes.flair, volumes.brain
     if cfg.method.detector == "control_zscore":  # the "pseudo-healthy" FLAIR is the training controls' mean
-        syn = Synthesis(models.controls.mean[None], np.zeros((brain.shape[2], 1), np.float32),
-                        brain_slices(brain, cfg.data.min_brain_fraction))
-    elif cfg.method.detector == "flair_zscore":  # the "pseudo-healthy" FLAIR is the subject's own mean brain
-        syn = Synthesis(np.full((1, *flair.shape), flair[brain].mean(), np.float32),
-                        np.zeros((brain.shape[2], 1), np.float32), brain_slices(brain, cfg.data.min_brain_fraction))
-    elif cfg.method.detector == "autoencoder":
-        syn = reconstruct(flair, brain, models.autoencoder, cfg, device, overrides.get("batch_size"))
-    else:
-        syn = synthesize(flair, t1, brain, models, cfg, subject=subject_dir.name, device=device, **overrides)
+        return Synthesis(models.controls.mean[None], np.zeros((brain.shape[2], 1), np.float32),
+                         brain_slices(brain, cfg.data.min_brain_fraction))
+    if cfg.method.detector == "flair_zscore":  # the "pseudo-healthy" FLAIR is the subject's own mean brain
+        return Synthesis(np.full((1, *flair.shape), flair[brain].mean(), np.float32),
+                         np.zeros((brain.shape[2], 1), np.float32), brain_slices(brain, cfg.data.min_brain_fraction))
+    if cfg.method.detector == "autoencoder":
+        return reconstruct(flair, brain, models.autoencoder, cfg, device, overrides.get("batch_size"))
+    return synthesize(flair, volumes.t1, brain, models, cfg, subject=volumes.name, device=device, **overrides)
+
+
+def maps_from_synthesis(volumes: SubjectVolumes, syn: Synthesis, models: Models, cfg: Config) -> SubjectMaps:
+    """Histogram matching, difference and post-processing of each draw (``method``); cheap next to the draws."""
+    flair = volumes.flair
     # Slices with too little brain are not synthesised (nor trained on); they are not scored either.
-    processed = np.zeros(brain.shape[2], bool)
+    processed = np.zeros(volumes.brain.shape[2], bool)
     processed[syn.slices] = True
-    brain = brain & processed[None, None, :]
+    brain = volumes.brain & processed[None, None, :]
     if cfg.method.detector == "control_zscore":
         pseudo = syn.samples
         differences = control_zscore(flair, models.controls)[None]  # in units of the controls' std
@@ -104,8 +130,7 @@ def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu",
         differences = flair[None] - pseudo
     sample_maps = np.stack([anomaly_map(d, brain, cfg.method.anomaly, smoothing_voxels(cfg),
                                         cfg.method.slice_standardise) for d in differences])
-    lesion = _volume(subject_dir, "lesion") > 0.5
-    return SubjectMaps(flair, pseudo.mean(axis=0), sample_maps.mean(axis=0), brain, lesion, syn, sample_maps)
+    return SubjectMaps(flair, pseudo.mean(axis=0), sample_maps.mean(axis=0), brain, volumes.lesion, syn, sample_maps)
 
 
 def smoothing_voxels(cfg: Config) -> float:
