@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-work
 BENCH_WORK ?= $(DEMO_DIR)/model
 
-.PHONY: demo test test-slow bench bench-split benchmark benchmark-data bench-samples clean-venv
+.PHONY: demo test test-slow bench bench-split benchmark benchmark-data bench-samples dev-data clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,18 @@ bench-samples: benchmark-data
 	for k in classifier translator; do $(BIN)/pseudohealthy train $(BENCH_DIR)/model --model $$k \
 		$$(test -f $(BENCH_DIR)/model/models/$$k/checkpoint.pt && echo --resume); done
 	$(BIN)/python -u benchmarks/bench_samples.py $(BENCH_DIR)/model
+
+# The development set (docs/experiments.md): every choice is iterated on here and on validation subjects,
+# never on a test set. Its own phantom (seed 3): 32 patients, half of them marked test = the 16 development
+# patients, half of those with small faint lesions; 24 controls, a third held out = 8 development controls.
+# Prepared with the quick preset and the bright tail kept (data.intensity_max 3; benchmarks/dev_workdirs.py clip
+# derives the clipped range from it without preparing again).
+DEV_DIR ?= dev-work
+dev-data: $(STAMP)
+	test -f $(DEV_DIR)/bids_truth/truth.json || $(BIN)/pseudohealthy phantom $(DEV_DIR)/bids --patients 32 \
+		--controls 24 --seed 3 --test-share 0.5 --subtle-test-share 0.5 --truth-dir $(DEV_DIR)/bids_truth
+	test -f $(DEV_DIR)/model/splits.tsv || $(BIN)/pseudohealthy prepare $(DEV_DIR)/bids $(DEV_DIR)/model \
+		--preset quick --set data.intensity_max=3 --set data.test_control_fraction=0.34
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,6 +11,7 @@ from pseudohealthy.evaluation.metrics import (
     dice,
     distance_to_lesion_mm,
     k_pixels_for,
+    lesion_cnr,
     oracle_dice,
     pixel_auprc,
     pixel_auroc,
@@ -91,3 +92,13 @@ def test_bootstrap_interval():
     # the normal-theory 95 % interval of a mean of 200 draws with σ ≈ 2 is ±0.28
     assert low < np.mean(values) < high and 0.4 < high - low < 0.7
     assert all(np.isnan(bootstrap_ci([], np.mean)))
+
+
+def test_lesion_cnr_known_answer():
+    """Healthy voxels 0, 1, 2, 3, 4 (median 2, MAD 1) and a lesion of 5 and 7 (mean 6): (6 − 2) / 1.4826."""
+    score = np.array([0, 1, 2, 3, 4, 5, 7, 100], float)
+    lesion = np.array([0, 0, 0, 0, 0, 1, 1, 0], bool)
+    brain = np.array([1, 1, 1, 1, 1, 1, 1, 0], bool)  # the 100 lies outside the brain
+    assert lesion_cnr(score, lesion, brain) == pytest.approx(4 / 1.4826)
+    assert np.isnan(lesion_cnr(score, np.zeros(8, bool), brain))
+    assert np.isnan(lesion_cnr(np.where(lesion, 1.0, 0.0), lesion, brain))  # no healthy spread

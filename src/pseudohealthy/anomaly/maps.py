@@ -69,18 +69,20 @@ def anomaly_map(difference: np.ndarray, brain: np.ndarray, mode: str = "positive
 
 
 def postprocess(score: np.ndarray, brain: np.ndarray, smoothing_vox: float = 0.0,
-                slice_standardise: bool = False) -> np.ndarray:
-    """The map post-processing shared by every method: mask, smooth, optionally standardise slices."""
+                slice_standardise: bool = False, keep_sign: bool = False) -> np.ndarray:
+    """The map post-processing shared by every method: mask, smooth, optionally standardise slices.
+    ``keep_sign``: standardised slices keep their negative part (a signed map, for contrast-to-noise)."""
     score = np.where(brain, score, 0.0).astype(np.float32)
     if smoothing_vox > 0:
         score = ndi.gaussian_filter(score, smoothing_vox) * brain
     if slice_standardise:
-        score = standardise_slices(score, brain)
+        score = standardise_slices(score, brain, keep_sign)
     return score.astype(np.float32)
 
 
-def standardise_slices(score: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Per axial slice, (score − median) / (1.4826 · MAD) inside the brain, negative part set to 0.
+def standardise_slices(score: np.ndarray, brain: np.ndarray, keep_sign: bool = False) -> np.ndarray:
+    """Per axial slice, (score − median) / (1.4826 · MAD) inside the brain, negative part set to 0
+    (kept with ``keep_sign``).
 
     Slices are synthesised independently and their residual level varies (most at the top and
     bottom of the brain, where a slice holds little tissue); a lesion is a small part of its slice,
@@ -92,4 +94,4 @@ def standardise_slices(score: np.ndarray, brain: np.ndarray) -> np.ndarray:
         median = np.nanmedian(inside, axis=(0, 1), keepdims=True)
         mad = 1.4826 * np.nanmedian(np.abs(inside - median), axis=(0, 1), keepdims=True)
     z = (score - np.nan_to_num(median)) / np.maximum(np.nan_to_num(mad), 1e-6)
-    return np.where(brain, np.clip(z, 0, None), 0.0).astype(np.float32)
+    return np.where(brain, z if keep_sign else np.clip(z, 0, None), 0.0).astype(np.float32)

@@ -60,6 +60,14 @@ class DiffusionConfig(_Strict):
                                    "x += s·∇log p(y=0) after each step (the authors' code; their s = 5 in 100 "
                                    "steps)")
     eta: float = Field(default=0.0, ge=0, le=1, description="DDIM η of the decode: 0 deterministic, 1 DDPM-like")
+    estimator: Literal["ddim", "one_step"] = Field(
+        default="ddim", description="ddim: each draw inverts to L and decodes back (the method); one_step: each draw "
+                                    "is x̂_0 predicted in one call from a fresh forward noising to L (N of them "
+                                    "cost N calls instead of 2 x steps per draw)")
+    reinsert: bool = Field(
+        default=False, description="THOR-like (Bercea et al. 2024): while decoding, put back the inversion's own "
+                                   "state where the predicted x̂_0 is close to the input, so healthy tissue stays "
+                                   "while what differs is redrawn")
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="float32", description="autocast dtype of the network calls at inference (float16: CUDA only; "
                                        "auto: bfloat16 where the CPU/GPU computes it natively, else float32)")

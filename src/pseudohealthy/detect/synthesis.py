@@ -14,7 +14,7 @@ import torch
 
 from pseudohealthy.baselines.control_zscore import ControlStats
 from pseudohealthy.config import Config
-from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode, timestep_ladder
+from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode_path, one_step_x0, timestep_ladder
 from pseudohealthy.diffusion.guidance import guided_eps, x_step
 from pseudohealthy.diffusion.noise import RowNoise, gaussian_noise, row_seed
 from pseudohealthy.diffusion.schedule import NoiseSchedule
@@ -64,7 +64,8 @@ def is_stochastic(cfg: Config, eta: float | None = None) -> bool:
     samples differ. Deterministic detectors give one sample whatever ``diffusion.samples`` says."""
     if cfg.method.detector != "diffusion":
         return False
-    return cfg.method.encode == "noise" or (cfg.diffusion.eta if eta is None else eta) > 0
+    return cfg.method.encode == "noise" or cfg.diffusion.estimator == "one_step" or \
+        (cfg.diffusion.eta if eta is None else eta) > 0
 
 
 @torch.no_grad()
@@ -121,24 +122,56 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
             with autocast:
                 return classifier(x, t).float()
 
-        if cfg.method.encode == "invert":
-            x_top = ddim_encode(x0, eps_fn, schedule, ladder).repeat_interleave(n_samples, 0)
-        else:  # AnoDDPM: partial forward diffusion with fresh noise
-            x0_rows = conditions[n_samples][1]
-            top = torch.full((len(x0_rows),), ladder[-1], dtype=torch.long, device=dev)
-            x_top = schedule.q_sample(x0_rows, top, noise(tuple(x0_rows.shape)).to(dev))
         guide = None
         if classifier is not None and scale > 0 and cfg.diffusion.guidance_form == "x":
             decode_eps, guide = eps_fn, x_step(classify, scale)
         else:
             decode_eps = guided_eps(eps_fn, classify if classifier is not None else None, schedule, scale)
-        healed = ddim_decode(x_top, decode_eps, schedule, ladder, eta, noise, guide)
+        x0_rows = conditions[n_samples][1]
+        if cfg.diffusion.estimator == "one_step":
+            healed = one_step_x0(x0_rows, decode_eps, schedule, ladder[-1], noise, guide)
+        else:
+            path = None
+            if cfg.method.encode == "invert":
+                path = ddim_encode_path(x0, eps_fn, schedule, ladder)
+                x_top = path[-1].repeat_interleave(n_samples, 0)
+            else:  # AnoDDPM: partial forward diffusion with fresh noise
+                top = torch.full((len(x0_rows),), ladder[-1], dtype=torch.long, device=dev)
+                x_top = schedule.q_sample(x0_rows, top, noise(tuple(x0_rows.shape)).to(dev))
+            reinsert = None
+            if cfg.diffusion.reinsert:
+                if path is None:
+                    raise UserError("diffusion.reinsert needs method.encode: invert (it puts back the inversion's path)")
+                reinsert = reinsertion({t: x.repeat_interleave(n_samples, 0) for t, x in zip(ladder, path)}, x0_rows)
+            healed = ddim_decode(x_top, decode_eps, schedule, ladder, eta, noise, guide, reinsert)
         healed = healed[:, 0].reshape(len(chunk), n_samples, *healed.shape[2:]).cpu().numpy()
         out[:, :, :, chunk] = healed.transpose(1, 2, 3, 0)
         if classifier is not None:
             t_small = torch.ones(len(chunk), dtype=torch.long, device=dev)
             probs[chunk] = torch.softmax(classify(x0, t_small), dim=1).cpu().numpy()
     return Synthesis(out, probs, zs)
+
+
+# Re-insertion: residuals at or above this quantile of a slice's brain residuals are redrawn in full.
+REINSERT_QUANTILE = 0.95
+
+
+def reinsertion(path: dict[int, torch.Tensor], x0: torch.Tensor):
+    """The decode hook of ``diffusion.reinsert`` (after THOR, Bercea et al. 2024): at level t, each pixel
+    becomes w·x_t + (1 − w)·x_t^inv, the inversion's own state at t, with w = min(1, r / r_q) from the
+    residual r = |x̂_0 − x_0| (3 × 3 mean) and r_q its ``REINSERT_QUANTILE`` over the slice's brain
+    (pixels above −1). Where the prediction agrees with the input, the input's trajectory is kept;
+    where it differs most, the model redraws."""
+    brain = x0 > -1 + 1e-6
+
+    def hook(x_t: torch.Tensor, x0_hat: torch.Tensor, t: int) -> torch.Tensor:
+        r = torch.nn.functional.avg_pool2d((x0_hat - x0).abs(), 3, stride=1, padding=1, count_include_pad=False)
+        rq = torch.stack([torch.quantile(r[i][brain[i]], REINSERT_QUANTILE) if brain[i].any() else r.new_tensor(1.0)
+                          for i in range(len(r))]).view(-1, 1, 1, 1)
+        w = (r / rq.clamp(min=1e-6)).clamp(max=1.0)
+        return w * x_t + (1 - w) * path[t]
+
+    return hook
 
 
 @torch.no_grad()

@@ -57,6 +57,21 @@ def oracle_dice(truths: Sequence[np.ndarray], scores: Sequence[np.ndarray], cand
     return float(means[best]), float(thresholds[best])
 
 
+def lesion_cnr(score: np.ndarray, lesion: np.ndarray, brain: np.ndarray) -> float:
+    """Contrast-to-noise of a lesion in a map: (mean score in the lesion − median over the rest of the
+    brain) / (1.4826 · MAD over the rest of the brain), i.e. how many robust SDs of the healthy map the
+    lesion stands out by. NaN without lesion voxels or when the healthy map has no spread (a map whose
+    healthy part is mostly 0, e.g. a positive part, needs its signed version here)."""
+    lesion, brain = np.asarray(lesion, bool), np.asarray(brain, bool)
+    healthy = np.asarray(score, np.float64)[brain & ~lesion]
+    inside = np.asarray(score, np.float64)[lesion & brain]
+    if not inside.size or not healthy.size:
+        return float("nan")
+    median = float(np.median(healthy))
+    mad = 1.4826 * float(np.median(np.abs(healthy - median)))
+    return (float(inside.mean()) - median) / mad if mad > 0 else float("nan")
+
+
 def lesion_contrast(lesion: np.ndarray, image: np.ndarray) -> float:
     """Mean image intensity in the lesion over that in a shell around it (voxels 2–4 dilations out): the
     FLAIR contrast ratio by which the benchmark's conspicuity strata and the phantom's truth are defined."""
