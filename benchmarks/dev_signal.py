@@ -36,6 +36,7 @@ from common import provenance, write_result
 
 from pseudohealthy.anomaly.clusters import find_candidates, find_clusters
 from pseudohealthy.anomaly.maps import histogram_match, postprocess
+from pseudohealthy.anomaly.normative import NormativeStats, fit_normative
 from pseudohealthy.baselines.control_zscore import control_zscore
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.schema import Config
@@ -114,51 +115,44 @@ def draws(variant: Variant, cfg: Config, models: Models, volumes: SubjectVolumes
     return syn, seconds
 
 
-def normative_stats(variant: Variant, cfg: Config, models: Models, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel-wise mean and SD of the training controls' residuals (real − matched pseudo-healthy FLAIR,
-    mean over the draws) under ``cfg``; the SD is smoothed by one voxel and floored at its median over the
-    voxels the controls cover, so that a voxel with a chance-small SD cannot dominate every map."""
-    from scipy import ndimage as ndi
-
-    residuals, brains = [], []
+def normative_stats(variant: Variant, cfg: Config, models: Models, cache: Path) -> NormativeStats:
+    """``fit_normative`` on the training controls' residuals (real − matched pseudo-healthy FLAIR, mean over
+    the draws) under ``cfg``."""
+    residuals, brains, units = [], [], []
     for unit in sorted(u for u, r in roles(variant.work).items() if r == "train"):
         volumes = SubjectVolumes.load(variant.work / "subjects" / unit)
         if volumes.lesion.any():
             continue
         syn, _ = draws(variant, cfg, models, volumes, cache)
         maps = maps_from_synthesis(volumes, syn, models, cfg)
-        residuals.append(np.where(maps.brain, volumes.flair - maps.pseudo_healthy, 0.0))
+        residuals.append(volumes.flair - maps.pseudo_healthy)
         brains.append(maps.brain)
-    stack, covered = np.stack(residuals), np.any(brains, axis=0)
-    mean, std = stack.mean(axis=0), ndi.gaussian_filter(stack.std(axis=0, ddof=1), 1.0)
-    floor = float(np.median(std[covered]))
-    return mean.astype(np.float32), np.maximum(std, floor).astype(np.float32)
+        units.append(unit)
+    return fit_normative(residuals, brains, units)
 
 
-def normative_maps(volumes: SubjectVolumes, maps: SubjectMaps, stats: tuple[np.ndarray, np.ndarray],
-                   cfg: Config) -> SubjectMaps:
+def normative_maps(volumes: SubjectVolumes, maps: SubjectMaps, stats: NormativeStats, cfg: Config) -> SubjectMaps:
     """``maps`` recomputed from each draw's residual z-scored against the controls (then the same positive
     part, smoothing and slice standardisation)."""
     from pseudohealthy.anomaly.maps import anomaly_map
 
-    mean, std = stats
     pseudo = np.stack([histogram_match(p, volumes.flair, maps.brain, mode=cfg.method.histogram_matching)
                        for p in maps.synthesis.samples])
-    sample_maps = np.stack([anomaly_map((volumes.flair - p - mean) / std, maps.brain, cfg.method.anomaly,
+    sample_maps = np.stack([anomaly_map(stats.zscore(volumes.flair - p), maps.brain, cfg.method.anomaly,
                                         smoothing_voxels(cfg), cfg.method.slice_standardise) for p in pseudo])
     return SubjectMaps(maps.flair, maps.pseudo_healthy, sample_maps.mean(axis=0), maps.brain, maps.lesion,
                        maps.synthesis, sample_maps)
 
 
 def signed_map(volumes: SubjectVolumes, maps: SubjectMaps, models: Models, cfg: Config,
-               stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+               stats: NormativeStats | None = None) -> np.ndarray:
     """The map before its positive part: the same difference, smoothing and slice standardisation."""
     if cfg.method.detector == "control_zscore":
         difference = control_zscore(volumes.flair, models.controls)
     else:
         difference = volumes.flair - maps.pseudo_healthy
     if stats is not None:
-        difference = (difference - stats[0]) / stats[1]
+        difference = stats.zscore(difference)
     return postprocess(difference, maps.brain, smoothing_voxels(cfg), cfg.method.slice_standardise, keep_sign=True)
 
 
@@ -212,12 +206,37 @@ def run_variant(variant: Variant, seed: int, cache: Path, log) -> dict:
             # Pooled AUPRC is recomputed for bootstrap resamples from these (kept small: brain voxels only).
             row["_truth"], row["_score"] = truth[-1], score[-1]
         rows[unit] = row
+    _histograms([r for r in rows.values() if r["patient"]])
     return {"threshold": threshold, "val_dice": val_dice, "seconds_per_subject": float(np.mean(seconds)),
             "subjects": rows}
 
 
+HIST_LEVELS = 8192  # score bins for pooled AUPRC in the bootstrap (quantiles of the run's pooled scores)
+
+
+def _histograms(rows: list[dict]) -> None:
+    """Per patient, counts of lesion and healthy voxels in bins shared by the run (``_pooled_auprc`` then
+    sums counts instead of sorting a million voxels for every bootstrap resample)."""
+    pooled = np.concatenate([r["_score"] for r in rows])
+    # Dense where lesions are: evenly over the lower 99 %, geometrically toward the very top (one voxel).
+    levels = np.r_[np.linspace(0, 0.99, HIST_LEVELS // 4), 1 - np.geomspace(0.01, 1 / pooled.size, HIST_LEVELS)]
+    edges = np.unique(np.quantile(pooled, np.clip(levels, 0, 1)))
+    for r in rows:
+        index = np.clip(np.searchsorted(edges, r["_score"], side="right") - 1, 0, len(edges) - 1)
+        r["_positive"] = np.bincount(index[r["_truth"]], minlength=len(edges))
+        r["_negative"] = np.bincount(index[~r["_truth"]], minlength=len(edges))
+
+
 def _pooled_auprc(rows: list[dict]) -> float:
-    return pixel_auprc(np.concatenate([r["_truth"] for r in rows]), np.concatenate([r["_score"] for r in rows]))
+    """Average precision pooled over ``rows`` from their binned counts: precision at each bin, from the
+    highest down, weighted by the recall it adds (sklearn's step-wise definition on binned scores)."""
+    positive = np.sum([r["_positive"] for r in rows], axis=0)[::-1].cumsum()
+    negative = np.sum([r["_negative"] for r in rows], axis=0)[::-1].cumsum()
+    if positive[-1] == 0:
+        return float("nan")
+    precision = positive / np.maximum(positive + negative, 1)
+    recall_step = np.diff(np.r_[0, positive]) / positive[-1]
+    return float((precision * recall_step).sum())
 
 
 def summarise(runs: dict[int, dict]) -> dict:
@@ -230,7 +249,8 @@ def summarise(runs: dict[int, dict]) -> dict:
         controls = [r for r in rows.values() if not r["patient"]]
         small = [r for r in patients if r["lesion_ml"] < 1.0]
         per_seed.append({
-            "auprc": _pooled_auprc(patients),
+            "auprc": pixel_auprc(np.concatenate([r["_truth"] for r in patients]),
+                                 np.concatenate([r["_score"] for r in patients])),
             "top1": float(np.mean([r["top1"] for r in patients])),
             "top3": float(np.mean([r["top3"] for r in patients])),
             "top3_small": float(np.mean([r["top3"] for r in small])) if small else float("nan"),

@@ -280,3 +280,18 @@ def test_detect_on_a_plain_pair(trained, tiny_bids, tiny_phantom, tmp_path):
         detect_pair(t1, flair, loose / "out", trained)
     with pytest.raises(UserError, match="not found"):
         detect_pair(loose / "missing.nii.gz", flair, tmp_path / "out2", trained)
+
+
+def test_normative_residual_against_numbers_computed_by_hand():
+    """Three controls' residuals at two voxels: (0, 1, 2) -> mean 1, SD 1; (5, 5, 5) -> SD 0, floored at the
+    median SD over covered voxels. A patient's residual 3 at the first voxel is 2 SDs above the controls."""
+    from pseudohealthy.anomaly.normative import fit_normative
+
+    residuals = [np.array([[[0.0, 5.0, 9.0]]]), np.array([[[1.0, 5.0, 9.0]]]), np.array([[[2.0, 5.0, 9.0]]])]
+    brains = [np.array([[[True, True, False]]])] * 3  # the third voxel lies outside every brain
+    stats = fit_normative(residuals, brains, ["a", "b", "c"], smoothing_vox=0)
+    np.testing.assert_allclose(stats.mean[0, 0], [1.0, 5.0, 0.0])
+    np.testing.assert_allclose(stats.std[0, 0], [1.0, 0.5, 0.5])  # covered SDs 1 and 0: median 0.5
+    np.testing.assert_allclose(stats.zscore(np.array([[[3.0, 6.0, 0.0]]]))[0, 0], [2.0, 2.0, 0.0])
+    with pytest.raises(ValueError):
+        fit_normative(residuals[:1], brains[:1], ["a"])
