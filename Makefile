@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-work
 BENCH_WORK ?= $(DEMO_DIR)/model
 
-.PHONY: demo test test-slow bench bench-split benchmark benchmark-data bench-samples dev-data clean-venv
+.PHONY: demo test test-slow bench bench-split benchmark benchmark-data bench-samples dev-data bench-budget clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,12 @@ dev-data: $(STAMP)
 		--controls 24 --seed 3 --test-share 0.5 --subtle-test-share 0.5 --truth-dir $(DEV_DIR)/bids_truth
 	test -f $(DEV_DIR)/model/splits.tsv || $(BIN)/pseudohealthy prepare $(DEV_DIR)/bids $(DEV_DIR)/model \
 		--preset quick --set data.intensity_max=3 --set data.test_control_fraction=0.34
+
+# Quality against compute on the development set (docs/experiments.md): translator budgets at 3 mm and 2 mm,
+# scored beside the FLAIR z-score. Hours on 2 cores; resumable (re-run to continue).
+BUDGET_SETTINGS ?= diffusion.samples=4
+bench-budget: dev-data
+	$(BIN)/python -u benchmarks/bench_budget.py $(DEV_DIR) --settings "$(BUDGET_SETTINGS)"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -41,6 +41,7 @@ from pseudohealthy.baselines.control_zscore import control_zscore
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.schema import Config
 from pseudohealthy.detect.pipeline import (
+    POST_DRAW,
     Models,
     SubjectMaps,
     SubjectVolumes,
@@ -58,10 +59,6 @@ from pseudohealthy.evaluation.outputs import peaks_near_lesion
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.templates.grid import template_grid
 from pseudohealthy.training.trainer import model_dir
-
-# Settings applied after the draws: variants differing only in these share cached draws.
-POST_DRAW = {"method": {"histogram_matching", "anomaly", "smoothing_mm", "slice_standardise", "min_cluster_mm3",
-                        "rank_by", "confidence_radius_mm", "max_control_clusters"}, "report": None}
 
 
 class Variant:
@@ -83,12 +80,9 @@ class Variant:
 def synthesis_key(variant: Variant, cfg: Config) -> str:
     """What the draws depend on: the networks' checkpoints and every setting but the post-draw ones."""
     settings = cfg.model_dump(mode="json")
-    for section, keys in POST_DRAW.items():
-        if keys is None:
-            settings.pop(section, None)
-        else:
-            for key in keys:
-                settings[section].pop(key, None)
+    settings.pop("report")
+    for key in POST_DRAW:  # variants differing only in these share cached draws
+        settings["method"].pop(key)
     digests = []
     for kind in required_models(cfg):
         path = model_dir(variant.work, kind, cfg) / "checkpoint.pt"

@@ -295,3 +295,44 @@ def test_normative_residual_against_numbers_computed_by_hand():
     np.testing.assert_allclose(stats.zscore(np.array([[[3.0, 6.0, 0.0]]]))[0, 0], [2.0, 2.0, 0.0])
     with pytest.raises(ValueError):
         fit_normative(residuals[:1], brains[:1], ["a"])
+
+
+def test_normative_residual_is_fitted_once_kept_and_exported(trained, tmp_path):
+    """method.normative: calibrate fits the stats on the training controls (here the tiny dataset's control
+    and a copy of it), keeps them in normative.npz, reuses them while settings and networks stay, fits them
+    again when a setting of the draws changes, and export-model carries them (and refuses stale ones)."""
+    import shutil
+
+    from pseudohealthy.anomaly.normative import NORMATIVE, load_normative
+    from pseudohealthy.bundle.archive import export_model, opened_model
+    from pseudohealthy.config import load_config, save_config
+    from pseudohealthy.detect.pipeline import load_models, normative_key
+    from pseudohealthy.detect.run import calibrate
+
+    work = tmp_path / "work"
+    shutil.copytree(trained, work)
+    rows = [line.split("\t") for line in (work / "splits.tsv").read_text().splitlines()]
+    control = next(r[0] for r in rows if r[1] == "hc")
+    shutil.copytree(work / "subjects" / control, work / "subjects" / f"{control}copy")
+    rows = [r if r[1] != "hc" else [r[0], "hc", "train"] for r in rows] + [[f"{control}copy", "hc", "train"]]
+    rows = [r if r[1] != "fcd" else [r[0], "fcd", "val"] for r in rows]
+    (work / "splits.tsv").write_text("\n".join("\t".join(r) for r in rows) + "\n")
+    cfg = load_config(work / "config.yaml", overrides={"method": {"normative": True}})
+    save_config(cfg, work / "config.yaml")
+
+    calibrate(work, samples=2)
+    stats, key = load_normative(work / NORMATIVE)
+    assert sorted(stats.participants) == sorted([control, f"{control}copy"])
+    assert key == normative_key(work, load_config(work / "config.yaml", overrides={"diffusion": {"samples": 2}}))
+    assert stats.std.min() > 0 and np.isfinite(stats.mean).all()
+    fitted = (work / NORMATIVE).stat().st_mtime_ns
+    load_models(work, load_config(work / "config.yaml", overrides={"diffusion": {"samples": 2}}))
+    assert (work / NORMATIVE).stat().st_mtime_ns == fitted  # same settings: read, not fitted again
+    with pytest.raises(UserError, match="calibrate"):
+        export_model(work, tmp_path / "stale.zip")  # config.yaml's N = 1 draws differ from the fitted N = 2
+    save_config(load_config(work / "config.yaml", overrides={"diffusion": {"samples": 2}}), work / "config.yaml")
+    export_model(work, tmp_path / "model.zip")
+    with opened_model(tmp_path / "model.zip") as unpacked:
+        assert load_normative(unpacked / NORMATIVE)[1] == key
+        with pytest.raises(UserError, match="training controls"):  # other settings, nothing to fit them on
+            load_models(unpacked, load_config(unpacked / "config.yaml", overrides={"diffusion": {"noise_level": 10}}))

@@ -5,9 +5,14 @@ translator always gets wrong (cortex edges, ventricles) stop producing false pea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from pseudohealthy.io.atomic import write_with_atomic
+
+NORMATIVE = "normative.npz"  # in a work folder (and a model archive), beside calibration.json
 
 
 @dataclass
@@ -39,3 +44,20 @@ def fit_normative(residuals: list[np.ndarray], brains: list[np.ndarray], partici
     floor = max(float(np.median(std[covered])) if covered.any() else 1.0, 1e-6)
     return NormativeStats(stack.mean(axis=0).astype(np.float32), np.maximum(std, floor).astype(np.float32),
                           list(participants))
+
+
+def save_normative(path: Path, stats: NormativeStats, key: str) -> None:
+    """Write ``stats`` with the ``key`` of the settings and networks they were fitted for (atomic)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, mean=stats.mean, std=stats.std, participants=np.array(stats.participants),
+                                key=np.array(key))
+
+    write_with_atomic(Path(path), write, suffix=".npz")
+
+
+def load_normative(path: Path) -> tuple[NormativeStats, str]:
+    """The stats and their key; plain arrays only (no pickled objects are loaded)."""
+    with np.load(path, allow_pickle=False) as stored:
+        return (NormativeStats(stored["mean"], stored["std"], [str(p) for p in stored["participants"]]),
+                str(stored["key"]))

@@ -27,7 +27,8 @@ import torch
 from pseudohealthy import __version__
 from pseudohealthy.bundle.card import model_card, model_card_markdown
 from pseudohealthy.config import load_work_config
-from pseudohealthy.detect.pipeline import CALIBRATION, load_calibration, required_models
+from pseudohealthy.anomaly.normative import NORMATIVE, load_normative
+from pseudohealthy.detect.pipeline import CALIBRATION, load_calibration, normative_key, required_models
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_with_atomic
 from pseudohealthy.training.checkpoint import FORMAT as CHECKPOINT_FORMAT, load_checkpoint
@@ -70,6 +71,12 @@ def export_model(work_dir: Path, archive: Path, overwrite: bool = False) -> dict
         if not path.is_file():
             raise UserError(f"{path}: no trained {kind}; run `pseudohealthy train {work_dir} --model {kind}` first")
         files[str(PurePosixPath("models", path.parent.name, "checkpoint.pt"))] = _slim_checkpoint(path, kind)
+    if cfg.method.normative:
+        normative = work_dir / NORMATIVE
+        if not normative.is_file() or load_normative(normative)[1] != normative_key(work_dir, cfg):
+            raise UserError(f"{normative}: missing or fitted for other settings; run `pseudohealthy calibrate "
+                            f"{work_dir}` first")
+        files[NORMATIVE] = normative.read_bytes()
     card = model_card(work_dir, cfg, calibration)
     files["model_card.json"] = (json.dumps(card, indent=2) + "\n").encode()
     files["MODEL_CARD.md"] = model_card_markdown(card).encode()

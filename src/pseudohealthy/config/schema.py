@@ -151,6 +151,10 @@ class MethodConfig(_Strict):
                                         "affine (fitted on the central 98 % of the histograms, where a lesion is "
                                         "not), none; true/false in older configs mean quantile/none")
     anomaly: Literal["positive", "absolute"] = "positive"
+    normative: bool = Field(
+        default=False, description="z-score each voxel's residual against the training controls' residuals at that "
+                                   "voxel under the same settings (fitted when first needed, kept in "
+                                   "WORK_DIR/normative.npz and in exported models), before the positive part")
     smoothing_mm: float = Field(default=0.0, ge=0, description="Gaussian σ applied to the anomaly map")
     slice_standardise: bool = Field(default=False, description="robust z-score of the map per axial slice")
     min_cluster_mm3: float = Field(default=50.0, ge=0, description="smaller clusters are not reported")

@@ -6,6 +6,7 @@ Template-space steps are shared by ``calibrate`` (validation subjects, already p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,13 @@ import numpy as np
 
 from pseudohealthy.anomaly.clusters import count_clusters
 from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
-from pseudohealthy.config import Config
+from pseudohealthy.anomaly.normative import NORMATIVE, NormativeStats, fit_normative, load_normative, save_normative
+from pseudohealthy.config import Config, with_overrides
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
 from pseudohealthy.detect.synthesis import Models, Synthesis, brain_slices, reconstruct, synthesize
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.metrics import dice, threshold_candidates
+from pseudohealthy.data.splits import read_splits
 from pseudohealthy.io.atomic import write_json_atomic
 from pseudohealthy.training.trainer import load_trained, model_dir
 
@@ -52,7 +55,7 @@ def required_models(cfg: Config) -> list[str]:
     return ["translator"] + (["classifier"] if cfg.method.guidance != "none" else [])
 
 
-def load_models(work_dir: Path, cfg: Config) -> Models:
+def load_models(work_dir: Path, cfg: Config, device: str = "cpu") -> Models:
     models = Models()
     for kind in required_models(cfg):
         if not (model_dir(work_dir, kind, cfg) / "checkpoint.pt").is_file():
@@ -62,7 +65,58 @@ def load_models(work_dir: Path, cfg: Config) -> Models:
         setattr(models, kind, load_trained(work_dir, cfg, kind))
     if cfg.method.detector == "control_zscore":
         models.controls = fit_control_stats(work_dir)
+    if cfg.method.normative:
+        models.normative = normative_for(work_dir, models, cfg, device)
     return models
+
+
+# Method settings applied after the draws; everything else (and the networks) decides what the draws are.
+POST_DRAW = frozenset({"histogram_matching", "normative", "anomaly", "smoothing_mm", "slice_standardise",
+                       "min_cluster_mm3", "rank_by", "confidence_radius_mm", "max_control_clusters"})
+
+
+def draw_key(work_dir: Path, cfg: Config, keep: frozenset[str] = frozenset()) -> str:
+    """A digest of what a subject's draws depend on: the networks' checkpoints and every setting but the
+    post-draw ones (except those in ``keep``) and the report's."""
+    settings = cfg.model_dump(mode="json")
+    settings.pop("report")
+    for key in POST_DRAW - keep:
+        settings["method"].pop(key)
+    digests = [hashlib.sha256((model_dir(work_dir, kind, cfg) / "checkpoint.pt").read_bytes()).hexdigest()
+               for kind in required_models(cfg)]
+    return hashlib.sha256(json.dumps({"settings": settings, "models": digests}, sort_keys=True).encode()).hexdigest()
+
+
+def normative_key(work_dir: Path, cfg: Config) -> str:
+    """What the normative stats depend on: the draws and how they are matched to the FLAIR."""
+    return draw_key(work_dir, cfg, keep=frozenset({"histogram_matching"}))
+
+
+def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cpu") -> NormativeStats:
+    """The normative residual's stats for ``cfg``: WORK_DIR/normative.npz when it was fitted for these
+    settings and networks, else fitted now on the work folder's training controls (and saved)."""
+    path = Path(work_dir) / NORMATIVE
+    key = normative_key(work_dir, cfg)
+    if path.is_file():
+        stats, stored = load_normative(path)
+        if stored == key:
+            return stats
+    controls = [pid for pid, group, role in read_splits(work_dir) if group == "hc" and role == "train"] \
+        if (Path(work_dir) / "splits.tsv").is_file() else []
+    if len(controls) < 2:
+        raise UserError(f"{work_dir}: method.normative needs the residuals of at least 2 training controls under "
+                        "these settings; none are stored for them and the folder has no training controls to fit "
+                        "them on (an exported model keeps the settings it was calibrated with)")
+    residuals, brains = [], []
+    for pid in controls:
+        volumes = SubjectVolumes.load(Path(work_dir) / "subjects" / pid)
+        maps = maps_from_synthesis(volumes, pseudo_healthy(volumes, models, cfg, device), models,
+                                   with_overrides(cfg, {"method": {"normative": False}}))
+        residuals.append(volumes.flair - maps.pseudo_healthy)
+        brains.append(maps.brain)
+    stats = fit_normative(residuals, brains, controls)
+    save_normative(path, stats, key)
+    return stats
 
 
 def _volume(subject_dir: Path, name: str) -> np.ndarray:
@@ -128,6 +182,10 @@ def maps_from_synthesis(volumes: SubjectVolumes, syn: Synthesis, models: Models,
         pseudo = np.stack([histogram_match(p, flair, brain, mode=cfg.method.histogram_matching)
                            for p in syn.samples])
         differences = flair[None] - pseudo
+        if cfg.method.normative:
+            if models.normative is None:
+                raise UserError("method.normative is on but no normative stats were loaded (load_models fits them)")
+            differences = np.stack([models.normative.zscore(d) for d in differences])
     sample_maps = np.stack([anomaly_map(d, brain, cfg.method.anomaly, smoothing_voxels(cfg),
                                         cfg.method.slice_standardise) for d in differences])
     return SubjectMaps(flair, pseudo.mean(axis=0), sample_maps.mean(axis=0), brain, volumes.lesion, syn, sample_maps)

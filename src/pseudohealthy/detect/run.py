@@ -111,7 +111,7 @@ def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], N
     ``samples``, default the config's ``diffusion.samples``; detection then uses the same N)."""
     work_dir = Path(work_dir)
     cfg = with_samples(load_work_config(work_dir), samples)
-    models = load_models(work_dir, cfg)
+    models = load_models(work_dir, cfg, device)
     if "val" not in roles(work_dir).values():
         raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
     calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pseudohealthy.anomaly.normative import NormativeStats
 from pseudohealthy.baselines.control_zscore import ControlStats
 from pseudohealthy.config import Config
 from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode_path, one_step_x0, timestep_ladder
@@ -31,6 +32,7 @@ class Models:
     classifier: torch.nn.Module | None = None  # None when guidance is off
     autoencoder: torch.nn.Module | None = None
     controls: ControlStats | None = None
+    normative: NormativeStats | None = None  # method.normative: the training controls' residual stats
 
 
 @dataclass

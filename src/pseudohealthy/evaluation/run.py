@@ -101,7 +101,7 @@ def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: st
     cfg = load_config(Path(model_root or work_dir) / "config.yaml", overrides=overrides)
     if model_root is not None:
         require_same_preprocessing(work_dir, model_root)
-    models = load_models(model_root or work_dir, cfg)
+    models = load_models(model_root or work_dir, cfg, device)
     calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
     out_dir = Path(out_dir) if out_dir else work_dir / "evaluate" / "derivatives"
     outputs, template, _ = score_test_units(work_dir, cfg, models, calibration, out_dir, device, on_subject)
