@@ -30,11 +30,25 @@ class TissueMaps:
     fcd: np.ndarray
     cap: np.ndarray
     lesion_mask: np.ndarray  # float32 0/1: what a radiologist would outline
+    # Tissues of the realistic phantom, kept where they are: (tissue name, box, fraction over the box).
+    patches: list[tuple[str, tuple[slice, ...], np.ndarray]] = field(default_factory=list)
 
     @classmethod
     def from_priors(cls, priors: TissuePriors) -> "TissueMaps":
         zeros = np.zeros_like(priors.gm)
         return cls(priors.gm.copy(), priors.wm.copy(), priors.csf.copy(), zeros.copy(), zeros.copy(), zeros.copy())
+
+    def convert(self, box: tuple[slice, ...], amount: np.ndarray, target: str, sources: tuple[str, ...] = ("wm",)
+                ) -> np.ndarray:
+        """Turn the fraction ``amount`` (over ``box``, in [0, 1]) of each ``sources`` tissue into tissue
+        ``target`` (a name in contrast.DERIVED_TISSUES or "cap"); returns the fraction converted."""
+        moved = np.zeros(self.gm[box].shape, np.float32)
+        for name in sources:
+            part = (amount * getattr(self, name)[box]).astype(np.float32)
+            getattr(self, name)[box] -= part
+            moved += part
+        self.patches.append((target, box, moved))
+        return moved
 
 
 @dataclass(frozen=True)
@@ -42,8 +56,11 @@ class LesionSpec:
     lobes: tuple[str, ...]  # one lobe, or two for lesions across a lobe boundary ("TL,OL")
     hemisphere: str  # "L" / "R"
     radius_mm: float
-    contrast: float  # 0..1: fraction of tissue replaced by dysplastic tissue at the core
+    contrast: float  # 0..1: fraction of tissue replaced by dysplastic tissue at the core (legacy lesion)
     transmantle: bool  # FCD IIb
+    # Realistic lesion (phantom/fcd_range.py): intended volume and FLAIR contrast ratio; None: legacy lesion.
+    volume_cm3: float | None = None
+    flair_ratio: float | None = None
 
 
 @dataclass
@@ -106,60 +123,55 @@ def _crop(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[slice,
     return tuple(slice(max(0, int(c) - half), min(s, int(c) + half + 1)) for c, s in zip(center, shape))
 
 
-def add_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator) -> LesionTruth:
-    """Draw one FCD lesion into ``maps`` (in place) and return where and how large it is."""
-    atlas = load_lobe_atlas()
-    center = _pick_center(rng, spec, atlas)
-    half = int(np.ceil(2.0 * spec.radius_mm)) + 6
-    target = None
-    if spec.transmantle:
-        vent = np.argwhere(atlas.lateral_ventricles & (atlas.hemisphere == HEMISPHERE_CODES[spec.hemisphere]))
-        target = vent[np.argmin(((vent - center) ** 2).sum(axis=1))]
-        half = max(half, int(np.abs(target - center).max()) + 4)
-    box = _crop(center, half, maps.gm.shape)
+def _box_coords(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The crop around ``center`` and each of its voxels' offset from the centre, (3, *box) float32."""
+    box = _crop(center, half, shape)
     grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij")).astype(np.float32)
-    rel = grid - center[:, None, None, None].astype(np.float32)
+    return box, grid - center[:, None, None, None].astype(np.float32)
 
-    # Irregular ellipsoid: random axes and orientation, radius modulated by smooth noise.
-    radii = spec.radius_mm * rng.uniform(0.75, 1.3, 3)
-    rot = Rotation.random(random_state=int(rng.integers(2**31))).as_matrix().astype(np.float32)
+
+def _transmantle_target(center: np.ndarray, hemisphere: str, atlas: LobeAtlas) -> np.ndarray:
+    """The nearest lateral-ventricle voxel of the lesion's hemisphere: where the transmantle tail ends."""
+    vent = np.argwhere(atlas.lateral_ventricles & (atlas.hemisphere == HEMISPHERE_CODES[hemisphere]))
+    return vent[np.argmin(((vent - center) ** 2).sum(axis=1))]
+
+
+def _blob(rel: np.ndarray, radii: np.ndarray, rot: np.ndarray, wobble: np.ndarray) -> np.ndarray:
+    """Soft irregular ellipsoid: axes ``radii`` (mm) along ``rot``, its radius modulated by ``wobble``."""
     local = np.einsum("ij,j...->i...", rot.T, rel)
     rho = np.sqrt(sum((local[k] / radii[k]) ** 2 for k in range(3)))
-    wobble = ndi.gaussian_filter(rng.standard_normal(rho.shape).astype(np.float32), 2.0)
-    wobble /= max(float(np.abs(wobble).max()), 1e-6)
-    blob = expit((1.0 - rho * (1.0 + 0.25 * wobble)) / 0.12).astype(np.float32)
+    return expit((1.0 - rho * (1.0 + 0.25 * wobble)) / 0.12).astype(np.float32)
 
-    gm, wm = maps.gm[box], maps.wm[box]
-    wm0 = wm.copy()
-    # Cortical thickening: WM within 4 mm of the cortex turns into GM-like tissue.
+
+def _wobble(noise: np.ndarray) -> np.ndarray:
+    wobble = ndi.gaussian_filter(noise.astype(np.float32), 2.0)
+    return wobble / max(float(np.abs(wobble).max()), 1e-6)
+
+
+def _thicken_and_blur(gm: np.ndarray, wm: np.ndarray, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cortical thickening (WM within 4 mm of the cortex turns into GM-like tissue) and a blurred
+    grey–white junction, inside ``blob``."""
     near_cortex = ndi.distance_transform_edt(gm < 0.5) < 4.0
     thick = 0.6 * blob * wm * near_cortex
     gm, wm = gm + thick, wm - thick
-    # Blurred grey–white junction.
     gm = (1 - blob) * gm + blob * ndi.gaussian_filter(gm, 1.5)
     wm = (1 - blob) * wm + blob * ndi.gaussian_filter(wm, 1.5)
-    # Dysplastic tissue: mostly in subcortical WM, partly in cortex.
-    fcd_from_wm = spec.contrast * blob * wm
-    fcd_from_gm = 0.5 * spec.contrast * blob * gm
-    fcd = fcd_from_wm + fcd_from_gm
-    wm, gm = wm - fcd_from_wm, gm - fcd_from_gm
-    mask = (blob > 0.5) & ((maps.gm[box] + maps.wm[box]) > 0.5)
+    return gm, wm
 
-    if target is not None:
-        # Transmantle sign: a tail from the lesion toward the ventricle, tapering to ~1 mm.
-        seg = (target - center).astype(np.float32)
-        length = float(np.linalg.norm(seg))
-        u = np.clip(np.einsum("i,i...->...", seg, rel) / max(length**2, 1e-6), 0, 1)
-        dist = np.linalg.norm(rel - u[None] * seg[:, None, None, None], axis=0)
-        radius = 0.5 * spec.radius_mm * (1 - u) + 1.0 * u
-        tube = expit((radius - dist) / 0.6) * (u > 0) * (u < 1)
-        tail = 0.8 * spec.contrast * tube * wm
-        fcd, wm = fcd + tail, wm - tail
-        mask |= (tube > 0.5) & (wm0 > 0.3)
 
-    maps.gm[box], maps.wm[box], maps.fcd[box] = gm, wm, fcd
-    maps.lesion_mask[box] = np.maximum(maps.lesion_mask[box], mask.astype(np.float32))
+def _tube(rel: np.ndarray, seg: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Transmantle sign: a tail from the lesion along ``seg`` (to the ventricle), tapering to ~1 mm."""
+    length = float(np.linalg.norm(seg))
+    u = np.clip(np.einsum("i,i...->...", seg, rel) / max(length**2, 1e-6), 0, 1)
+    dist = np.linalg.norm(rel - u[None] * seg[:, None, None, None], axis=0)
+    radius = 0.5 * radius_mm * (1 - u) + 1.0 * u
+    return expit((radius - dist) / 0.6) * (u > 0) * (u < 1)
 
+
+def lesion_truth(mask: np.ndarray, box: tuple[slice, ...], center: np.ndarray, radii: np.ndarray,
+                 hemisphere: str) -> LesionTruth:
+    """Where and how large a lesion is, from its template-grid ``mask`` over ``box``."""
+    atlas = load_lobe_atlas()
     lobe_codes = atlas.lobe[box][mask]
     hemi_codes = atlas.hemisphere[box][mask]
     n = max(int(mask.sum()), 1)
@@ -171,8 +183,45 @@ def add_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator) -> 
         radii_mm=[round(float(r), 2) for r in radii],
         volume_template_mm3=float(mask.sum()),  # 1 mm voxels
         lobe_fractions={k: round(v, 3) for k, v in fractions.items() if v > 0},
-        hemisphere_fraction=round(float((hemi_codes == HEMISPHERE_CODES[spec.hemisphere]).sum() / n), 3),
+        hemisphere_fraction=round(float((hemi_codes == HEMISPHERE_CODES[hemisphere]).sum() / n), 3),
     )
+
+
+def add_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator) -> LesionTruth:
+    """Draw one FCD lesion into ``maps`` (in place) and return where and how large it is."""
+    atlas = load_lobe_atlas()
+    center = _pick_center(rng, spec, atlas)
+    half = int(np.ceil(2.0 * spec.radius_mm)) + 6
+    target = None
+    if spec.transmantle:
+        target = _transmantle_target(center, spec.hemisphere, atlas)
+        half = max(half, int(np.abs(target - center).max()) + 4)
+    box, rel = _box_coords(center, half, maps.gm.shape)
+
+    # Irregular ellipsoid: random axes and orientation, radius modulated by smooth noise.
+    radii = spec.radius_mm * rng.uniform(0.75, 1.3, 3)
+    rot = Rotation.random(random_state=int(rng.integers(2**31))).as_matrix().astype(np.float32)
+    blob = _blob(rel, radii, rot, _wobble(rng.standard_normal(rel.shape[1:]).astype(np.float32)))
+
+    gm, wm = maps.gm[box], maps.wm[box]
+    wm0 = wm.copy()
+    gm, wm = _thicken_and_blur(gm, wm, blob)
+    # Dysplastic tissue: mostly in subcortical WM, partly in cortex.
+    fcd_from_wm = spec.contrast * blob * wm
+    fcd_from_gm = 0.5 * spec.contrast * blob * gm
+    fcd = fcd_from_wm + fcd_from_gm
+    wm, gm = wm - fcd_from_wm, gm - fcd_from_gm
+    mask = (blob > 0.5) & ((maps.gm[box] + maps.wm[box]) > 0.5)
+
+    if target is not None:
+        tube = _tube(rel, (target - center).astype(np.float32), spec.radius_mm)
+        tail = 0.8 * spec.contrast * tube * wm
+        fcd, wm = fcd + tail, wm - tail
+        mask |= (tube > 0.5) & (wm0 > 0.3)
+
+    maps.gm[box], maps.wm[box], maps.fcd[box] = gm, wm, fcd
+    maps.lesion_mask[box] = np.maximum(maps.lesion_mask[box], mask.astype(np.float32))
+    return lesion_truth(mask, box, center, radii, spec.hemisphere)
 
 
 @cache
