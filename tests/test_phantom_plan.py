@@ -6,6 +6,7 @@ import pytest
 
 from pseudohealthy.errors import UserError
 from pseudohealthy.phantom.dataset import LOBE_FREQUENCIES, participants_tsv, plan_dataset
+from pseudohealthy.phantom.realism import LEGACY
 
 
 def test_plan_is_deterministic_and_seed_dependent():
@@ -59,7 +60,8 @@ def test_empty_dataset_is_a_user_error():
 def test_a_share_of_test_patients_gets_small_faint_lesions_and_nothing_else_changes():
     from pseudohealthy.phantom.dataset import SUBTLE_CONTRAST, SUBTLE_RADIUS_MM
 
-    plain, subtle = plan_dataset(30, 20, seed=2), plan_dataset(30, 20, seed=2, subtle_test_share=0.34)
+    plain = plan_dataset(30, 20, seed=2, realism=LEGACY)
+    subtle = plan_dataset(30, 20, seed=2, subtle_test_share=0.34, realism=LEGACY)
     changed = [(a, b) for a, b in zip(plain, subtle, strict=True) if a != b]
     assert len(changed) == 4  # ceil(0.34 * 10 test patients)
     for before, after in changed:
@@ -73,7 +75,8 @@ def test_a_share_of_test_patients_gets_small_faint_lesions_and_nothing_else_chan
 
 
 def test_test_share_sets_the_number_of_test_patients_and_nothing_else():
-    third, half = plan_dataset(30, 20, seed=2), plan_dataset(30, 20, seed=2, test_share=0.5)
+    third, half = plan_dataset(30, 20, seed=2, realism=LEGACY), plan_dataset(30, 20, seed=2, test_share=0.5,
+                                                                              realism=LEGACY)
     assert sum(p.split == "test" for p in third) == 10 and sum(p.split == "test" for p in half) == 15
     assert {p.participant_id for p in third if p.split == "test"} < {p.participant_id for p in half
                                                                       if p.split == "test"}

@@ -16,7 +16,17 @@ from pseudohealthy import __version__
 from pseudohealthy.evaluation.metrics import lesion_contrast
 from pseudohealthy.io.atomic import write_json_atomic
 from pseudohealthy.io.nifti import save_nifti
-from pseudohealthy.phantom.contrast import FLAIR, T1W, Sequence, jittered_tissues, tissue_signals
+from pseudohealthy.phantom import artefacts
+from pseudohealthy.phantom.contrast import (
+    FLAIR,
+    NOISE_AT_1P5T,
+    T1W,
+    Sequence,
+    jittered_tissues,
+    realistic_tissues,
+    tissue_signals,
+)
+from pseudohealthy.phantom.fcd_range import FirstScan, add_graded_lesion
 from pseudohealthy.phantom.geometry import (
     Deformation,
     Grid,
@@ -27,6 +37,8 @@ from pseudohealthy.phantom.geometry import (
     smooth_bias_field,
 )
 from pseudohealthy.phantom.lesion import LesionSpec, TissueMaps, add_lesion, add_periventricular_caps
+from pseudohealthy.phantom.normal_variants import add_normal_variants
+from pseudohealthy.phantom.realism import stream
 from pseudohealthy.templates.mni import load_tissue_priors
 
 
@@ -69,6 +81,12 @@ class SubjectPlan:
     histopathology: str | None
     caps: bool
     sessions: int = 1  # > 1: the subject is scanned again in further sessions (ses-1, ses-2, ...)
+    # realism.py: "legacy" renders the images of the generator before confounds; "realistic" adds the
+    # confounds named (and forces those in ``always``); the subject's scanner field strength (T).
+    realism: str = "legacy"
+    confounds: tuple[str, ...] = ()
+    always: tuple[str, ...] = ()
+    field_strength_t: float = 3.0
 
     @property
     def lobe(self) -> str | None:
@@ -91,7 +109,10 @@ def _template_signal(maps: TissueMaps, signals: dict[str, float], outside: np.nd
          + maps.fcd * signals["fcd"] + maps.cap * signals["cap"])
     s += signals["csf"] * _band(outside, 0.0, 2.5) + signals["bone"] * _band(outside, 2.5, 8.0)
     s += signals["fat"] * _band(outside, 8.0, 13.0)
-    return s.astype(np.float32)
+    s = s.astype(np.float32)
+    for name, box, fraction in maps.patches:
+        s[box] += fraction * np.float32(signals[name])
+    return s
 
 
 @dataclass
@@ -123,10 +144,23 @@ def _placed(deformation: Deformation, rng: np.random.Generator) -> _Scene:
     return _Scene(deformation, pose, motion, pose[:3, :3] @ center + pose[:3, 3])
 
 
+@dataclass
+class _Scanner:
+    """The realistic scanner's part in one scan: which confounds, their streams, and what they did."""
+
+    confounds: tuple[str, ...]
+    always: tuple[str, ...]
+    noise_factor: float
+    streams: dict[str, np.random.Generator]
+    records: list[dict]
+    scale_reference: float = 0.0  # the image's 99.5th percentile before the scanner's confounds
+
+
 def _acquire(rng: np.random.Generator, template_signal: np.ndarray, protocol: Protocol, scene: _Scene,
-             world_to_anat: np.ndarray, center_world: np.ndarray, extra_maps: tuple[np.ndarray, ...] = ()
-             ) -> tuple[Grid, np.ndarray, list[np.ndarray]]:
-    """Sample the template-space signal on a scanner grid, add bias field and Rician noise."""
+             world_to_anat: np.ndarray, center_world: np.ndarray, extra_maps: tuple[np.ndarray, ...] = (),
+             scanner: _Scanner | None = None) -> tuple[Grid, np.ndarray, list[np.ndarray]]:
+    """Sample the template-space signal on a scanner grid, add bias field and Rician noise (and, with a
+    realistic ``scanner``, residual non-uniformity, motion ringing and field-strength noise)."""
     grid = make_grid(protocol.axcodes, protocol.voxel_mm, FIELD_OF_VIEW_MM, center_world + rng.uniform(-5, 5, 3))
     offsets = np.array([-0.375, -0.125, 0.125, 0.375]) if protocol.thick_slices else None
     affine = np.asarray(load_tissue_priors().affine)
@@ -139,20 +173,35 @@ def _acquire(rng: np.random.Generator, template_signal: np.ndarray, protocol: Pr
 
     clean = sample(template_signal) * smooth_bias_field(rng, grid, strength=0.25)
     sigma = float(rng.uniform(0.015, 0.03)) * float(np.percentile(clean[clean > 0.05 * clean.max()], 50))
+    if scanner is not None:
+        scanner.scale_reference = float(np.percentile(clean, 99.5))
+        sigma *= scanner.noise_factor
+        if "residual_nonuniformity" in scanner.confounds:
+            field, record = artefacts.residual_nonuniformity(scanner.streams["residual_nonuniformity"], grid,
+                                                             center_world)
+            clean *= field
+            scanner.records.append(record)
+        if "motion_ringing" in scanner.confounds:
+            clean, record = artefacts.motion_ringing(scanner.streams["motion_ringing"], clean, grid, protocol.axcodes,
+                                                     "motion_ringing" in scanner.always)
+            if record:
+                scanner.records.append(record)
     noisy = np.hypot(clean + sigma * rng.standard_normal(grid.shape, dtype=np.float32),
                      sigma * rng.standard_normal(grid.shape, dtype=np.float32))
     return grid, noisy, [sample(m) for m in extra_maps]
 
 
-def _to_int16(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    scale = rng.uniform(900.0, 1400.0) / max(float(np.percentile(image, 99.5)), 1e-6)
+def _to_int16(image: np.ndarray, rng: np.random.Generator, reference: float | None = None) -> np.ndarray:
+    """Scanner gain: the 99.5th percentile (of ``reference``'s image, if given) maps to 900–1400."""
+    level = float(np.percentile(image, 99.5)) if reference is None else reference
+    scale = rng.uniform(900.0, 1400.0) / max(level, 1e-6)
     return np.clip(np.rint(image * scale), 0, 32767).astype(np.int16)
 
 
-def sidecar(seq: Sequence, acq: str, thick: bool = False) -> dict:
+def sidecar(seq: Sequence, acq: str, thick: bool = False, field_t: float = 3.0) -> dict:
     meta = {
         "Manufacturer": "pseudohealthy phantom",
-        "MagneticFieldStrength": 3,
+        "MagneticFieldStrength": 3 if field_t == 3.0 else field_t,
         "RepetitionTime": seq.tr_ms / 1000,
         "InversionTime": seq.ti_ms / 1000,
         "EchoTime": seq.te_ms / 1000,
@@ -187,72 +236,175 @@ def render_subject(plan: SubjectPlan, seed: int, bids_root: Path, truth_dir: Pat
     """Write the subject's NIfTI files and sidecars under ``bids_root`` and its deformation under
     ``truth_dir``; return its ground truth. A subject with ``plan.sessions`` > 1 is scanned again in
     each further session (same anatomy and lesion; new head pose, motion, contrast, bias and noise), all
-    sessions under ``sub-X/ses-K/anat``; ``truth["sessions"]`` then holds each session's geometry."""
+    sessions under ``sub-X/ses-K/anat``; ``truth["sessions"]`` then holds each session's geometry.
+
+    A realistic plan (``plan.realism``) adds its confounds: normal variants to the anatomy (recorded in
+    ``truth["normal_variants"]``), and per session the scanner's (``truth["scanner"]``); they draw from
+    streams of their own, so the lesion, the head pose and the noise are the same with or without them."""
     rng = np.random.default_rng([seed, plan.index])
     priors = load_tissue_priors()
     maps = TissueMaps.from_priors(priors)
+    realistic = plan.realism == "realistic"
     truth: dict = {"participant_id": plan.participant_id, "group": plan.group, "plan": _plan_dict(plan)}
-    if plan.lesion is not None:
+    if plan.lesion is not None and plan.lesion.flair_ratio is not None:
+        lesion, graded = add_graded_lesion(maps, plan.lesion, rng, seed, plan.index, _first_flair(plan))
+        truth["lesion"] = {**asdict(lesion), **graded}
+    elif plan.lesion is not None:
         truth["lesion"] = asdict(add_lesion(maps, plan.lesion, rng))
-    if plan.caps:
+    if plan.caps and not realistic:
         truth["periventricular_caps_strength"] = round(add_periventricular_caps(maps, rng), 3)
+    if realistic:
+        truth["normal_variants"] = add_normal_variants(maps, seed, plan.index, plan.confounds, plan.always,
+                                                       plan.field_strength_t, plan.age, plan.caps)
 
     scene = _make_scene(rng)
     outside = _head_distance()
     if plan.sessions == 1:
-        scans = {None: _scan(plan, None, rng, maps, jittered_tissues(rng), outside, scene, bids_root)}
+        scans = {None: _scan(plan, None, rng, maps, jittered_tissues(rng), outside, scene, bids_root, seed)}
     else:
         scans = {}
         for k in range(1, plan.sessions + 1):
             session_rng = rng if k == 1 else np.random.default_rng([seed, plan.index, k])
             session_scene = scene if k == 1 else _placed(scene.deformation, session_rng)  # placed anew
             scans[f"ses-{k}"] = _scan(plan, f"ses-{k}", session_rng, maps, jittered_tissues(session_rng), outside,
-                                      session_scene, bids_root)
+                                      session_scene, bids_root, seed)
         truth["sessions"] = scans
     first = next(iter(scans.values()))  # the first session stands for the subject
     truth["geometry"] = first["geometry"]
+    if "scanner" in first:
+        truth["scanner"] = first["scanner"]
     if "lesion_native" in first:
         truth["lesion"].update(first["lesion_native"])
+    if realistic:
+        _locate(truth["normal_variants"], scene)
     scene.deformation.save(deformation_path(truth_dir, plan.participant_id))
     return truth
 
 
+def _first_flair(plan: SubjectPlan) -> Callable[[np.random.Generator], FirstScan]:
+    """What the first FLAIR will be (fcd_range.FirstScan), from the subject's stream where the lesion's
+    draws end (render_subject draws the scene, then the tissues, next)."""
+    def first(rng: np.random.Generator) -> FirstScan:
+        scene = _make_scene(rng)
+        tissues = jittered_tissues(rng)
+        signals = tissue_signals(realistic_tissues(tissues, plan.field_strength_t) if plan.realism == "realistic"
+                                 else tissues, FLAIR)
+        protocol = FLAIR_PROTOCOLS[plan.flair_acq]
+        grid_steps = make_grid(protocol.axcodes, protocol.voxel_mm, FIELD_OF_VIEW_MM, np.zeros(3)).affine[:3, :3]
+        anat_steps = np.linalg.inv(scene.motion @ scene.pose)[:3, :3] @ grid_steps
+        affine = load_tissue_priors().affine
+
+        def steps(center_vox: np.ndarray) -> np.ndarray:
+            point = scene.deformation.from_template_mm((affine[:3, :3] @ center_vox + affine[:3, 3])[:, None])
+            jacobian = np.stack([(scene.deformation.to_template_mm(point + d) - scene.deformation.to_template_mm(
+                point - d))[:, 0] / 2.0 for d in np.eye(3)[:, :, None]], axis=1)
+            return np.linalg.inv(affine[:3, :3]) @ jacobian @ anat_steps
+
+        def head(box: tuple[slice, ...]) -> np.ndarray:
+            outside = _head_distance()[box]
+            return (signals["csf"] * _band(outside, 0.0, 2.5) + signals["bone"] * _band(outside, 2.5, 8.0)
+                    + signals["fat"] * _band(outside, 8.0, 13.0))
+        return FirstScan(signals, steps, head, float(np.prod(protocol.voxel_mm)))
+    return first
+
+
+def _template_to_flair_world(scene: _Scene, points_mm: np.ndarray) -> np.ndarray:
+    """(3, N) template mm -> FLAIR world mm of the scan placed by ``scene``."""
+    anat = scene.deformation.from_template_mm(points_mm)
+    world = scene.pose[:3, :3] @ anat + scene.pose[:3, 3:4]
+    return scene.motion[:3, :3] @ world + scene.motion[:3, 3:4]
+
+
+def _locate(records: list[dict], scene: _Scene) -> None:
+    """Add each record's place in the (first) FLAIR's world frame, for readers of the truth."""
+    located = [r for r in records if "center_template_mm" in r]
+    if located:
+        world = _template_to_flair_world(scene, np.array([r["center_template_mm"] for r in located], float).T)
+        for r, w in zip(located, world.T):
+            r["center_flair_world_mm"] = np.round(w, 1).tolist()
+
+
+_SCAN_KEYS = {"T1w": 0, "FLAIR": 1, "FLAIR_thick": 2}
+
+
+def _scanner(plan: SubjectPlan, seed: int, session: int, scan: str) -> _Scanner | None:
+    """The realistic scanner of one scan: its confounds and their streams (None for a legacy plan)."""
+    if plan.realism != "realistic":
+        return None
+    key = (session, _SCAN_KEYS[scan])
+    names = ("residual_nonuniformity", "motion_ringing", "csf_inflow")
+    return _Scanner(plan.confounds, plan.always, NOISE_AT_1P5T if plan.field_strength_t == 1.5 else 1.0,
+                    {n: stream(seed, plan.index, n, *key) for n in names}, [])
+
+
+def _with_inflow(flair_signal: np.ndarray, scanner: _Scanner | None, signals: dict[str, float], two_d: bool
+                 ) -> list[tuple[tuple[slice, ...], np.ndarray]]:
+    """Add CSF inflow to ``flair_signal`` in place; returns what to restore (box, original values)."""
+    if scanner is None or "csf_inflow" not in scanner.confounds:
+        return []
+    pieces, records = artefacts.csf_inflow(scanner.streams["csf_inflow"], two_d, "csf_inflow" in scanner.always,
+                                           signals["gm"])
+    saved = []
+    for box, signal in pieces:
+        saved.append((box, flair_signal[box].copy()))
+        flair_signal[box] += signal
+    scanner.records += records
+    return saved
+
+
+def _restore(volume: np.ndarray, saved: list[tuple[tuple[slice, ...], np.ndarray]]) -> None:
+    for box, values in reversed(saved):
+        volume[box] = values
+
+
 def _scan(plan: SubjectPlan, session: str | None, rng: np.random.Generator, maps: TissueMaps,
-          tissues: dict, outside: np.ndarray, scene: _Scene, bids_root: Path) -> dict:
+          tissues: dict, outside: np.ndarray, scene: _Scene, bids_root: Path, seed: int = 0) -> dict:
     """Acquire and write one session's T1w, FLAIR (lesion mask, thick FLAIR); return what the truth keeps
-    of it: native lesion statistics and the geometry."""
+    of it: native lesion statistics, the geometry and (realistic plans) the scanner's confounds."""
     truth: dict = {}
     anat = bids_root / plan.participant_id / (session or "") / "anat"
     anat_to_world = scene.pose
     t1w_world_to_anat = np.linalg.inv(anat_to_world)
     flair_world_to_anat = t1w_world_to_anat @ np.linalg.inv(scene.motion)
     flair_center = scene.motion[:3, :3] @ scene.head_center_world + scene.motion[:3, 3]
+    field_t = plan.field_strength_t
+    if plan.realism == "realistic":
+        tissues = realistic_tissues(tissues, field_t)
+    k = int(session.split("-")[1]) if session else 1
+    scanners = {name: _scanner(plan, seed, k, name) for name in _SCAN_KEYS}
+
+    def gain(scan: str) -> float | None:
+        return scanners[scan].scale_reference if scanners[scan] is not None else None
 
     t1_signal = _template_signal(maps, tissue_signals(tissues, T1W), outside)
     grid, image, _ = _acquire(rng, t1_signal, T1_PROTOCOLS[plan.t1_acq], scene, t1w_world_to_anat,
-                              scene.head_center_world)
+                              scene.head_center_world, scanner=scanners["T1w"])
     name = anat_name(plan.participant_id, plan.t1_acq, "T1w", session)
-    save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng), grid.affine)
-    write_json_atomic(anat / f"{name}.json", sidecar(T1W, plan.t1_acq))
+    save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng, gain("T1w")), grid.affine)
+    write_json_atomic(anat / f"{name}.json", sidecar(T1W, plan.t1_acq, field_t=field_t))
     del t1_signal
 
-    flair_signal = _template_signal(maps, tissue_signals(tissues, FLAIR), outside)
+    flair_signals = tissue_signals(tissues, FLAIR)
+    flair_signal = _template_signal(maps, flair_signals, outside)
+    saved = _with_inflow(flair_signal, scanners["FLAIR"], flair_signals, two_d=False)
     grid, image, extra = _acquire(rng, flair_signal, FLAIR_PROTOCOLS[plan.flair_acq], scene, flair_world_to_anat,
-                                  flair_center, (maps.lesion_mask,) if plan.lesion else ())
+                                  flair_center, (maps.lesion_mask,) if plan.lesion else (), scanner=scanners["FLAIR"])
+    _restore(flair_signal, saved)
     name = anat_name(plan.participant_id, plan.flair_acq, "FLAIR", session)
-    save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng), grid.affine)
-    write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.flair_acq))
+    save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng, gain("FLAIR")), grid.affine)
+    write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.flair_acq, field_t=field_t))
     if plan.lesion is not None:
         mask = extra[0] > 0.5
         save_nifti(anat / f"{anat_name(plan.participant_id, plan.mask_acq, 'FLAIR_roi', session)}.nii.gz",
                    mask.astype(np.uint8), grid.affine)
         truth["lesion_native"] = _native_lesion_stats(mask, image, grid)
     if plan.thick_flair_acq is not None:
+        _with_inflow(flair_signal, scanners["FLAIR_thick"], flair_signals, two_d=True)
         grid2, image2, _ = _acquire(rng, flair_signal, THICK_FLAIR_PROTOCOLS[plan.thick_flair_acq], scene,
-                                    flair_world_to_anat, flair_center)
+                                    flair_world_to_anat, flair_center, scanner=scanners["FLAIR_thick"])
         name = anat_name(plan.participant_id, plan.thick_flair_acq, "FLAIR", session)
-        save_nifti(anat / f"{name}.nii.gz", _to_int16(image2, rng), grid2.affine)
-        write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.thick_flair_acq, thick=True))
+        save_nifti(anat / f"{name}.nii.gz", _to_int16(image2, rng, gain("FLAIR_thick")), grid2.affine)
+        write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.thick_flair_acq, thick=True, field_t=field_t))
 
     truth["geometry"] = {
         "anatomical_to_t1w_world": np.round(scene.pose, 6).tolist(),
@@ -260,6 +412,14 @@ def _scan(plan: SubjectPlan, session: str | None, rng: np.random.Generator, maps
         "scale": np.round(scene.deformation.scale, 4).tolist(),
         "deformation_rms_mm": 2.0,
     }
+    if plan.realism == "realistic":
+        acqs = {"T1w": plan.t1_acq, "FLAIR": plan.flair_acq, "FLAIR_thick": plan.thick_flair_acq}
+        scans = {}
+        for scan, scanner in scanners.items():
+            if acqs[scan] is not None:
+                _locate(scanner.records, scene)
+                scans[scan] = {"acq": acqs[scan], "artefacts": scanner.records}
+        truth["scanner"] = {"field_strength_t": field_t, "noise_factor": scanners["T1w"].noise_factor, "scans": scans}
     return truth
 
 
