@@ -84,3 +84,93 @@ def test_test_share_sets_the_number_of_test_patients_and_nothing_else():
         assert (a.group, a.lesion, a.t1_acq, a.flair_acq, a.age) == (b.group, b.lesion, b.t1_acq, b.flair_acq, b.age)
     with pytest.raises(UserError):
         plan_dataset(3, 3, seed=0, test_share=-0.1)
+
+
+# ---- the realistic plan (phantom/realism.py, fcd_range.py) ------------------------------------------------
+
+# The phantoms the project makes (Makefile, demo): (patients, controls, seed, options).
+PHANTOMS = {
+    "demo": (8, 8, 0, {}),
+    "benchmark": (30, 20, 2, {"subtle_test_share": 0.34}),
+    "development": (32, 24, 3, {"test_share": 0.5, "subtle_test_share": 0.5}),
+    "fresh demo-size, seed 4": (8, 8, 4, {}),
+    "fresh benchmark-size, seed 4": (30, 20, 4, {"subtle_test_share": 0.34}),
+}
+
+
+@pytest.mark.parametrize("name", PHANTOMS)
+def test_every_test_split_holds_each_size_and_contrast_stratum_of_the_benchmark(name):
+    from pseudohealthy.evaluation.outputs import CONTRAST_STRATA, SIZE_STRATA
+    from pseudohealthy.phantom.fcd_range import stratum
+
+    patients, controls, seed, options = PHANTOMS[name]
+    test = [p for p in plan_dataset(patients, controls, seed, **options) if p.split == "test"]
+    assert {stratum(p.lesion.volume_cm3, SIZE_STRATA, cm3=True) for p in test} == {0, 1, 2}
+    assert {stratum(p.lesion.flair_ratio, CONTRAST_STRATA) for p in test} == {0, 1, 2}
+
+
+def test_intended_sizes_and_contrasts_lie_well_inside_the_strata_and_follow_histology():
+    from pseudohealthy.evaluation.outputs import CONTRAST_STRATA, SIZE_STRATA
+    from pseudohealthy.phantom.fcd_range import CONTRAST_RANGES, FLAIR_RATIO_BY_HISTOLOGY, SIZE_RANGES_CM3
+
+    for (lo, hi), (_, s_lo, s_hi) in zip(SIZE_RANGES_CM3, SIZE_STRATA, strict=True):
+        assert s_lo * 1.15 <= lo * 1000 and hi * 1000 <= s_hi / 1.15  # room for the subject's brain size
+    for (lo, hi), (_, s_lo, s_hi) in zip(CONTRAST_RANGES, CONTRAST_STRATA, strict=True):
+        assert s_lo + 0.02 <= lo and hi <= s_hi - 0.02
+    train = [p for p in plan_dataset(60, 0, seed=5) if p.split == "train"]
+    for p in train:
+        lo, hi = FLAIR_RATIO_BY_HISTOLOGY[p.histopathology]
+        assert lo <= p.lesion.flair_ratio <= hi
+    faint = sum(p.lesion.flair_ratio < 1.10 for p in train if p.histopathology == "FCD IIa")
+    assert faint > 0.4 * sum(p.histopathology == "FCD IIa" for p in train)  # IIa: a small FLAIR change
+
+
+def test_the_realistic_plan_is_the_legacy_plan_with_graded_lesions_and_its_own_confounds():
+    legacy, realistic = plan_dataset(30, 20, seed=2, realism=LEGACY), plan_dataset(30, 20, seed=2)
+    own = {"lesion", "caps", "field_strength_t", "realism", "confounds", "always"}
+    for a, b in zip(legacy, realistic, strict=True):
+        assert {k: v for k, v in vars(a).items() if k not in own} == {k: v for k, v in vars(b).items() if k not in own}
+        assert (a.lesion is None) == (b.lesion is None)
+        if a.lesion:
+            assert (a.lesion.lobes, a.lesion.hemisphere) == (b.lesion.lobes, b.lesion.hemisphere)
+            assert b.lesion.volume_cm3 and b.lesion.flair_ratio and a.lesion.volume_cm3 is None
+        assert b.realism == "realistic" and a.realism == "legacy" and a.confounds == ()
+
+
+def test_switching_one_confound_off_changes_nothing_else():
+    from pseudohealthy.phantom.realism import Realism
+
+    everything, no_field = plan_dataset(12, 12, seed=3), plan_dataset(12, 12, seed=3,
+                                                                      realism=Realism(without=("field_strength",)))
+    assert any(p.field_strength_t == 1.5 for p in everything)
+    assert all(p.field_strength_t == 3.0 and "field_strength" not in p.confounds for p in no_field)
+    for a, b in zip(everything, no_field, strict=True):
+        assert {k: v for k, v in vars(a).items() if k not in ("field_strength_t", "confounds")} == {
+            k: v for k, v in vars(b).items() if k not in ("field_strength_t", "confounds")}
+
+
+def test_normal_variants_and_scanners_are_as_frequent_in_controls_as_in_patients():
+    plans = plan_dataset(300, 300, seed=6)
+    for group in ("fcd", "hc"):
+        members = [p for p in plans if p.group == group]
+        assert 0.83 < sum(p.caps for p in members) / len(members) < 0.97  # frontal caps: 90 %
+        assert 0.18 < sum(p.field_strength_t == 1.5 for p in members) / len(members) < 0.32  # 25 % at 1.5 T
+
+
+def test_a_bad_realism_setting_is_a_user_error():
+    from pseudohealthy.phantom.realism import Realism
+
+    for bad in (dict(mode="photoreal"), dict(without=("gremlins",)), dict(without=("csf_inflow",),
+                                                                          always=("csf_inflow",)),
+                dict(mode="legacy", without=("csf_inflow",))):
+        with pytest.raises(UserError):
+            Realism(**bad)
+
+
+def test_the_phantom_command_refuses_an_unknown_confound(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pseudohealthy", "phantom", str(tmp_path / "x"), "--without",
+                          "gremlins"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "unknown confound" in out.stderr and not (tmp_path / "x").exists()

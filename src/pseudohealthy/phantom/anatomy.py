@@ -159,7 +159,7 @@ def ventricle_linings() -> dict[str, Region]:
     out = {}
     for name, mask in (("lateral", v["lateral_L"] | v["lateral_R"]), ("third", v["third"]), ("fourth", v["fourth"])):
         box, d = _distance(mask, 5)
-        out[name] = _in_box(box, np.exp(-0.5 * ((d - 1.0) / 0.7) ** 2) * (d > 0))
+        out[name] = _in_box(box, np.exp(-0.5 * ((d - 1.3) / 0.9) ** 2) * (d > 0))
     return out
 
 

@@ -288,12 +288,14 @@ def _dose(curve: _Curve, target: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class FirstScan:
-    """What the subject's first FLAIR will be: its tissue FLAIR signals; its voxel steps (columns, in template
-    voxels) near a template voxel; the FLAIR signal of the head around the brain (scalp, skull) in a box."""
+    """What the subject's first FLAIR will be: its tissue FLAIR signals at 3 T and at its field strength;
+    its voxel steps (columns, in template voxels) near a template voxel; the FLAIR signal of the head around
+    the brain (scalp, skull) in a box, given tissue signals."""
 
+    signals_3t: dict[str, float]
     signals: dict[str, float]
     steps: Callable[[np.ndarray], np.ndarray]
-    head: Callable[[tuple[slice, ...]], np.ndarray | float]
+    head: Callable[[tuple[slice, ...], dict[str, float]], np.ndarray | float]
     voxel_mm3: float = 1.1 * 1.1 * 1.2
 
     def template_voxels(self, volume_cm3: float, center_vox: np.ndarray) -> float:
@@ -320,7 +322,7 @@ def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generat
     side = 2 * _half(spec) + 1
     noise = rng.standard_normal((side, side, side)).astype(np.float32)
     own = stream(seed, index, "fcd_range")
-    scan = (FirstScan(nominal_signals(), lambda _: np.diag([1.1, 1.1, 1.2]), lambda box: 0.0)
+    scan = (FirstScan(nominal_signals(), nominal_signals(), lambda _: np.diag([1.1, 1.1, 1.2]), lambda box, s: 0.0)
             if first_scan is None else first_scan(copy.deepcopy(rng)))
     best, candidates, tried = None, None, 0
     for tried in range(1, MAX_PLACES + 1):
@@ -333,13 +335,17 @@ def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generat
             center = candidates[own.choice(len(candidates), p=weight / weight.sum())]
             noise = own.standard_normal(noise.shape).astype(np.float32)
         draft = _draft(maps, spec, center, factors, rot, noise, scan.template_voxels(spec.volume_cm3, center))
-        amount, achieved = _dose(draft.contrast_curve(scan.signals, scan.steps(draft.center), scan.head(draft.box)),
-                                 spec.flair_ratio)
+        amount, achieved = _dose(draft.contrast_curve(scan.signals_3t, scan.steps(draft.center),
+                                                      scan.head(draft.box, scan.signals_3t)), spec.flair_ratio)
         if best is None or abs(achieved - spec.flair_ratio) < abs(best[2] - spec.flair_ratio):
             best = (draft, amount, achieved)
         if abs(achieved - spec.flair_ratio) <= CONTRAST_TOLERANCE:
             break
     draft, amount, achieved = best
+    if scan.signals is not scan.signals_3t:  # the place is chosen at 3 T (so that the field strength moves no
+        # mask); the dose keeps the intended contrast on the subject's scanner
+        amount, achieved = _dose(draft.contrast_curve(scan.signals, scan.steps(draft.center),
+                                                      scan.head(draft.box, scan.signals)), spec.flair_ratio)
     gm, wm, fcd = draft.tissue(amount)
     box = draft.box
     maps.gm[box], maps.wm[box] = gm, wm

@@ -83,24 +83,30 @@ def regional_cortex(maps: TissueMaps, rng: np.random.Generator, field_t: float, 
     return out
 
 
+def _tract(hemisphere: str, z_range: tuple[float, float]) -> anatomy.Region:
+    """The corticospinal tract of one side, between two heights (template mm, soft ends)."""
+    region = anatomy.corticospinal_tracts()[hemisphere]
+    affine = load_tissue_priors().affine
+    z = affine[2, 2] * np.arange(region.box[2].start, region.box[2].stop) + affine[2, 3]
+    window = 1 / (1 + np.exp(-(z - z_range[0]) / 1.5)) / (1 + np.exp(-(z_range[1] - z) / 1.5))
+    return anatomy.Region(region.box, region.weight * window[None, None, :].astype(np.float32))
+
+
 def corticospinal_tract(maps: TissueMaps, rng: np.random.Generator, field_t: float, **_) -> list[dict]:
     """Bright over a stretch of the tract centred at the posterior limb of the internal capsule."""
-    affine = load_tissue_priors().affine
     extent = float(np.clip(rng.lognormal(np.log(25.0), 0.45), 5.0, 55.0))  # mm; median 2.5 cm
     center_z = float(rng.uniform(2.0, 12.0))  # template mm: the posterior limb of the internal capsule
+    z_range = (round(center_z - extent / 2, 1), round(center_z + extent / 2, 1))
     base = rng.uniform(0.3, 0.65) * (0.6 if field_t == 1.5 else 1.0)
     out = []
-    for hemi, region in anatomy.corticospinal_tracts().items():
+    for hemi in anatomy.HEMISPHERES:
         strength = float(base * rng.uniform(0.8, 1.2))
-        z = affine[2, 2] * np.arange(region.box[2].start, region.box[2].stop) + affine[2, 3]
-        window = 1 / (1 + np.exp(-(z - center_z + extent / 2) / 1.5)) / (1 + np.exp(-(center_z + extent / 2 - z) / 1.5))
-        weight = region.weight * window[None, None, :].astype(np.float32)
-        maps.convert(region.box, strength * weight, "wm_long_t2", ("wm",))
-        peak = strength * float(weight.max())
-        out.append({"kind": "corticospinal_tract", "hemisphere": hemi,
-                    "center_template_mm": anatomy.Region(region.box, weight).center_mm(),
-                    "z_range_template_mm": [round(center_z - extent / 2, 1), round(center_z + extent / 2, 1)],
-                    "strength": round(peak, 4), "flair_ratio": _ratio(peak, "wm_long_t2", "wm", field_t)})
+        region = _tract(hemi, z_range)
+        maps.convert(region.box, strength * region.weight, "wm_long_t2", ("wm",))
+        peak = strength * float(region.weight.max())
+        out.append({"kind": "corticospinal_tract", "hemisphere": hemi, "center_template_mm": region.center_mm(),
+                    "z_range_template_mm": list(z_range), "strength": round(peak, 4),
+                    "flair_ratio": _ratio(peak, "wm_long_t2", "wm", field_t)})
     return out
 
 
@@ -153,23 +159,38 @@ def punctate_wmh(maps: TissueMaps, rng: np.random.Generator, field_t: float, alw
             continue
         radius = float(rng.uniform(1.0, 2.5))  # mm: 2–5 mm across
         strength = float(rng.uniform(0.6, 1.0))
-        axes = radius * np.array([1.0, 1.0, rng.uniform(1.0, 1.5)])
-        box = tuple(slice(int(c) - 5, int(c) + 6) for c in vox)
-        rel = np.indices((11, 11, 11)).astype(np.float32) - 5.0
-        rho = np.sqrt(sum((rel[k] / axes[k]) ** 2 for k in range(3)))
-        weight = strength / (1 + np.exp((rho - 1.0) / 0.25))
-        maps.convert(box, weight.astype(np.float32), "wmh", ("wm", "gm"))
+        axes = [round(radius, 2), round(radius, 2), round(radius * rng.uniform(1.0, 1.5), 2)]
+        focus = _focus(vox, axes)
+        maps.convert(focus.box, strength * focus.weight, "wmh", ("wm", "gm"))
         placed.append(vox)
         out.append({"kind": "punctate_wmh", "center_template_mm": _mm(vox), "radius_mm": round(radius, 2),
-                    "strength": round(strength, 4), "flair_ratio": _ratio(strength, "wmh", "wm", field_t)})
+                    "axes_mm": axes, "strength": round(strength, 4),
+                    "flair_ratio": _ratio(strength, "wmh", "wm", field_t)})
     return out
+
+
+def _focus(vox: np.ndarray, axes_mm: list[float]) -> anatomy.Region:
+    """A small soft ellipsoid (axes along x, y, z) centred on a template voxel."""
+    box = tuple(slice(int(c) - 5, int(c) + 6) for c in vox)
+    rel = np.indices((11, 11, 11)).astype(np.float32) - 5.0
+    rho = np.sqrt(sum((rel[k] / axes_mm[k]) ** 2 for k in range(3)))
+    return anatomy.Region(box, (1 / (1 + np.exp((rho - 1.0) / 0.25))).astype(np.float32))
+
+
+def _patch(vox: np.ndarray, radius: float, sigma: float) -> anatomy.Region:
+    """A partial-volume patch: a soft ball around a template voxel, times the cortex–CSF border weight."""
+    half = int(radius + 3 * sigma) + 2
+    box = tuple(slice(max(int(c) - half, 0), int(c) + half + 1) for c in vox)
+    border = anatomy.cortex_csf_border()[box]
+    rel = np.indices(border.shape).astype(np.float32) - (np.asarray(vox) - [b.start for b in box])[:, None, None, None]
+    ball = 1 / (1 + np.exp((np.sqrt((rel**2).sum(axis=0)) - radius) / 1.5))
+    return anatomy.Region(box, (ball * border).astype(np.float32))
 
 
 def cortical_partial_volume(maps: TissueMaps, rng: np.random.Generator, always: bool, **_) -> list[dict]:
     """Patches (10–20 mm) where the cortex–CSF border is blurred (Gaussian, 1–1.8 mm), away from the lesion."""
     n = 4 if always else int(rng.integers(2, 5))
     candidates = anatomy.border_cortex()
-    border = anatomy.cortex_csf_border()
     out: list[dict] = []
     for _ in range(40 * n):
         if len(out) == n:
@@ -179,11 +200,8 @@ def cortical_partial_volume(maps: TissueMaps, rng: np.random.Generator, always: 
         if not _away_from(maps.lesion_mask, vox, radius + 8.0) or any(
                 np.linalg.norm(np.subtract(vox, o["center_vox"])) < 30.0 for o in out):
             continue
-        half = int(radius + 3 * sigma) + 2
-        box = tuple(slice(max(int(c) - half, 0), int(c) + half + 1) for c in vox)
-        rel = np.indices(maps.gm[box].shape).astype(np.float32) - (vox - [b.start for b in box])[:, None, None, None]
-        patch = 1 / (1 + np.exp((np.sqrt((rel**2).sum(axis=0)) - radius) / 1.5))
-        weight = (patch * border[box]).astype(np.float32)
+        patch = _patch(vox, radius, sigma)
+        box, weight = patch.box, patch.weight
         for name in ("gm", "wm", "csf"):
             tissue = getattr(maps, name)
             tissue[box] = (1 - weight) * tissue[box] + weight * ndi.gaussian_filter(tissue[box], sigma)
@@ -208,6 +226,29 @@ def add_normal_variants(maps: TissueMaps, seed: int, index: int, enabled: tuple[
             out += _DRAW[name](maps, stream(seed, index, name), field_t=field_t, always=name in always, age=age,
                                caps=caps)
     return out
+
+
+def footprint(record: dict) -> anatomy.Region:
+    """Where a variant or CSF-inflow record says it is, as a soft region on the template grid (peak about 1;
+    the converted fraction there is ``strength`` times it; inflow fills a random part of its site)."""
+    kind = record["kind"]
+    if kind == "regional_cortex":
+        return anatomy.limbic_cortex()[(record["region"], record["hemisphere"])]
+    if kind == "corticospinal_tract":
+        return _tract(record["hemisphere"], tuple(record["z_range_template_mm"]))
+    if kind == "periventricular_cap":
+        return anatomy.horn_tips()[(record["horn"], record["hemisphere"])]
+    if kind == "periventricular_band":
+        return anatomy.ventricle_linings()[record["ventricle"]]
+    if kind == "csf_inflow":
+        return anatomy.inflow_sites()[record["site"]]
+    inverse = np.linalg.inv(load_tissue_priors().affine)
+    vox = np.rint(inverse[:3, :3] @ np.asarray(record["center_template_mm"]) + inverse[:3, 3]).astype(int)
+    if kind == "punctate_wmh":
+        return _focus(vox, record["axes_mm"])
+    if kind == "cortical_partial_volume":
+        return _patch(vox, record["radius_mm"], record["sigma_mm"])
+    raise ValueError(f"no footprint for {kind!r}")
 
 
 def plan_frontal_caps(seed: int, index: int) -> bool:

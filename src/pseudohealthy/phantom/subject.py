@@ -287,8 +287,9 @@ def _first_flair(plan: SubjectPlan) -> Callable[[np.random.Generator], FirstScan
     def first(rng: np.random.Generator) -> FirstScan:
         scene = _make_scene(rng)
         tissues = jittered_tissues(rng)
-        signals = tissue_signals(realistic_tissues(tissues, plan.field_strength_t) if plan.realism == "realistic"
-                                 else tissues, FLAIR)
+        at_3t = tissue_signals(realistic_tissues(tissues, 3.0), FLAIR)
+        at_field = (at_3t if plan.field_strength_t == 3.0
+                    else tissue_signals(realistic_tissues(tissues, plan.field_strength_t), FLAIR))
         protocol = FLAIR_PROTOCOLS[plan.flair_acq]
         grid_steps = make_grid(protocol.axcodes, protocol.voxel_mm, FIELD_OF_VIEW_MM, np.zeros(3)).affine[:3, :3]
         anat_steps = np.linalg.inv(scene.motion @ scene.pose)[:3, :3] @ grid_steps
@@ -300,11 +301,11 @@ def _first_flair(plan: SubjectPlan) -> Callable[[np.random.Generator], FirstScan
                 point - d))[:, 0] / 2.0 for d in np.eye(3)[:, :, None]], axis=1)
             return np.linalg.inv(affine[:3, :3]) @ jacobian @ anat_steps
 
-        def head(box: tuple[slice, ...]) -> np.ndarray:
+        def head(box: tuple[slice, ...], signals: dict[str, float]) -> np.ndarray:
             outside = _head_distance()[box]
             return (signals["csf"] * _band(outside, 0.0, 2.5) + signals["bone"] * _band(outside, 2.5, 8.0)
                     + signals["fat"] * _band(outside, 8.0, 13.0))
-        return FirstScan(signals, steps, head, float(np.prod(protocol.voxel_mm)))
+        return FirstScan(at_3t, at_field, steps, head, float(np.prod(protocol.voxel_mm)))
     return first
 
 
