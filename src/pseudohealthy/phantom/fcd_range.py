@@ -2,7 +2,7 @@
 
 Many FCD II, IIa above all, change FLAIR only a little and show mainly as cortical thickening and a
 blurred grey–white junction; IIb add balloon cells, more FLAIR signal and often the transmantle sign
-(Colombo et al. 2003; Mellerio et al. 2012). The plan gives each lesion an intended volume and an intended
+(Colombo et al., AJNR 2003; AJNR 2012;33:1932). The plan gives each lesion an intended volume and an intended
 FLAIR contrast: the ratio of the lesion to a shell around it, as the benchmark measures it
 (``evaluation.metrics.lesion_contrast``). Every test split gets at least one lesion in each size and each
 contrast stratum of the benchmark. Drawing a lesion then scales its shape to the volume and sets the
@@ -139,7 +139,8 @@ def grade_lesions(lesions: dict[int, tuple[LesionSpec, str]], test: set[int], su
 # tent kernel's spread (sigma ~0.4 voxel), added before sampling.
 NATIVE_BLUR = 0.4
 PHASES = (0.0, 0.5)
-MAX_PLACES = 6  # places tried for a lesion whose contrast cannot be reached where it was put
+THICKENING = 0.6  # share of the WM under the cortex that turns grey (legacy lesion: the same)
+MAX_PLACES = 8  # places tried for a lesion whose contrast cannot be reached where it was put
 CONTRAST_TOLERANCE = 0.01
 
 
@@ -163,6 +164,7 @@ class _Draft:
     blob: np.ndarray
     tube: np.ndarray | None
     mask: np.ndarray
+    thickening: float = 0.6
 
     def tissue(self, amount: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """gm, wm and dysplastic fractions with ``amount`` (0–1) of dysplastic tissue."""
@@ -236,7 +238,7 @@ def _noise_in_box(noise: np.ndarray, center: np.ndarray, box: tuple[slice, ...])
 
 
 def _draft(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, factors: np.ndarray, rot: np.ndarray,
-           noise: np.ndarray, target_voxels: float) -> _Draft:
+           noise: np.ndarray, target_voxels: float, thickening: float = THICKENING) -> _Draft:
     """Shape the lesion at ``center`` and scale it so that its mask holds ``target_voxels`` (1 mm³ each)."""
     atlas = load_lobe_atlas()
     tissue = load_tissue_priors()
@@ -269,8 +271,9 @@ def _draft(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, factors: np.n
         scale = float(np.clip(scale * ratio ** (1 / 3), 0.4, 1.6))
     else:
         blob, tube, mask = shape(scale)
-    gm, wm = _thicken_and_blur(maps.gm[box], maps.wm[box], blob)
-    return _Draft(center, box, spec.radius_mm * scale * factors, scale, gm, wm, maps.csf[box], blob, tube, mask)
+    gm, wm = _thicken_and_blur(maps.gm[box], maps.wm[box], blob, thickening)
+    return _Draft(center, box, spec.radius_mm * scale * factors, scale, gm, wm, maps.csf[box], blob, tube, mask,
+                  thickening)
 
 
 def _dose(curve: _Curve, target: float) -> tuple[float, float]:
@@ -324,28 +327,45 @@ def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generat
     own = stream(seed, index, "fcd_range")
     scan = (FirstScan(nominal_signals(), nominal_signals(), lambda _: np.diag([1.1, 1.1, 1.2]), lambda box, s: 0.0)
             if first_scan is None else first_scan(copy.deepcopy(rng)))
-    best, candidates, tried = None, None, 0
+    def measure(draft: _Draft, signals: dict[str, float]) -> _Curve:
+        return draft.contrast_curve(signals, scan.steps(draft.center), scan.head(draft.box, signals))
+
+    best, candidates, tried, achieved = None, None, 0, 0.0
+    depth_map = _junction_and_depth()[1]
     for tried in range(1, MAX_PLACES + 1):
-        if tried > 1:  # another place in the same lobe(s), weighted as the first
+        if tried > 1:  # another place in the same lobe(s): deeper if the surroundings made it too bright
             if candidates is None:
                 candidates = next(c for relax in (1.0, 1.5, 2.5, 4.0)
                                   if len(c := _center_candidates(spec, atlas, relax)))
-                depth = _junction_and_depth()[1][tuple(candidates.T)]
+                depth = depth_map[tuple(candidates.T)]
                 weight = np.exp(-0.5 * ((depth - 14.0) / 6.0) ** 2) + 1e-3
-            center = candidates[own.choice(len(candidates), p=weight / weight.sum())]
+            here = depth_map[tuple(center)]
+            # Shallow lesions have dark sulcal and extra-axial CSF in their shell (a high contrast); deep ones not.
+            side = (depth > here) if achieved > spec.flair_ratio else (depth < here)
+            pick = weight * (side if side.any() else 1.0)
+            center = candidates[own.choice(len(candidates), p=pick / pick.sum())]
             noise = own.standard_normal(noise.shape).astype(np.float32)
-        draft = _draft(maps, spec, center, factors, rot, noise, scan.template_voxels(spec.volume_cm3, center))
-        amount, achieved = _dose(draft.contrast_curve(scan.signals_3t, scan.steps(draft.center),
-                                                      scan.head(draft.box, scan.signals_3t)), spec.flair_ratio)
+        voxels = scan.template_voxels(spec.volume_cm3, center)
+        draft = _draft(maps, spec, center, factors, rot, noise, voxels)
+        amount, achieved = _dose(measure(draft, scan.signals_3t), spec.flair_ratio)
         if best is None or abs(achieved - spec.flair_ratio) < abs(best[2] - spec.flair_ratio):
-            best = (draft, amount, achieved)
+            best = (draft, amount, achieved, noise, voxels)
         if abs(achieved - spec.flair_ratio) <= CONTRAST_TOLERANCE:
             break
-    draft, amount, achieved = best
+    draft, amount, achieved, noise, voxels = best
+    if achieved > spec.flair_ratio + CONTRAST_TOLERANCE:
+        # Too bright without any dysplastic tissue at every place tried (a faint lesion in a small lobe): the
+        # thickened cortex is what makes it brighter than its shell, so thicken it less.
+        lo, hi = 0.0, THICKENING
+        for _ in range(6):
+            trial = _draft(maps, spec, draft.center, factors, rot, noise, voxels, 0.5 * (lo + hi))
+            contrast = measure(trial, scan.signals_3t)(0.0)
+            if abs(contrast - spec.flair_ratio) < abs(achieved - spec.flair_ratio):
+                draft, amount, achieved = trial, 0.0, contrast
+            lo, hi = (lo, 0.5 * (lo + hi)) if contrast > spec.flair_ratio else (0.5 * (lo + hi), hi)
     if scan.signals is not scan.signals_3t:  # the place is chosen at 3 T (so that the field strength moves no
         # mask); the dose keeps the intended contrast on the subject's scanner
-        amount, achieved = _dose(draft.contrast_curve(scan.signals, scan.steps(draft.center),
-                                                      scan.head(draft.box, scan.signals)), spec.flair_ratio)
+        amount, achieved = _dose(measure(draft, scan.signals), spec.flair_ratio)
     gm, wm, fcd = draft.tissue(amount)
     box = draft.box
     maps.gm[box], maps.wm[box] = gm, wm
@@ -358,5 +378,6 @@ def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generat
         "template_flair_ratio": round(achieved, 4),  # as a FLAIR grid without confounds would measure it
         "dysplasia_amount": round(amount, 4),
         "shape_scale": round(draft.scale, 3),
+        "thickening": round(draft.thickening, 3),
         "places_tried": tried,
     }

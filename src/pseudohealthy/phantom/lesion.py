@@ -148,11 +148,12 @@ def _wobble(noise: np.ndarray) -> np.ndarray:
     return wobble / max(float(np.abs(wobble).max()), 1e-6)
 
 
-def _thicken_and_blur(gm: np.ndarray, wm: np.ndarray, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cortical thickening (WM within 4 mm of the cortex turns into GM-like tissue) and a blurred
-    grey–white junction, inside ``blob``."""
+def _thicken_and_blur(gm: np.ndarray, wm: np.ndarray, blob: np.ndarray, thickening: float = 0.6
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Cortical thickening (this fraction of the WM within 4 mm of the cortex turns into GM-like tissue) and
+    a blurred grey–white junction, inside ``blob``."""
     near_cortex = ndi.distance_transform_edt(gm < 0.5) < 4.0
-    thick = 0.6 * blob * wm * near_cortex
+    thick = thickening * blob * wm * near_cortex
     gm, wm = gm + thick, wm - thick
     gm = (1 - blob) * gm + blob * ndi.gaussian_filter(gm, 1.5)
     wm = (1 - blob) * wm + blob * ndi.gaussian_filter(wm, 1.5)
