@@ -185,7 +185,7 @@ def cerebral_white_matter() -> np.ndarray:
 
 
 def is_deep_white_matter(vox: np.ndarray) -> bool:
-    """Over 4 mm from the cortex (the juxtacortical rim is spared, Wen & Sachdev 2004) and over 5 mm from
+    """Over 4 mm from the cortex (the juxtacortical rim is spared: NeuroImage 2004;22:144) and over 5 mm from
     the lateral ventricles (closer, a hyperintensity counts as periventricular)."""
     priors, v = load_tissue_priors(), ventricles()
     box = tuple(slice(max(int(c) - 5, 0), int(c) + 6) for c in vox)

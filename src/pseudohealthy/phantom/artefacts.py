@@ -2,8 +2,8 @@
 
 - csf_inflow: CSF that flows into the imaged volume after the inversion is not nulled and shows bright on
   FLAIR in the fourth and third ventricles, the foramina of Monro and the basal cisterns (Ogbole et al.
-  2016: 16 % of 2D FLAIR at 0.3 T, fourth ventricle most often; Neema et al. 2009: common at 3 T). A
-  single-slab 3D FLAIR suppresses most of it (Kallmes et al. 2001; Lummel et al. 2011): here 40 % of 3D
+  2016: 16 % of 2D FLAIR at 0.3 T, fourth ventricle most often; common at 3 T: AJNR 2009;30:911). A
+  single-slab 3D FLAIR suppresses most of it (Kallmes et al. 2001; AJNR 2011;32:2054): here 40 % of 3D
   and 80 % of 2D FLAIR scans have it (assumption). Added to the FLAIR signal on the template grid.
 - residual_nonuniformity: a few smooth bumps (σ 18–35 mm, ±3–7 %) of intensity non-uniformity, finer than
   what N4 with its default B-spline mesh removes (Boyes et al. 2008 on N3 at 3 T with array coils), in
@@ -11,7 +11,7 @@
 - field_strength: the subject's 1.5 T or 3 T scanner (contrast.py: relaxation times; noise 1.7 times).
 - motion_ringing: a small head shift during the acquisition of the outer k-space lines along the
   phase-encoding axis, which rings along that axis (mild: 0.8–2.5 mm), in 12 % of scans (significant
-  motion in 7.5 % of outpatient examinations, Andre et al. 2015; mild ringing somewhat more often:
+  motion in 7.5 % of outpatient examinations, J Am Coll Radiol 2015;12:689; mild ringing somewhat more often:
   assumption).
 """
 

@@ -86,8 +86,8 @@ DERIVED_TISSUES: dict[str, tuple[str, tuple[float, float, float]]] = {
     "dysplasia": ("fcd", (0.79, 0.8, 1.0)),
 }
 
-# 1.5 T relative to 3 T. T1: white and grey matter ratios of Wright et al. 2008 (MAGMA 21:121, MPRAGE
-# fits: WM 646 vs 838 ms, GM 1197 vs 1607 ms); CSF T1 hardly depends on the field. T2 5 % longer and
+# 1.5 T relative to 3 T. T1: white and grey matter ratios measured with MPRAGE in MAGMA 2008;21:121 (
+# WM 646 vs 838 ms, GM 1197 vs 1607 ms); CSF T1 hardly depends on the field. T2 5 % longer and
 # fat T1 shorter at 1.5 T: assumptions. Noise: SNR grows about linearly with B0; with the protocol changes
 # made at 1.5 T (bigger voxels are not simulated) the noise is taken 1.7 times higher (assumption).
 _T1_AT_1P5T = {"wm": 0.77, "wm_long_t2": 0.77, "wmh": 0.77, "csf": 1.0, "bone": 0.9, "fat": 0.7}

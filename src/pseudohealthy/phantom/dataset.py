@@ -47,10 +47,11 @@ def _weighted_choice(rng: np.random.Generator, weights: dict[str, int]) -> str:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-# Small, subtle lesions (the FCDs that are missed in practice): radius and contrast ranges of the lesion spec
-# at the low end of the usual draws (radius 5-12 mm, contrast 0.25-1). They give under 1 cm3; the FLAIR
-# contrast ratio measured against the surrounding shell also depends on what surrounds the lesion
-# (benchmark phantom, seed 2: 1.09-1.37, three of four below 1.16).
+# Small, subtle lesions (the FCDs that are missed in practice) of the legacy plan: radius and contrast ranges of
+# the lesion spec at the low end of the usual draws (radius 5-12 mm, contrast 0.25-1). They give under 1 cm3;
+# the FLAIR contrast ratio measured against the surrounding shell also depends on what surrounds the lesion
+# (legacy benchmark phantom, seed 2: 1.09-1.37, three of four below 1.16). The realistic plan makes them
+# under 1 cm3 and faint (< 1.10) by design (fcd_range.py).
 SUBTLE_RADIUS_MM = (4.0, 4.8)
 SUBTLE_CONTRAST = (0.25, 0.4)
 

@@ -4,14 +4,14 @@ Each variant turns a fraction of grey or white matter into a tissue with longer 
 the atlases put it, so a healthy brain has FLAIR-bright places that its anatomy explains:
 
 - regional_cortex: insular, cingulate and mesial temporal (hippocampus, amygdala, parahippocampal and
-  entorhinal) cortex has longer T2 than other cortex (Georgiades et al. 2001), every subject;
+  entorhinal) cortex has longer T2 than other cortex (Georgiades et al., AJNR 2001), every subject;
 - corticospinal_tract: mildly bright from the internal capsule up and down over 0.5–5.5 cm (all 40
-  volunteers of the 1997 fast-FLAIR study; common at 3 T, Neema et al. 2009); fainter at 1.5 T;
+  volunteers of a fast-FLAIR study, Neuroradiology 1997; common at 3 T, AJNR 2009;30:911); fainter at 1.5 T;
 - periventricular: caps at the frontal (90 %) and occipital (77 %) horns, 54 % asymmetric; a thin line
-  around the third and fourth ventricles (all subjects, same study); a thin band lining the lateral
+  around the third and fourth ventricles (all subjects, Neuroradiology 1997); a thin band lining the lateral
   ventricles (60 %, assumption);
 - punctate_wmh: 2–5 mm foci in deep white matter, their number rising with age (Hopkins et al. 2006;
-  Neema et al. 2009; Wen & Sachdev 2004), patients and controls alike;
+  AJNR 2009;30:911; NeuroImage 2004;22:144), patients and controls alike;
 - cortical_partial_volume: patches where the cortex–CSF border is blurred (oblique, thin cortex).
 
 Every variant draws from its own stream and returns truth records: kind, where (template mm), strength
@@ -41,8 +41,8 @@ ASSUMED_AGE = 35  # for subjects whose age is not known (n/a)
 
 def wmh_rate(age: float | None, field_t: float) -> float:
     """Expected number of punctate WMH: rare before 30, a few by 45, several by 60 (between the
-    screened cohort of Hopkins et al. 2006, 5 % with any at 16–65, and Neema et al. 2009 at 3 T, 68 % at
-    30–53 with 10 on average); at 1.5 T about 0.6 as many are seen (Neema et al. 2009: 5.5 vs 9.4)."""
+    screened cohort of Hopkins et al. 2006, 5 % with any at 16–65, and the 3 T study AJNR 2009;30:911, 68 %
+    at 30–53 with 10 on average); at 1.5 T about 0.6 as many are seen (the same study: 5.5 vs 9.4)."""
     a = ASSUMED_AGE if age is None else age
     rate = 0.03 + 4.0 * max(a - 20.0, 0.0) ** 2 / 40.0**2
     return rate * (0.6 if field_t == 1.5 else 1.0)
