@@ -23,7 +23,6 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
-from pseudohealthy.evaluation.outputs import CONTRAST_STRATA, SIZE_STRATA
 from pseudohealthy.phantom.contrast import FLAIR, TISSUES, realistic_tissues, tissue_signals
 from pseudohealthy.phantom.lesion import (
     LesionSpec,
@@ -65,7 +64,8 @@ def radius_mm(volume: float) -> float:
 
 
 def stratum(value: float, strata: tuple, cm3: bool = False) -> int:
-    """Index of the benchmark stratum holding ``value`` (a volume in cm³ when ``cm3``, else a contrast)."""
+    """Index of the stratum (evaluation.outputs.SIZE_STRATA or CONTRAST_STRATA) holding ``value`` (a volume
+    in cm³ when ``cm3``, else a contrast)."""
     v = value * 1000.0 if cm3 else value
     return next(k for k, (_, lo, hi) in enumerate(strata) if lo <= v < hi)
 

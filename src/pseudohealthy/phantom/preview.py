@@ -266,9 +266,11 @@ def _lesion_figure(renders: list[tuple[dict, Path]], out_png: Path) -> Path:
         t1, t_aff = _canonical(anat / f"{prefix}_acq-{plan['t1_acq']}_T1w.nii.gz")
         mask, m_aff = _canonical(anat / f"{prefix}_acq-{plan['mask_acq']}_FLAIR_roi.nii.gz")
         point = np.asarray(lesion["centroid_flair_world_mm"])
-        point_t1 = (np.linalg.inv(np.asarray(truth["geometry"]["t1w_world_to_flair_world"])) @ np.r_[point, 1.0])[:3]
-        for k, (vol, aff, at, plane, name) in enumerate(((t1, t_aff, point_t1, 2, "T1w"), (flair, f_aff, point, 2, "FLAIR"),
-                                                         (t1, t_aff, point_t1, 1, "T1w"), (flair, f_aff, point, 1, "FLAIR"))):
+        motion = np.asarray(truth["geometry"]["t1w_world_to_flair_world"])
+        point_t1 = (np.linalg.inv(motion) @ np.r_[point, 1.0])[:3]
+        views = ((t1, t_aff, point_t1, 2, "T1w"), (flair, f_aff, point, 2, "FLAIR"),
+                 (t1, t_aff, point_t1, 1, "T1w"), (flair, f_aff, point, 1, "FLAIR"))
+        for k, (vol, aff, at, plane, name) in enumerate(views):
             view, _, aspect = _slice(vol, aff, at, plane, 40.0)
             row[k].imshow(view, cmap="gray", origin="lower", vmin=0, vmax=np.percentile(vol, 99.5),
                           interpolation="nearest", aspect=aspect)
