@@ -160,15 +160,17 @@ def _view_of(record: dict) -> tuple[int, float | None]:
     return 2, 45.0
 
 
-def _panel(ax, vol: np.ndarray, affine: np.ndarray, record: dict, vmax: float) -> None:
-    """One confound on one axes: a slice through its place (focal ones circled); the field as contours
-    (non-uniformity); the plane along the phase-encoding axis (ringing)."""
+def _panel(ax, vol: np.ndarray, affine: np.ndarray, record: dict, vmax: float, marks: bool = True) -> None:
+    """One confound on one axes: a slice through its place (focal ones circled, the non-uniformity's field
+    as contours, unless not ``marks``); ringing on the plane along the phase-encoding axis."""
     center = (affine @ np.r_[(np.array(vol.shape) - 1) / 2.0, 1.0])[:3]
     point = np.asarray(record.get("center_flair_world_mm", center))
     plane, half_mm = _view_of(record)
     view, at, aspect = _slice(vol, affine, point, plane, half_mm)
     ax.imshow(view, cmap="gray", origin="lower", vmin=0, vmax=vmax, interpolation="nearest", aspect=aspect)
-    if record["kind"] == "residual_nonuniformity":
+    if not marks:
+        pass
+    elif record["kind"] == "residual_nonuniformity":
         full = np.indices(vol.shape[:2]).reshape(2, -1)
         k = int(np.clip(np.rint(np.linalg.inv(affine) @ np.r_[point, 1.0])[2], 0, vol.shape[2] - 1))
         world = affine @ np.vstack([full, np.full(full.shape[1], k), np.ones(full.shape[1])])
@@ -241,7 +243,7 @@ def _comparison(with_path: Path, without_path: Path, records: list[dict], out_pn
     fig, axes = plt.subplots(len(records), 3, figsize=(7.2, 2.5 * len(records)), facecolor="black", squeeze=False)
     for row, record in zip(axes, records):
         _panel(row[0], on, aff, record, vmax)
-        _panel(row[1], off, aff, record, vmax)
+        _panel(row[1], off, aff, record, vmax, marks=False)
         row[1].set_title("without", color="white", fontsize=7)
         center = (aff @ np.r_[(np.array(on.shape) - 1) / 2.0, 1.0])[:3]
         point = np.asarray(record.get("center_flair_world_mm", center))
@@ -249,8 +251,9 @@ def _comparison(with_path: Path, without_path: Path, records: list[dict], out_pn
         a, _, aspect = _slice(on, aff, point, plane, half)
         b, _, _ = _slice(off, aff, point, plane, half)
         diff = np.where(b > 0.05 * vmax, a / np.maximum(b, 1e-6) - 1.0, (a - b) / vmax)
-        row[2].imshow(diff, cmap="bwr", origin="lower", vmin=-0.25, vmax=0.25, interpolation="nearest", aspect=aspect)
-        row[2].set_title("with / without − 1 (±25 %)", color="white", fontsize=7)
+        span = 0.1 if record["kind"] == "residual_nonuniformity" else 0.25
+        row[2].imshow(diff, cmap="bwr", origin="lower", vmin=-span, vmax=span, interpolation="nearest", aspect=aspect)
+        row[2].set_title(f"with / without − 1 (±{span:.0%})", color="white", fontsize=7)
         row[2].set_axis_off()
     fig.suptitle(title, color="white", fontsize=9)
     return _save(fig, out_png)
