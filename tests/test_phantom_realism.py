@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from pseudohealthy import __version__
 from pseudohealthy.phantom.artefacts import nonuniformity_at
 from pseudohealthy.phantom.dataset import plan_dataset
 from pseudohealthy.phantom.geometry import Deformation
@@ -235,12 +236,76 @@ def test_field_strength_changes_contrast_noise_and_the_sidecar(renders):
     assert 1.35 < noise["1.5"] / noise["3"] < 2.2, noise
 
 
-def test_legacy_setting_gives_the_old_images_exactly(tmp_path):
-    """Checksums of the arrays the generator wrote before the realistic phantom (commit a30615b)."""
-    plan = plan_dataset(2, 1, seed=SEED, realism=LEGACY)[1]
-    render_subject(plan, SEED, tmp_path / "bids", tmp_path / "truth")
-    anat = tmp_path / "bids" / plan.participant_id / "anat"
-    digests = {p.name: hashlib.sha256(np.ascontiguousarray(np.asarray(nib.load(p).dataobj)).tobytes()).hexdigest()[:16]
-               for p in anat.glob("*.nii.gz")}
-    assert digests == {"sub-00002_acq-T2sel_FLAIR.nii.gz": "a370e3bcc18b4459",
-                       "sub-00002_acq-iso08_T1w.nii.gz": "fef413125b4d4458"}
+# What the generator wrote before the realistic phantom (commit a30615b), for every subject of the tiny plan
+# (seed 7: a patient, a control, a transmantle patient with a thick 2D FLAIR) and a patient with caps (seed 12):
+# sha256 (16 hex digits) of each image's voxels and affine, of each sidecar (without SoftwareVersions, the
+# installed package's version), of truth["lesion"] and of the rest of the truth but the plan (its fields grew).
+# Computed by rendering the same plans with the code of a30615b; any change to a legacy image fails here.
+LEGACY_DIGESTS = {
+    (7, 0): {
+        "sub-00001_acq-T2sel_FLAIR.json": "ef2c4de6221b9fa7",
+        "sub-00001_acq-T2sel_FLAIR.nii.gz": "c919b41b2b7a6918",
+        "sub-00001_acq-sag111_T1w.json": "b82551c9e0e67d05",
+        "sub-00001_acq-sag111_T1w.nii.gz": "e9a5f7fda8c3f6ac",
+        "sub-00001_acq-tse3dvfl_FLAIR_roi.nii.gz": "4cb314f4a78b08fd",
+        "truth.lesion": "a1713ad5f76791cc",
+        "truth.other": "04ae65cb75635e2c",
+    },
+    (7, 1): {
+        "sub-00002_acq-T2sel_FLAIR.json": "ef2c4de6221b9fa7",
+        "sub-00002_acq-T2sel_FLAIR.nii.gz": "d1478e701c14a9b9",
+        "sub-00002_acq-iso08_T1w.json": "027221a6c32859ce",
+        "sub-00002_acq-iso08_T1w.nii.gz": "46bea655e4035650",
+        "truth.lesion": "74234e98afe7498f",
+        "truth.other": "4263e316da362987",
+    },
+    (7, 2): {
+        "sub-00003_acq-sag111_T1w.json": "b82551c9e0e67d05",
+        "sub-00003_acq-sag111_T1w.nii.gz": "cac2671515b2bf7b",
+        "sub-00003_acq-tra4mm_FLAIR.json": "0ef7aacb34601915",
+        "sub-00003_acq-tra4mm_FLAIR.nii.gz": "105645020e3e21dd",
+        "sub-00003_acq-tse3dvfl_FLAIR.json": "7584c62ca8f57b29",
+        "sub-00003_acq-tse3dvfl_FLAIR.nii.gz": "9275b54e6e6a96db",
+        "sub-00003_acq-tse3dvfl_FLAIR_roi.nii.gz": "b928a352dd25d7ce",
+        "truth.lesion": "05b91689a6384227",
+        "truth.other": "649a3408acea2f0e",
+    },
+    (12, 0): {
+        "sub-00001_acq-T2sel_FLAIR.json": "ef2c4de6221b9fa7",
+        "sub-00001_acq-T2sel_FLAIR.nii.gz": "833af0c1c5029607",
+        "sub-00001_acq-iso08_T1w.json": "027221a6c32859ce",
+        "sub-00001_acq-iso08_T1w.nii.gz": "8d4cef3600908b2d",
+        "sub-00001_acq-tse3dvfl_FLAIR_roi.nii.gz": "20cfface7f01b0e3",
+        "truth.lesion": "21d4e260e141a6a4",
+        "truth.other": "9027337eced7e7dc",
+    },
+}
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _legacy_digests(truth: dict, anat_root: Path) -> dict[str, str]:
+    """The digests of one rendered subject, keyed as in LEGACY_DIGESTS."""
+    out = {}
+    for path in sorted(anat_root.rglob("*")):
+        if path.name.endswith(".nii.gz"):
+            img = nib.load(path)
+            out[path.name] = _digest(np.ascontiguousarray(np.asarray(img.dataobj)).tobytes()
+                                     + np.asarray(img.affine, "<f8").tobytes())
+        elif path.suffix == ".json":
+            meta = json.loads(path.read_text())
+            assert meta.pop("SoftwareVersions") == __version__
+            out[path.name] = _digest(json.dumps(meta, sort_keys=True).encode())
+    out["truth.lesion"] = _digest(json.dumps(truth.get("lesion"), sort_keys=True).encode())
+    rest = {k: v for k, v in truth.items() if k not in ("plan", "lesion")}
+    out["truth.other"] = _digest(json.dumps(rest, sort_keys=True).encode())
+    return out
+
+
+@pytest.mark.parametrize("seed, index", LEGACY_DIGESTS)
+def test_legacy_setting_gives_the_old_images_exactly(tmp_path, seed, index):
+    plan = plan_dataset(2, 1, seed=seed, realism=LEGACY)[index]
+    truth = render_subject(plan, seed, tmp_path / "bids", tmp_path / "truth")
+    assert _legacy_digests(truth, tmp_path / "bids" / plan.participant_id) == LEGACY_DIGESTS[(seed, index)]
