@@ -1,6 +1,7 @@
 """Dataset planning and participants.tsv, without rendering images."""
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -135,6 +136,23 @@ def test_the_realistic_plan_is_the_legacy_plan_with_graded_lesions_and_its_own_c
             assert (a.lesion.lobes, a.lesion.hemisphere) == (b.lesion.lobes, b.lesion.hemisphere)
             assert b.lesion.volume_cm3 and b.lesion.flair_ratio and a.lesion.volume_cm3 is None
         assert b.realism == "realistic" and a.realism == "legacy" and a.confounds == ()
+
+
+@pytest.mark.parametrize("option", [{"subtle_test_share": 0.34}, {"test_share": 0.5}])
+def test_the_test_options_change_test_lesions_only_in_the_realistic_plan(option):
+    """On the benchmark's plan: a patient who trains in both plans has the same plan, lesion included;
+    every other subject differs at most in its split and its lesion."""
+    plain, other = plan_dataset(30, 20, seed=2), plan_dataset(30, 20, seed=2, **option)
+    for a, b in zip(plain, other, strict=True):
+        if a.split == b.split == "train":
+            assert a == b
+        else:
+            assert replace(a, split=b.split, lesion=b.lesion) == b
+    test = [b for b in other if b.split == "test"]
+    if "subtle_test_share" in option:  # the options do something: a third of the test lesions are faint and small
+        assert sum(b.lesion.volume_cm3 < 1 and b.lesion.flair_ratio < 1.1 for b in test) >= 4
+    else:
+        assert len(test) == 15
 
 
 def test_switching_one_confound_off_changes_nothing_else():

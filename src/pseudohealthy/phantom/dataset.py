@@ -66,11 +66,14 @@ def plan_dataset(n_patients: int, n_controls: int, seed: int, subtle_test_share:
     contrast (phantom/fcd_range.py), each drawn from a stream of its own.
 
     ``test_share``: the share of patients marked ``test`` in participants.tsv (ds004199 marks about a
-    third); changing it changes nothing else about the dataset.
+    third). Changing it changes the split column and, in a realistic plan, the intended volume and contrast
+    of test lesions (re-graded so that the test split holds every stratum: fcd_range.grade_lesions);
+    nothing else, and no training lesion.
 
     ``subtle_test_share``: at least this share of the suggested test patients get a small, subtle lesion
-    (``SUBTLE_RADIUS_MM``, ``SUBTLE_CONTRAST``), drawn from a stream of its own so that everything else
-    about the dataset is the same as without it.
+    (legacy: ``SUBTLE_RADIUS_MM``, ``SUBTLE_CONTRAST``; realistic: under 1 cm³ and faint), drawn from streams
+    of their own. Changing it changes those lesions and, in a realistic plan, may re-grade other test
+    lesions; nothing else, and no training lesion.
     """
     if n_patients < 0 or n_controls < 0 or n_patients + n_controls == 0:
         raise UserError("phantom: ask for at least one subject (--patients N and/or --controls M)")

@@ -107,22 +107,29 @@ def _cover(items: list[_Graded], attr: str, ranges: tuple, rng: np.random.Genera
         setattr(chosen, attr, float(rng.uniform(*ranges[k])))
 
 
+def _draw_graded(i: int, spec: LesionSpec, histology: str, subtle: bool, seed: int) -> _Graded:
+    """One lesion's intended volume and contrast, from its own stream; every value is drawn whether used or
+    not, so that marking this lesion subtle (or another one) shifts no other lesion's draws."""
+    rng = stream(seed, i, "fcd_range_plan")
+    subtle_volume = float(rng.uniform(*SIZE_RANGES_CM3[0]))
+    subtle_ratio = float(rng.uniform(*CONTRAST_RANGES[0]))
+    ratio = float(rng.uniform(*FLAIR_RATIO_BY_HISTOLOGY[histology]))
+    if subtle:
+        return _Graded(i, histology, subtle_volume, subtle_ratio, True)
+    return _Graded(i, histology, volume_cm3(spec.radius_mm), ratio, False)
+
+
 def grade_lesions(lesions: dict[int, tuple[LesionSpec, str]], test: set[int], subtle: set[int], seed: int
                   ) -> dict[int, LesionSpec]:
     """Intended volume and FLAIR contrast of each patient's lesion (index -> (drawn spec, histology)).
 
     Volumes follow the drawn radius; contrasts the histology; subtle test lesions get a small, faint
-    lesion (and no transmantle sign); then the test patients are adjusted so that every size and
-    contrast stratum holds one of them. All draws come from this job's own random stream."""
-    rng = stream(seed, -1, "fcd_range")
-    items = {}
-    for i, (spec, histology) in sorted(lesions.items()):
-        is_subtle = i in subtle
-        items[i] = _Graded(i, histology,
-                           float(rng.uniform(*SIZE_RANGES_CM3[0])) if is_subtle else volume_cm3(spec.radius_mm),
-                           float(rng.uniform(*(CONTRAST_RANGES[0] if is_subtle
-                                               else FLAIR_RATIO_BY_HISTOLOGY[histology]))), is_subtle)
+    lesion without the transmantle sign; then test lesions are re-graded so that every size and contrast stratum holds one of them.
+    Each lesion draws from its own stream and the re-grading touches test lesions only, so a training
+    lesion is the same whichever patients are test or subtle."""
+    items = {i: _draw_graded(i, spec, histology, i in subtle, seed) for i, (spec, histology) in sorted(lesions.items())}
     test_items = [items[i] for i in sorted(test) if i in items]
+    rng = stream(seed, -1, "fcd_range")
     _cover(test_items, "volume", SIZE_RANGES_CM3, rng, {})
     _cover(test_items, "ratio", CONTRAST_RANGES, rng, {0: "FCD IIa", 2: "FCD IIb"})
     out = {}
