@@ -126,6 +126,12 @@ def test_intended_sizes_and_contrasts_lie_well_inside_the_strata_and_follow_hist
     assert faint > 0.4 * sum(p.histopathology == "FCD IIa" for p in train)  # IIa: a small FLAIR change
 
 
+def test_the_transmantle_sign_goes_with_a_conspicuous_iib_only():
+    """A tail at contrast 1.12 would not be called a transmantle sign: it needs 1.15 or more."""
+    plans = [p for p in plan_dataset(200, 0, seed=5) if p.lesion.transmantle]
+    assert len(plans) > 40 and all(p.histopathology == "FCD IIb" and p.lesion.flair_ratio >= 1.15 for p in plans)
+
+
 def test_the_realistic_plan_is_the_legacy_plan_with_graded_lesions_and_its_own_confounds():
     legacy, realistic = plan_dataset(30, 20, seed=2, realism=LEGACY), plan_dataset(30, 20, seed=2)
     own = {"lesion", "caps", "field_strength_t", "realism", "confounds", "always"}

@@ -50,6 +50,8 @@ SIZE_RANGES_CM3 = ((0.3, 0.75), (1.35, 2.4), (3.9, 6.0))
 CONTRAST_RANGES = ((1.04, 1.08), (1.12, 1.18), (1.24, 1.38))
 # FLAIR contrast by histology (outside the strata fix-up): IIa faint to subtle, IIb subtle to conspicuous.
 FLAIR_RATIO_BY_HISTOLOGY = {"FCD IIa": (1.04, 1.16), "FCD IIb": (1.12, 1.40)}
+# Below this contrast a tail toward the ventricle is too faint for a reader to call it a transmantle sign.
+TRANSMANTLE_MIN_RATIO = 1.15
 # Volume of a lesion of nominal radius r: a sphere times this (its axes are 0.75–1.3 r and its edge wobbles;
 # CSF is left out), so that the drawn shape needs little scaling to reach the intended volume.
 SHAPE_FILL = 0.9
@@ -126,7 +128,8 @@ def grade_lesions(lesions: dict[int, tuple[LesionSpec, str]], test: set[int], su
     Volumes follow the drawn radius; contrasts the histology; subtle test lesions get a small, faint
     lesion without the transmantle sign; then test lesions are re-graded so that every size and contrast stratum holds one of them.
     Each lesion draws from its own stream and the re-grading touches test lesions only, so a training
-    lesion is the same whichever patients are test or subtle."""
+    lesion is the same whichever patients are test or subtle. The transmantle sign is kept only from
+    ``TRANSMANTLE_MIN_RATIO`` up."""
     items = {i: _draw_graded(i, spec, histology, i in subtle, seed) for i, (spec, histology) in sorted(lesions.items())}
     test_items = [items[i] for i in sorted(test) if i in items]
     rng = stream(seed, -1, "fcd_range")
@@ -135,8 +138,9 @@ def grade_lesions(lesions: dict[int, tuple[LesionSpec, str]], test: set[int], su
     out = {}
     for i, it in items.items():
         spec = lesions[i][0]
+        transmantle = spec.transmantle and not it.subtle and it.ratio >= TRANSMANTLE_MIN_RATIO
         out[i] = replace(spec, radius_mm=radius_mm(it.volume), volume_cm3=round(it.volume, 4),
-                         flair_ratio=round(it.ratio, 4), transmantle=spec.transmantle and not it.subtle)
+                         flair_ratio=round(it.ratio, 4), transmantle=transmantle)
     return out
 
 
