@@ -20,6 +20,7 @@ from scipy import ndimage as ndi
 
 from pseudohealthy import __version__
 from pseudohealthy.phantom.artefacts import nonuniformity_at
+from pseudohealthy.phantom.contrast import TISSUES, Tissue, realistic_tissues
 from pseudohealthy.phantom.dataset import plan_dataset
 from pseudohealthy.phantom.geometry import Deformation
 from pseudohealthy.phantom.normal_variants import footprint
@@ -234,6 +235,17 @@ def test_field_strength_changes_contrast_noise_and_the_sidecar(renders):
     # Longer T1 relaxation at 3 T flattens FLAIR grey-white contrast (nominal 1.22 at 3 T, 1.36 at 1.5 T).
     assert 1.05 < contrast["1.5"] / contrast["3"] < 1.2, contrast
     assert 1.35 < noise["1.5"] / noise["3"] < 2.2, noise
+
+
+def test_every_tissue_has_a_stated_relaxation_at_1p5t():
+    """T1 at 1.5 over 3 T as measured (MAGMA 2008;21:121: GM 1197 / 1607 ms, WM 646 / 838 ms); a tissue
+    without a stated factor is an error, not silently grey matter."""
+    at3, at15 = realistic_tissues(TISSUES, 3.0), realistic_tissues(TISSUES, 1.5)
+    assert at15["gm"].t1_ms / at3["gm"].t1_ms == pytest.approx(1197 / 1607, abs=0.002)
+    assert at15["wm"].t1_ms / at3["wm"].t1_ms == pytest.approx(646 / 838, abs=0.002)
+    assert at15["csf"].t1_ms == at3["csf"].t1_ms
+    with pytest.raises(KeyError):
+        realistic_tissues({**TISSUES, "mystery": Tissue(1000.0, 100.0, 0.8)}, 1.5)
 
 
 # What the generator wrote before the realistic phantom (commit a30615b), for every subject of the tiny plan

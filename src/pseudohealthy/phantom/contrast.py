@@ -87,11 +87,17 @@ DERIVED_TISSUES: dict[str, tuple[str, tuple[float, float, float]]] = {
 }
 
 # 1.5 T relative to 3 T. T1: white and grey matter ratios measured with MPRAGE in MAGMA 2008;21:121 (
-# WM 646 vs 838 ms, GM 1197 vs 1607 ms); CSF T1 hardly depends on the field. T2 5 % longer and
-# fat T1 shorter at 1.5 T: assumptions. Noise: SNR grows about linearly with B0; with the protocol changes
-# made at 1.5 T (bigger voxels are not simulated) the noise is taken 1.7 times higher (assumption).
-_T1_AT_1P5T = {"wm": 0.77, "wm_long_t2": 0.77, "wmh": 0.77, "csf": 1.0, "bone": 0.9, "fat": 0.7}
-_T1_AT_1P5T_GREY = 0.745
+# WM 646 vs 838 ms, GM 1197 vs 1607 ms); CSF T1 hardly depends on the field. Caps, the legacy FCD tissue and
+# the dysplasia have a T1 at 3 T near or above grey matter's (1350–1900 ms), so they take its ratio; bone and
+# fat T1 shorter at 1.5 T and T2 5 % longer: assumptions. Noise: SNR grows about linearly with B0; with the
+# protocol changes made at 1.5 T (bigger voxels are not simulated) the noise is taken 1.7 times higher
+# (assumption). Every tissue is listed, so that a new one needs a decision here.
+_GREY_AT_1P5T, _WHITE_AT_1P5T = 0.745, 0.77  # 1197 / 1607, 646 / 838
+_T1_AT_1P5T = {
+    "gm": _GREY_AT_1P5T, "cortex_long_t2": _GREY_AT_1P5T, "cap": _GREY_AT_1P5T, "fcd": _GREY_AT_1P5T,
+    "dysplasia": _GREY_AT_1P5T, "wm": _WHITE_AT_1P5T, "wm_long_t2": _WHITE_AT_1P5T, "wmh": _WHITE_AT_1P5T,
+    "csf": 1.0, "bone": 0.9, "fat": 0.7,
+}
 _T2_AT_1P5T = 1.05
 NOISE_AT_1P5T = 1.7
 
@@ -106,5 +112,5 @@ def realistic_tissues(base: dict[str, Tissue], field_t: float = 3.0) -> dict[str
         return out
     if field_t != 1.5:
         raise ValueError(f"field strength {field_t} T: only 1.5 and 3 are modelled")
-    return {name: Tissue(t.t1_ms * _T1_AT_1P5T.get(name, _T1_AT_1P5T_GREY),
+    return {name: Tissue(t.t1_ms * _T1_AT_1P5T[name],
                          t.t2_ms * (1.0 if name == "csf" else _T2_AT_1P5T), t.pd) for name, t in out.items()}
