@@ -31,8 +31,8 @@ P_1P5T = 0.25  # share of subjects scanned at 1.5 T (assumption; the issue asks 
 
 def csf_inflow(rng: np.random.Generator, two_d: bool, always: bool, gm_signal: float
                ) -> tuple[list[tuple[tuple[slice, ...], np.ndarray]], list[dict]]:
-    """Additive FLAIR signal (template grid, as (box, signal) pieces) at 1–3 inflow sites; strength is the
-    peak added signal in units of the cortex's FLAIR signal."""
+    """Additive FLAIR signal (template grid, as (box, signal) pieces) at 1–2 inflow sites of a 3D FLAIR, 2–3 of
+    a 2D one; strength is the peak added signal in units of the cortex's FLAIR signal."""
     mode = "2D" if two_d else "3D"
     present = rng.random() < P_INFLOW[mode]
     n = int(rng.integers(2, 4) if two_d else rng.integers(1, 3))
