@@ -39,13 +39,17 @@ P_FRONTAL_CAPS, P_OCCIPITAL_CAPS, P_ASYMMETRIC_CAPS, P_LATERAL_BAND = 0.9, 0.77,
 ASSUMED_AGE = 35  # for subjects whose age is not known (n/a)
 
 
-def wmh_rate(age: float | None, field_t: float) -> float:
-    """Expected number of punctate WMH: rare before 30, a few by 45, several by 60 (between the
+def wmh_rate(age: float | None) -> float:
+    """Expected number of punctate WMH at 3 T: rare before 30, a few by 45, several by 60 (between the
     screened cohort of Hopkins et al. 2006, 5 % with any at 16–65, and the 3 T study AJNR 2009;30:911, 68 %
-    at 30–53 with 10 on average); at 1.5 T about 0.6 as many are seen (the same study: 5.5 vs 9.4)."""
+    at 30–53 with 10 on average)."""
     a = ASSUMED_AGE if age is None else age
-    rate = 0.03 + 4.0 * max(a - 20.0, 0.0) ** 2 / 40.0**2
-    return rate * (0.6 if field_t == 1.5 else 1.0)
+    return 0.03 + 4.0 * max(a - 20.0, 0.0) ** 2 / 40.0**2
+
+
+# At 1.5 T about 0.6 as many foci are seen (AJNR 2009;30:911: 5.5 vs 9.4): each focus of 3 T is kept with this
+# probability, so that the field strength changes how many foci show, not where they are.
+WMH_SEEN_AT_1P5T = 0.6
 
 
 def _nominal_flair(field_t: float) -> dict[str, float]:
@@ -142,31 +146,43 @@ def periventricular(maps: TissueMaps, rng: np.random.Generator, field_t: float, 
 
 
 def punctate_wmh(maps: TissueMaps, rng: np.random.Generator, field_t: float, always: bool, age: int | None,
-                 **_) -> list[dict]:
-    """Small round foci in deep white matter, at least 8 mm from the lesion and 6 mm from each other."""
-    n = min(int(rng.poisson(wmh_rate(age, field_t))), 15)
+                 thinning: np.random.Generator, **_) -> list[dict]:
+    """Small round foci in deep white matter, at least 8 mm from the lesion and 6 mm from each other: placed
+    as a 3 T scan shows them (from ``rng``), then at 1.5 T thinned (from ``thinning``): fewer, none moved."""
+    n = min(int(rng.poisson(wmh_rate(age))), 15)
+    foci = _place_foci(maps.lesion_mask, rng, max(n, 3) if always else n)
+    keep = thinning.random(len(foci)) < (WMH_SEEN_AT_1P5T if field_t == 1.5 else 1.0)
     if always:
-        n = max(n, 3)
-    candidates = anatomy.cerebral_white_matter()
-    placed: list[np.ndarray] = []
+        keep[:3] = True
     out = []
+    for (vox, radius, strength, axes), kept in zip(foci, keep):
+        if not kept:
+            continue
+        focus = _focus(vox, axes)
+        maps.convert(focus.box, strength * focus.weight, "wmh", ("wm", "gm"))
+        out.append({"kind": "punctate_wmh", "center_template_mm": _mm(vox),
+                    "radius_mm": round(radius, 2), "axes_mm": axes, "strength": round(strength, 4),
+                    "flair_ratio": _ratio(strength, "wmh", "wm", field_t)})
+    return out
+
+
+def _place_foci(lesion: np.ndarray, rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, float, float, list]]:
+    """Up to ``n`` foci (centre voxel, radius, strength, axes) in deep white matter, away from ``lesion``
+    and from each other."""
+    candidates = anatomy.cerebral_white_matter()
+    foci: list[tuple[np.ndarray, float, float, list]] = []
     for _ in range(50 * max(n, 1)):
-        if len(placed) == n:
+        if len(foci) == n:
             break
         vox = candidates[rng.integers(len(candidates))]
-        if (not anatomy.is_deep_white_matter(vox) or not _away_from(maps.lesion_mask, vox, 8.0)
-                or any(np.linalg.norm(vox - p) < 6.0 for p in placed)):
+        if (not anatomy.is_deep_white_matter(vox) or not _away_from(lesion, vox, 8.0)
+                or any(np.linalg.norm(vox - f[0]) < 6.0 for f in foci)):
             continue
         radius = float(rng.uniform(1.0, 2.5))  # mm: 2–5 mm across
         strength = float(rng.uniform(0.6, 1.0))
         axes = [round(radius, 2), round(radius, 2), round(radius * rng.uniform(1.0, 1.5), 2)]
-        focus = _focus(vox, axes)
-        maps.convert(focus.box, strength * focus.weight, "wmh", ("wm", "gm"))
-        placed.append(vox)
-        out.append({"kind": "punctate_wmh", "center_template_mm": _mm(vox), "radius_mm": round(radius, 2),
-                    "axes_mm": axes, "strength": round(strength, 4),
-                    "flair_ratio": _ratio(strength, "wmh", "wm", field_t)})
-    return out
+        foci.append((vox, radius, strength, axes))
+    return foci
 
 
 def _focus(vox: np.ndarray, axes_mm: list[float]) -> anatomy.Region:
@@ -224,7 +240,7 @@ def add_normal_variants(maps: TissueMaps, seed: int, index: int, enabled: tuple[
     for name in VARIANTS:
         if name in enabled:
             out += _DRAW[name](maps, stream(seed, index, name), field_t=field_t, always=name in always, age=age,
-                               caps=caps)
+                               caps=caps, thinning=stream(seed, index, f"{name}_thinning"))
     return out
 
 
