@@ -24,6 +24,8 @@ from pseudohealthy.phantom.contrast import TISSUES, Tissue, realistic_tissues
 from pseudohealthy.phantom.dataset import plan_dataset
 from pseudohealthy.phantom.geometry import Deformation
 from pseudohealthy.phantom.lesion import TissueMaps
+from pseudohealthy.phantom import anatomy
+from pseudohealthy.phantom.normal_variants import VARIANTS as VARIANTS_DRAWN
 from pseudohealthy.phantom.normal_variants import add_normal_variants, footprint
 from pseudohealthy.phantom.realism import CONFOUNDS, LEGACY, Realism
 from pseudohealthy.phantom.subject import deformation_path, render_subject
@@ -247,6 +249,29 @@ def test_every_tissue_has_a_stated_relaxation_at_1p5t():
     assert at15["csf"].t1_ms == at3["csf"].t1_ms
     with pytest.raises(KeyError):
         realistic_tissues({**TISSUES, "mystery": Tissue(1000.0, 100.0, 0.8)}, 1.5)
+
+
+def test_normal_variants_leave_a_lesion_and_its_shell_alone():
+    """A 6 mm lesion forced into the left insula, every variant forced: no tissue within 6 mm of the lesion
+    (the contrast shell reaches 4 native voxels of at most 1.3 mm) changes, while the insula brightens.
+    (Within 12 mm of the centre: the template's voxels are within 6 mm of the ball's continuous surface.)"""
+    priors = load_tissue_priors()
+    maps = TissueMaps.from_priors(priors)
+    insula = anatomy.limbic_cortex()[("insula", "L")]
+    peaks = np.argwhere(insula.weight == insula.weight.max()) + [b.start for b in insula.box]
+    centre = peaks[np.argmin(np.linalg.norm(peaks - insula.center_vox(), axis=1))]
+    box = tuple(slice(c - 14, c + 15) for c in centre)
+    distance = np.linalg.norm(np.indices((29, 29, 29)) - 14, axis=0)
+    maps.lesion_mask[box] = distance <= 6
+    near = np.zeros(priors.gm.shape, bool)
+    near[box] = distance <= 12  # within 6 mm of the lesion
+    before = {name: getattr(maps, name)[near].copy() for name in ("gm", "wm", "csf")}
+    add_normal_variants(maps, 0, 0, VARIANTS_DRAWN, VARIANTS_DRAWN, 3.0, 60, True)
+    for name, values in before.items():
+        np.testing.assert_array_equal(getattr(maps, name)[near], values)
+    assert all(not fraction[near[patch_box]].any() for _, patch_box, fraction in maps.patches)
+    insula_patch = next(f for name, b, f in maps.patches if name == "cortex_long_t2" and b == insula.box)
+    assert insula_patch.max() > 0.2
 
 
 def test_the_field_strength_thins_the_white_matter_foci_without_moving_them():

@@ -130,7 +130,8 @@ def grade_lesions(lesions: dict[int, tuple[LesionSpec, str]], test: set[int], su
     Each lesion draws from its own stream and the re-grading touches test lesions only, so a training
     lesion is the same whichever patients are test or subtle. The transmantle sign is kept only from
     ``TRANSMANTLE_MIN_RATIO`` up."""
-    items = {i: _draw_graded(i, spec, histology, i in subtle, seed) for i, (spec, histology) in sorted(lesions.items())}
+    items = {i: _draw_graded(i, spec, histology, i in subtle, seed)
+             for i, (spec, histology) in sorted(lesions.items())}
     test_items = [items[i] for i in sorted(test) if i in items]
     rng = stream(seed, -1, "fcd_range")
     _cover(test_items, "volume", SIZE_RANGES_CM3, rng, {})

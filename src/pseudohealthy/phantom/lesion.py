@@ -32,16 +32,27 @@ class TissueMaps:
     lesion_mask: np.ndarray  # float32 0/1: what a radiologist would outline
     # Tissues of the realistic phantom, kept where they are: (tissue name, box, fraction over the box).
     patches: list[tuple[str, tuple[slice, ...], np.ndarray]] = field(default_factory=list)
+    _guard: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_priors(cls, priors: TissuePriors) -> "TissueMaps":
         zeros = np.zeros_like(priors.gm)
         return cls(priors.gm.copy(), priors.wm.copy(), priors.csf.copy(), zeros.copy(), zeros.copy(), zeros.copy())
 
+    def lesion_guard(self, box: tuple[slice, ...]) -> np.ndarray:
+        """Over ``box``: 0 within ``LESION_GUARD_MM`` of the lesion, rising to 1 over 2 mm beyond. Normal
+        variants act in proportion to it, so that none changes the lesion or the shell its contrast is
+        measured against (2–4 native voxels around it). Computed once, at the first call after the lesion."""
+        if self._guard is None:
+            self._guard = _guard(self.lesion_mask > 0.5)
+        return self._guard[box]
+
     def convert(self, box: tuple[slice, ...], amount: np.ndarray, target: str, sources: tuple[str, ...] = ("wm",)
                 ) -> np.ndarray:
-        """Turn the fraction ``amount`` (over ``box``, in [0, 1]) of each ``sources`` tissue into tissue
-        ``target`` (a name in contrast.DERIVED_TISSUES or "cap"); returns the fraction converted."""
+        """Turn the fraction ``amount`` (over ``box``, in [0, 1]; none near the lesion: :meth:`lesion_guard`) of
+        each ``sources`` tissue into tissue ``target`` (a name in contrast.DERIVED_TISSUES or "cap"); returns
+        the fraction converted."""
+        amount = amount * self.lesion_guard(box)
         moved = np.zeros(self.gm[box].shape, np.float32)
         for name in sources:
             part = (amount * getattr(self, name)[box]).astype(np.float32)
@@ -49,6 +60,24 @@ class TissueMaps:
             moved += part
         self.patches.append((target, box, moved))
         return moved
+
+
+# Normal variants stay this far from the lesion (mm): beyond its contrast shell (4 native voxels of up to 1.3 mm,
+# from a native mask that may reach half a voxel past the template's).
+LESION_GUARD_MM = 7.0
+
+
+def _guard(lesion: np.ndarray) -> np.ndarray:
+    """1 far from ``lesion`` (bool, template grid), 0 within LESION_GUARD_MM, linear over the 2 mm between."""
+    guard = np.ones(lesion.shape, np.float32)
+    if not lesion.any():
+        return guard
+    margin = int(LESION_GUARD_MM) + 4
+    idx = np.argwhere(lesion)
+    box = tuple(slice(max(int(lo) - margin, 0), int(hi) + margin + 1) for lo, hi in zip(idx.min(0), idx.max(0)))
+    distance = ndi.distance_transform_edt(~lesion[box])
+    guard[box] = np.clip((distance - LESION_GUARD_MM) / 2.0, 0.0, 1.0)
+    return guard
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ the atlases put it, so a healthy brain has FLAIR-bright places that its anatomy 
   AJNR 2009;30:911; NeuroImage 2004;22:144), patients and controls alike;
 - cortical_partial_volume: patches where the cortex–CSF border is blurred (oblique, thin cortex).
 
-Every variant draws from its own stream and returns truth records: kind, where (template mm), strength
-(the fraction converted at its peak) and ``flair_ratio``, the FLAIR signal there over that of the tissue it
-replaced (nominal tissue values at the subject's field strength, no jitter).
+No variant acts within ``lesion.LESION_GUARD_MM`` of the lesion, so that the lesion and the shell its contrast
+is measured against stay as the lesion was calibrated. Every variant draws from its own stream and returns
+truth records: kind, where (template mm), strength (the fraction converted at its peak) and ``flair_ratio``,
+the FLAIR signal there over that of the tissue it replaced (nominal tissue values at the subject's field
+strength, no jitter).
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ def cortical_partial_volume(maps: TissueMaps, rng: np.random.Generator, always: 
                 np.linalg.norm(np.subtract(vox, o["center_vox"])) < 30.0 for o in out):
             continue
         patch = _patch(vox, radius, sigma)
-        box, weight = patch.box, patch.weight
+        box, weight = patch.box, patch.weight * maps.lesion_guard(patch.box)
         for name in ("gm", "wm", "csf"):
             tissue = getattr(maps, name)
             tissue[box] = (1 - weight) * tissue[box] + weight * ndi.gaussian_filter(tissue[box], sigma)
@@ -246,7 +248,8 @@ def add_normal_variants(maps: TissueMaps, seed: int, index: int, enabled: tuple[
 
 def footprint(record: dict) -> anatomy.Region:
     """Where a variant or CSF-inflow record says it is, as a soft region on the template grid (peak about 1;
-    the converted fraction there is ``strength`` times it; inflow fills a random part of its site)."""
+    the converted fraction there is ``strength`` times it, none within ``lesion.LESION_GUARD_MM`` of a lesion;
+    inflow fills a random part of its site)."""
     kind = record["kind"]
     if kind == "regional_cortex":
         return anatomy.limbic_cortex()[(record["region"], record["hemisphere"])]
