@@ -28,16 +28,16 @@ from pseudohealthy.phantom.lesion import (
     LesionSpec,
     LesionTruth,
     TissueMaps,
-    _blob,
-    _box_coords,
-    _center_candidates,
-    _junction_and_depth,
-    _pick_center,
-    _thicken_and_blur,
-    _transmantle_target,
-    _tube,
-    _wobble,
+    box_coords,
+    center_candidates,
+    junction_and_depth,
     lesion_truth,
+    pick_center,
+    soft_blob,
+    thicken_and_blur,
+    transmantle_target,
+    transmantle_tube,
+    wobble_field,
 )
 from pseudohealthy.phantom.realism import stream
 from pseudohealthy.templates.lobes import load_lobe_atlas
@@ -125,11 +125,11 @@ def grade_lesions(lesions: dict[int, tuple[LesionSpec, str]], test: set[int], su
                   ) -> dict[int, LesionSpec]:
     """Intended volume and FLAIR contrast of each patient's lesion (index -> (drawn spec, histology)).
 
-    Volumes follow the drawn radius; contrasts the histology; subtle test lesions get a small, faint
-    lesion without the transmantle sign; then test lesions are re-graded so that every size and contrast stratum holds one of them.
-    Each lesion draws from its own stream and the re-grading touches test lesions only, so a training
-    lesion is the same whichever patients are test or subtle. The transmantle sign is kept only from
-    ``TRANSMANTLE_MIN_RATIO`` up."""
+    Volumes follow the drawn radius; contrasts the histology; subtle test lesions get a small, faint lesion
+    without the transmantle sign; then test lesions are re-graded so that every size and contrast stratum
+    holds one of them. Each lesion draws from its own stream and the re-grading touches test lesions only,
+    so a training lesion is the same whichever patients are test or subtle. The transmantle sign is kept
+    only from ``TRANSMANTLE_MIN_RATIO`` up."""
     items = {i: _draw_graded(i, spec, histology, i in subtle, seed)
              for i, (spec, histology) in sorted(lesions.items())}
     test_items = [items[i] for i in sorted(test) if i in items]
@@ -257,20 +257,20 @@ def _draft(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, factors: np.n
     half = _half(spec)
     seg = None
     if spec.transmantle:
-        target = _transmantle_target(center, spec.hemisphere, atlas)
+        target = transmantle_target(center, spec.hemisphere, atlas)
         half = max(half, int(np.abs(target - center).max()) + 6)
         seg = (target - center).astype(np.float32)
-    box, rel = _box_coords(center, half, maps.gm.shape)
-    wobble = _wobble(_noise_in_box(noise, center, box))
+    box, rel = box_coords(center, half, maps.gm.shape)
+    wobble = wobble_field(_noise_in_box(noise, center, box))
     prior = (tissue.gm[box] + tissue.wm[box]) > 0.5
 
     def shape(scale: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         radii = spec.radius_mm * scale * factors
-        blob = _blob(rel, radii, rot, wobble)
+        blob = soft_blob(rel, radii, rot, wobble)
         mask = (blob > 0.5) & prior
         tube = None
         if seg is not None:
-            tube = _tube(rel, seg, spec.radius_mm * scale)
+            tube = transmantle_tube(rel, seg, spec.radius_mm * scale)
             mask |= (tube > 0.5) & (maps.wm[box] > 0.3)
         return blob, tube, mask
 
@@ -283,7 +283,7 @@ def _draft(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, factors: np.n
         scale = float(np.clip(scale * ratio ** (1 / 3), 0.4, 1.6))
     else:
         blob, tube, mask = shape(scale)
-    gm, wm = _thicken_and_blur(maps.gm[box], maps.wm[box], blob, thickening)
+    gm, wm = thicken_and_blur(maps.gm[box], maps.wm[box], blob, thickening)
     return _Draft(center, box, spec.radius_mm * scale * factors, scale, gm, wm, maps.csf[box], blob, tube, mask,
                   thickening)
 
@@ -331,7 +331,7 @@ def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generat
     The place and shape are drawn from ``rng`` (the subject's stream, as the legacy lesion); other places,
     when needed, from the lesion's own stream. Returns the lesion truth and what the drawing achieved."""
     atlas = load_lobe_atlas()
-    center = _pick_center(rng, spec, atlas)
+    center = pick_center(rng, spec, atlas)
     factors = rng.uniform(0.75, 1.3, 3)
     rot = Rotation.random(random_state=int(rng.integers(2**31))).as_matrix().astype(np.float32)
     side = 2 * _half(spec) + 1
@@ -343,12 +343,12 @@ def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generat
         return draft.contrast_curve(signals, scan.steps(draft.center), scan.head(draft.box, signals))
 
     best, candidates, tried, achieved = None, None, 0, 0.0
-    depth_map = _junction_and_depth()[1]
+    depth_map = junction_and_depth()[1]
     for tried in range(1, MAX_PLACES + 1):
         if tried > 1:  # another place in the same lobe(s): deeper if the surroundings made it too bright
             if candidates is None:
                 candidates = next(c for relax in (1.0, 1.5, 2.5, 4.0)
-                                  if len(c := _center_candidates(spec, atlas, relax)))
+                                  if len(c := center_candidates(spec, atlas, relax)))
                 depth = depth_map[tuple(candidates.T)]
                 weight = np.exp(-0.5 * ((depth - 14.0) / 6.0) ** 2) + 1e-3
             here = depth_map[tuple(center)]

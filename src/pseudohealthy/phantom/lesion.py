@@ -103,7 +103,7 @@ class LesionTruth:
 
 
 @cache
-def _junction_and_depth() -> tuple[np.ndarray, np.ndarray]:
+def junction_and_depth() -> tuple[np.ndarray, np.ndarray]:
     """Candidate centres (GM next to WM) and their depth below the brain surface (mm)."""
     p = load_tissue_priors()
     junction = (p.gm > 0.45) & ndi.maximum_filter(p.wm > 0.5, size=5)
@@ -118,9 +118,9 @@ def _distance_to_lobe(code: int, hemi: int) -> np.ndarray:
     return ndi.distance_transform_edt(~region).astype(np.float32)
 
 
-def _center_candidates(spec: LesionSpec, atlas: LobeAtlas, relax: float) -> np.ndarray:
+def center_candidates(spec: LesionSpec, atlas: LobeAtlas, relax: float) -> np.ndarray:
     """Junction voxels where a lesion of this spec fits its lobe(s); ``relax`` >= 1 loosens the fit."""
-    junction, _ = _junction_and_depth()
+    junction, _ = junction_and_depth()
     hemi = HEMISPHERE_CODES[spec.hemisphere]
     first = LOBE_CODES[spec.lobes[0]]
     ok = junction & (atlas.lobe == first) & (atlas.hemisphere == hemi)
@@ -135,15 +135,15 @@ def _center_candidates(spec: LesionSpec, atlas: LobeAtlas, relax: float) -> np.n
     return candidates[np.abs(x_mm) > 8]  # off the midline
 
 
-def _pick_center(rng: np.random.Generator, spec: LesionSpec, atlas: LobeAtlas) -> np.ndarray:
+def pick_center(rng: np.random.Generator, spec: LesionSpec, atlas: LobeAtlas) -> np.ndarray:
     for relax in (1.0, 1.5, 2.5, 4.0):
-        candidates = _center_candidates(spec, atlas, relax)
+        candidates = center_candidates(spec, atlas, relax)
         if len(candidates):
             break
     else:
         raise RuntimeError(f"no place for a {spec.radius_mm:.1f} mm lesion in {','.join(spec.lobes)} {spec.hemisphere}")
     # Prefer the bottom of sulci: cortex deeper below the brain surface.
-    d = _junction_and_depth()[1][tuple(candidates.T)]
+    d = junction_and_depth()[1][tuple(candidates.T)]
     weight = np.exp(-0.5 * ((d - 14.0) / 6.0) ** 2) + 1e-3
     return candidates[rng.choice(len(candidates), p=weight / weight.sum())]
 
@@ -152,32 +152,32 @@ def _crop(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[slice,
     return tuple(slice(max(0, int(c) - half), min(s, int(c) + half + 1)) for c, s in zip(center, shape))
 
 
-def _box_coords(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], np.ndarray]:
+def box_coords(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], np.ndarray]:
     """The crop around ``center`` and each of its voxels' offset from the centre, (3, *box) float32."""
     box = _crop(center, half, shape)
     grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop) for s in box], indexing="ij")).astype(np.float32)
     return box, grid - center[:, None, None, None].astype(np.float32)
 
 
-def _transmantle_target(center: np.ndarray, hemisphere: str, atlas: LobeAtlas) -> np.ndarray:
+def transmantle_target(center: np.ndarray, hemisphere: str, atlas: LobeAtlas) -> np.ndarray:
     """The nearest lateral-ventricle voxel of the lesion's hemisphere: where the transmantle tail ends."""
     vent = np.argwhere(atlas.lateral_ventricles & (atlas.hemisphere == HEMISPHERE_CODES[hemisphere]))
     return vent[np.argmin(((vent - center) ** 2).sum(axis=1))]
 
 
-def _blob(rel: np.ndarray, radii: np.ndarray, rot: np.ndarray, wobble: np.ndarray) -> np.ndarray:
+def soft_blob(rel: np.ndarray, radii: np.ndarray, rot: np.ndarray, wobble: np.ndarray) -> np.ndarray:
     """Soft irregular ellipsoid: axes ``radii`` (mm) along ``rot``, its radius modulated by ``wobble``."""
     local = np.einsum("ij,j...->i...", rot.T, rel)
     rho = np.sqrt(sum((local[k] / radii[k]) ** 2 for k in range(3)))
     return expit((1.0 - rho * (1.0 + 0.25 * wobble)) / 0.12).astype(np.float32)
 
 
-def _wobble(noise: np.ndarray) -> np.ndarray:
+def wobble_field(noise: np.ndarray) -> np.ndarray:
     wobble = ndi.gaussian_filter(noise.astype(np.float32), 2.0)
     return wobble / max(float(np.abs(wobble).max()), 1e-6)
 
 
-def _thicken_and_blur(gm: np.ndarray, wm: np.ndarray, blob: np.ndarray, thickening: float = 0.6
+def thicken_and_blur(gm: np.ndarray, wm: np.ndarray, blob: np.ndarray, thickening: float = 0.6
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Cortical thickening (this fraction of the WM within 4 mm of the cortex turns into GM-like tissue) and
     a blurred grey–white junction, inside ``blob``."""
@@ -189,7 +189,7 @@ def _thicken_and_blur(gm: np.ndarray, wm: np.ndarray, blob: np.ndarray, thickeni
     return gm, wm
 
 
-def _tube(rel: np.ndarray, seg: np.ndarray, radius_mm: float) -> np.ndarray:
+def transmantle_tube(rel: np.ndarray, seg: np.ndarray, radius_mm: float) -> np.ndarray:
     """Transmantle sign: a tail from the lesion along ``seg`` (to the ventricle), tapering to ~1 mm."""
     length = float(np.linalg.norm(seg))
     u = np.clip(np.einsum("i,i...->...", seg, rel) / max(length**2, 1e-6), 0, 1)
@@ -220,22 +220,22 @@ def lesion_truth(mask: np.ndarray, box: tuple[slice, ...], center: np.ndarray, r
 def add_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator) -> LesionTruth:
     """Draw one FCD lesion into ``maps`` (in place) and return where and how large it is."""
     atlas = load_lobe_atlas()
-    center = _pick_center(rng, spec, atlas)
+    center = pick_center(rng, spec, atlas)
     half = int(np.ceil(2.0 * spec.radius_mm)) + 6
     target = None
     if spec.transmantle:
-        target = _transmantle_target(center, spec.hemisphere, atlas)
+        target = transmantle_target(center, spec.hemisphere, atlas)
         half = max(half, int(np.abs(target - center).max()) + 4)
-    box, rel = _box_coords(center, half, maps.gm.shape)
+    box, rel = box_coords(center, half, maps.gm.shape)
 
     # Irregular ellipsoid: random axes and orientation, radius modulated by smooth noise.
     radii = spec.radius_mm * rng.uniform(0.75, 1.3, 3)
     rot = Rotation.random(random_state=int(rng.integers(2**31))).as_matrix().astype(np.float32)
-    blob = _blob(rel, radii, rot, _wobble(rng.standard_normal(rel.shape[1:]).astype(np.float32)))
+    blob = soft_blob(rel, radii, rot, wobble_field(rng.standard_normal(rel.shape[1:]).astype(np.float32)))
 
     gm, wm = maps.gm[box], maps.wm[box]
     wm0 = wm.copy()
-    gm, wm = _thicken_and_blur(gm, wm, blob)
+    gm, wm = thicken_and_blur(gm, wm, blob)
     # Dysplastic tissue: mostly in subcortical WM, partly in cortex.
     fcd_from_wm = spec.contrast * blob * wm
     fcd_from_gm = 0.5 * spec.contrast * blob * gm
@@ -244,7 +244,7 @@ def add_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator) -> 
     mask = (blob > 0.5) & ((maps.gm[box] + maps.wm[box]) > 0.5)
 
     if target is not None:
-        tube = _tube(rel, (target - center).astype(np.float32), spec.radius_mm)
+        tube = transmantle_tube(rel, (target - center).astype(np.float32), spec.radius_mm)
         tail = 0.8 * spec.contrast * tube * wm
         fcd, wm = fcd + tail, wm - tail
         mask |= (tube > 0.5) & (wm0 > 0.3)
