@@ -176,6 +176,8 @@ class _Draft:
     blob: np.ndarray
     tube: np.ndarray | None
     mask: np.ndarray
+    noise: np.ndarray  # the wobble's noise cube, and the template voxels the mask was scaled to hold
+    target_voxels: float
     thickening: float = 0.6
 
     def tissue(self, amount: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,8 +251,16 @@ def _noise_in_box(noise: np.ndarray, center: np.ndarray, box: tuple[slice, ...])
     return out
 
 
-def _draft(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, factors: np.ndarray, rot: np.ndarray,
-           noise: np.ndarray, target_voxels: float, thickening: float = THICKENING) -> _Draft:
+@dataclass(frozen=True)
+class _Shape:
+    """What a lesion keeps wherever it is placed: axis factors (times its radius) and orientation."""
+
+    factors: np.ndarray
+    rot: np.ndarray
+
+
+def _draft(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, shape: _Shape, noise: np.ndarray,
+           target_voxels: float, thickening: float = THICKENING) -> _Draft:
     """Shape the lesion at ``center`` and scale it so that its mask holds ``target_voxels`` (1 mm³ each)."""
     atlas = load_lobe_atlas()
     tissue = load_tissue_priors()
@@ -264,9 +274,9 @@ def _draft(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, factors: np.n
     wobble = wobble_field(_noise_in_box(noise, center, box))
     prior = (tissue.gm[box] + tissue.wm[box]) > 0.5
 
-    def shape(scale: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        radii = spec.radius_mm * scale * factors
-        blob = soft_blob(rel, radii, rot, wobble)
+    def outline(scale: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        radii = spec.radius_mm * scale * shape.factors
+        blob = soft_blob(rel, radii, shape.rot, wobble)
         mask = (blob > 0.5) & prior
         tube = None
         if seg is not None:
@@ -276,16 +286,16 @@ def _draft(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, factors: np.n
 
     scale = 1.0
     for _ in range(6):
-        blob, tube, mask = shape(scale)
+        blob, tube, mask = outline(scale)
         ratio = target_voxels / max(int(mask.sum()), 1)
         if abs(ratio - 1.0) < 0.03:
             break
         scale = float(np.clip(scale * ratio ** (1 / 3), 0.4, 1.6))
     else:
-        blob, tube, mask = shape(scale)
+        blob, tube, mask = outline(scale)
     gm, wm = thicken_and_blur(maps.gm[box], maps.wm[box], blob, thickening)
-    return _Draft(center, box, spec.radius_mm * scale * factors, scale, gm, wm, maps.csf[box], blob, tube, mask,
-                  thickening)
+    return _Draft(center, box, spec.radius_mm * scale * shape.factors, scale, gm, wm, maps.csf[box], blob, tube, mask,
+                  noise, target_voxels, thickening)
 
 
 def _dose(curve: _Curve, target: float) -> tuple[float, float]:
@@ -318,34 +328,21 @@ class FirstScan:
         return volume_cm3 * 1000.0 * abs(float(np.linalg.det(self.steps(center_vox)))) / self.voxel_mm3
 
 
-def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator, seed: int, index: int,
-                      first_scan: Callable[[np.random.Generator], FirstScan] | None = None
-                      ) -> tuple[LesionTruth, dict]:
-    """Draw a lesion of ``spec.volume_cm3`` whose FLAIR contrast is ``spec.flair_ratio`` into ``maps``.
+def _measure(draft: _Draft, scan: FirstScan, signals: dict[str, float]) -> _Curve:
+    """The draft's contrast curve as ``scan`` samples it, with tissue FLAIR signals ``signals``."""
+    return draft.contrast_curve(signals, scan.steps(draft.center), scan.head(draft.box, signals))
 
-    The contrast is calibrated without confounds, as the subject's first FLAIR will sample it: with the
-    tissue FLAIR signals and local voxel steps that ``first_scan`` finds from a copy of ``rng`` after the
-    lesion's draws (the subject's stream draws its head's deformation, pose and tissue values next;
-    default: nominal 3 T signals, axis-aligned 1.1 × 1.1 × 1.2 mm voxels).
 
-    The place and shape are drawn from ``rng`` (the subject's stream, as the legacy lesion); other places,
-    when needed, from the lesion's own stream. Returns the lesion truth and what the drawing achieved."""
+def _place(maps: TissueMaps, spec: LesionSpec, center: np.ndarray, shape: _Shape, noise: np.ndarray,
+           scan: FirstScan, own: np.random.Generator) -> tuple[_Draft, int]:
+    """The lesion drawn at ``center``, or, where its contrast cannot be reached there at 3 T, at another place
+    of its lobe (from ``own``: deeper if it was too bright, shallower if too faint; up to ``MAX_PLACES``).
+    Chosen at 3 T so that the field strength moves no mask. Returns the best draft and the places tried."""
     atlas = load_lobe_atlas()
-    center = pick_center(rng, spec, atlas)
-    factors = rng.uniform(0.75, 1.3, 3)
-    rot = Rotation.random(random_state=int(rng.integers(2**31))).as_matrix().astype(np.float32)
-    side = 2 * _half(spec) + 1
-    noise = rng.standard_normal((side, side, side)).astype(np.float32)
-    own = stream(seed, index, "fcd_range")
-    scan = (FirstScan(nominal_signals(), nominal_signals(), lambda _: np.diag([1.1, 1.1, 1.2]), lambda box, s: 0.0)
-            if first_scan is None else first_scan(copy.deepcopy(rng)))
-    def measure(draft: _Draft, signals: dict[str, float]) -> _Curve:
-        return draft.contrast_curve(signals, scan.steps(draft.center), scan.head(draft.box, signals))
-
-    best, candidates, tried, achieved = None, None, 0, 0.0
     depth_map = junction_and_depth()[1]
+    best, candidates, weight, achieved = None, None, None, 0.0
     for tried in range(1, MAX_PLACES + 1):
-        if tried > 1:  # another place in the same lobe(s): deeper if the surroundings made it too bright
+        if tried > 1:
             if candidates is None:
                 candidates = next(c for relax in (1.0, 1.5, 2.5, 4.0)
                                   if len(c := center_candidates(spec, atlas, relax)))
@@ -353,37 +350,68 @@ def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generat
                 weight = np.exp(-0.5 * ((depth - 14.0) / 6.0) ** 2) + 1e-3
             here = depth_map[tuple(center)]
             # Shallow lesions have dark sulcal and extra-axial CSF in their shell (a high contrast); deep ones not.
-            side = (depth > here) if achieved > spec.flair_ratio else (depth < here)
-            pick = weight * (side if side.any() else 1.0)
+            toward = (depth > here) if achieved > spec.flair_ratio else (depth < here)
+            pick = weight * (toward if toward.any() else 1.0)
             center = candidates[own.choice(len(candidates), p=pick / pick.sum())]
             noise = own.standard_normal(noise.shape).astype(np.float32)
-        voxels = scan.template_voxels(spec.volume_cm3, center)
-        draft = _draft(maps, spec, center, factors, rot, noise, voxels)
-        amount, achieved = _dose(measure(draft, scan.signals_3t), spec.flair_ratio)
-        if best is None or abs(achieved - spec.flair_ratio) < abs(best[2] - spec.flair_ratio):
-            best = (draft, amount, achieved, noise, voxels)
+        draft = _draft(maps, spec, center, shape, noise, scan.template_voxels(spec.volume_cm3, center))
+        achieved = _dose(_measure(draft, scan, scan.signals_3t), spec.flair_ratio)[1]
+        if best is None or abs(achieved - spec.flair_ratio) < abs(best[1] - spec.flair_ratio):
+            best = (draft, achieved)
         if abs(achieved - spec.flair_ratio) <= CONTRAST_TOLERANCE:
             break
-    draft, amount, achieved, noise, voxels = best
-    if achieved > spec.flair_ratio + CONTRAST_TOLERANCE:
-        # Too bright without any dysplastic tissue at every place tried (a faint lesion in a small lobe): the
-        # thickened cortex is what makes it brighter than its shell, so thicken it less.
-        lo, hi = 0.0, THICKENING
-        for _ in range(6):
-            trial = _draft(maps, spec, draft.center, factors, rot, noise, voxels, 0.5 * (lo + hi))
-            contrast = measure(trial, scan.signals_3t)(0.0)
-            if abs(contrast - spec.flair_ratio) < abs(achieved - spec.flair_ratio):
-                draft, amount, achieved = trial, 0.0, contrast
-            lo, hi = (lo, 0.5 * (lo + hi)) if contrast > spec.flair_ratio else (0.5 * (lo + hi), hi)
-    if scan.signals is not scan.signals_3t:  # the place is chosen at 3 T (so that the field strength moves no
-        # mask); the dose keeps the intended contrast on the subject's scanner
-        amount, achieved = _dose(measure(draft, scan.signals), spec.flair_ratio)
+    return best[0], tried
+
+
+def _thin(maps: TissueMaps, spec: LesionSpec, shape: _Shape, draft: _Draft, scan: FirstScan) -> _Draft:
+    """The draft, thickened less if it is too bright on the subject's own scanner even without dysplastic
+    tissue (a faint lesion in a small lobe, or at 1.5 T, where grey–white contrast is higher): its thickened
+    cortex is what makes it brighter than its shell. The mask does not depend on the thickening."""
+    best, contrast = draft, _measure(draft, scan, scan.signals)(0.0)
+    if contrast <= spec.flair_ratio + CONTRAST_TOLERANCE:
+        return draft
+    lo, hi = 0.0, THICKENING
+    for _ in range(6):
+        trial = _draft(maps, spec, draft.center, shape, draft.noise, draft.target_voxels, 0.5 * (lo + hi))
+        trial_contrast = _measure(trial, scan, scan.signals)(0.0)
+        if abs(trial_contrast - spec.flair_ratio) < abs(contrast - spec.flair_ratio):
+            best, contrast = trial, trial_contrast
+        lo, hi = (lo, 0.5 * (lo + hi)) if trial_contrast > spec.flair_ratio else (0.5 * (lo + hi), hi)
+    return best
+
+
+def _nominal_scan(_: np.random.Generator) -> FirstScan:
+    """Nominal 3 T signals, axis-aligned 1.1 × 1.1 × 1.2 mm voxels, no head around the brain."""
+    return FirstScan(nominal_signals(), nominal_signals(), lambda _: np.diag([1.1, 1.1, 1.2]), lambda box, s: 0.0)
+
+
+def add_graded_lesion(maps: TissueMaps, spec: LesionSpec, rng: np.random.Generator, seed: int, index: int,
+                      first_scan: Callable[[np.random.Generator], FirstScan] = _nominal_scan
+                      ) -> tuple[LesionTruth, dict]:
+    """Draw a lesion of ``spec.volume_cm3`` whose FLAIR contrast is ``spec.flair_ratio`` into ``maps``.
+
+    The contrast is calibrated without confounds, as the subject's first FLAIR will sample it: with the
+    tissue FLAIR signals and local voxel steps that ``first_scan`` finds from a copy of ``rng`` after the
+    lesion's draws (the subject's stream draws its head's deformation, pose and tissue values next).
+    The lesion is placed (:func:`_place`, at 3 T), thickened less if still too bright (:func:`_thin`) and
+    dosed with dysplastic tissue (:func:`_dose`), both at the subject's field strength.
+
+    The place and shape are drawn from ``rng`` (the subject's stream, as the legacy lesion); other places,
+    when needed, from the lesion's own stream. Returns the lesion truth and what the drawing achieved."""
+    center = pick_center(rng, spec, load_lobe_atlas())
+    shape = _Shape(rng.uniform(0.75, 1.3, 3),
+                   Rotation.random(random_state=int(rng.integers(2**31))).as_matrix().astype(np.float32))
+    width = 2 * _half(spec) + 1
+    noise = rng.standard_normal((width, width, width)).astype(np.float32)
+    scan = first_scan(copy.deepcopy(rng))
+    draft, tried = _place(maps, spec, center, shape, noise, scan, stream(seed, index, "fcd_range"))
+    draft = _thin(maps, spec, shape, draft, scan)
+    amount, achieved = _dose(_measure(draft, scan, scan.signals), spec.flair_ratio)
     gm, wm, fcd = draft.tissue(amount)
-    box = draft.box
-    maps.gm[box], maps.wm[box] = gm, wm
-    maps.patches.append(("dysplasia", box, fcd.astype(np.float32)))
-    maps.lesion_mask[box] = np.maximum(maps.lesion_mask[box], draft.mask.astype(np.float32))
-    truth = lesion_truth(draft.mask, box, draft.center, draft.radii, spec.hemisphere)
+    maps.gm[draft.box], maps.wm[draft.box] = gm, wm
+    maps.patches.append(("dysplasia", draft.box, fcd.astype(np.float32)))
+    maps.lesion_mask[draft.box] = np.maximum(maps.lesion_mask[draft.box], draft.mask.astype(np.float32))
+    truth = lesion_truth(draft.mask, draft.box, draft.center, draft.radii, spec.hemisphere)
     return truth, {
         "intended_volume_cm3": spec.volume_cm3,
         "intended_flair_ratio": spec.flair_ratio,
