@@ -29,7 +29,7 @@ from pseudohealthy.phantom.lesion import TissueMaps
 from pseudohealthy.phantom import anatomy
 from pseudohealthy.phantom.normal_variants import VARIANTS as VARIANTS_DRAWN
 from pseudohealthy.phantom.normal_variants import add_normal_variants, footprint
-from pseudohealthy.phantom.realism import CONFOUNDS, LEGACY, Realism
+from pseudohealthy.phantom.realism import LEGACY, only
 from pseudohealthy.phantom.subject import deformation_path, render_subject
 from pseudohealthy.templates.mni import load_tissue_priors
 
@@ -37,11 +37,6 @@ SEED, PATIENT = 7, 0  # sub-00001 of the tiny dataset's plan: a patient with one
 VARIANTS = ("regional_cortex", "corticospinal_tract", "periventricular", "punctate_wmh", "cortical_partial_volume",
             "csf_inflow")
 SCANNER = ("residual_nonuniformity", "motion_ringing")
-
-
-def _only(names: tuple[str, ...], always: tuple[str, ...] = ()) -> Realism:
-    """The realistic phantom with just ``names`` (and its lesion model)."""
-    return Realism(without=tuple(c for c in CONFOUNDS if c not in (*names, "fcd_range")), always=always)
 
 
 @dataclass
@@ -63,10 +58,10 @@ class Render:
 def renders(tmp_path_factory) -> dict[str, Render]:
     root = tmp_path_factory.mktemp("realism")
     settings = {
-        "none": _only(()),
-        "variants": _only(VARIANTS, always=("periventricular", "punctate_wmh", "csf_inflow")),
-        "scanner": _only(SCANNER, always=("motion_ringing",)),
-        "field": _only(("field_strength",), always=("field_strength",)),
+        "none": only(()),
+        "variants": only(VARIANTS, always=("periventricular", "punctate_wmh", "csf_inflow")),
+        "scanner": only(SCANNER, always=("motion_ringing",)),
+        "field": only(("field_strength",), always=("field_strength",)),
     }
     out = {}
     for name, realism in settings.items():
@@ -247,7 +242,7 @@ def test_a_faint_iia_at_1p5t_lands_at_its_intended_contrast(tmp_path):
     """A small faint IIa in the insula at 1.5 T, where grey–white contrast is higher than at 3 T: thickened
     cortex alone made it 1.07 against an intended 1.04; it must measure (as the benchmark does, from the
     written FLAIR and mask) in the faint stratum and within 0.015 of what was intended."""
-    realism = _only(("field_strength",), always=("field_strength",))
+    realism = only(("field_strength",), always=("field_strength",))
     plan = plan_dataset(2, 1, seed=SEED, realism=realism)[PATIENT]
     spec = replace(plan.lesion, lobes=("IL",), radius_mm=radius_mm(0.5), volume_cm3=0.5, flair_ratio=1.04,
                    transmantle=False)

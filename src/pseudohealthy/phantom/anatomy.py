@@ -33,16 +33,18 @@ class Region:
         return idx @ w / max(w.sum(), 1e-9) + np.array([s.start for s in self.box])
 
     def center_mm(self) -> list[float]:
-        affine = load_tissue_priors().affine
-        return [round(float(v), 1) for v in affine[:3, :3] @ self.center_vox() + affine[:3, 3]]
+        return template_mm(self.center_vox())
+
+
+def template_mm(vox: np.ndarray) -> list[float]:
+    """Template voxel coordinates -> template mm, rounded to 0.1 mm (as the truth records places)."""
+    affine = load_tissue_priors().affine
+    return [round(float(v), 1) for v in affine[:3, :3] @ np.asarray(vox, float) + affine[:3, 3]]
 
 
 def _region(weight: np.ndarray, margin: int = 2) -> Region:
     """Crop a full-grid weight map to its support (plus ``margin`` voxels)."""
-    idx = np.argwhere(weight > 1e-3)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, weight.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = _bbox(weight > 1e-3, margin)
     return Region(box, np.ascontiguousarray(weight[box], dtype=np.float32))
 
 
@@ -75,6 +77,7 @@ def desikan_labels() -> np.ndarray:
 
 
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
+    """The bounding box of ``mask`` grown by ``margin`` voxels (within the grid)."""
     idx = np.argwhere(mask)
     lo = np.maximum(idx.min(axis=0) - margin, 0)
     hi = np.minimum(idx.max(axis=0) + margin + 1, mask.shape)

@@ -63,11 +63,6 @@ def _ratio(strength: float, tissue: str, source: str, field_t: float) -> float:
     return round(1.0 + strength * (s[tissue] / s[source] - 1.0), 4)
 
 
-def _mm(vox: np.ndarray) -> list[float]:
-    affine = load_tissue_priors().affine
-    return [round(float(v), 1) for v in affine[:3, :3] @ np.asarray(vox, float) + affine[:3, 3]]
-
-
 def _away_from(lesion: np.ndarray, vox: np.ndarray, distance: float) -> bool:
     """No lesion voxel within ``distance`` voxels of ``vox``."""
     box = tuple(slice(max(int(c - distance), 0), int(c + distance) + 1) for c in vox)
@@ -162,7 +157,7 @@ def punctate_wmh(maps: TissueMaps, rng: np.random.Generator, field_t: float, alw
             continue
         focus = _focus(vox, axes)
         maps.convert(focus.box, strength * focus.weight, "wmh", ("wm", "gm"))
-        out.append({"kind": "punctate_wmh", "center_template_mm": _mm(vox),
+        out.append({"kind": "punctate_wmh", "center_template_mm": anatomy.template_mm(vox),
                     "radius_mm": round(radius, 2), "axes_mm": axes, "strength": round(strength, 4),
                     "flair_ratio": _ratio(strength, "wmh", "wm", field_t)})
     return out
@@ -223,7 +218,8 @@ def cortical_partial_volume(maps: TissueMaps, rng: np.random.Generator, always: 
         for name in ("gm", "wm", "csf"):
             tissue = getattr(maps, name)
             tissue[box] = (1 - weight) * tissue[box] + weight * ndi.gaussian_filter(tissue[box], sigma)
-        out.append({"kind": "cortical_partial_volume", "center_vox": vox, "center_template_mm": _mm(vox),
+        out.append({"kind": "cortical_partial_volume", "center_vox": vox,
+                    "center_template_mm": anatomy.template_mm(vox),
                     "radius_mm": round(radius, 2), "sigma_mm": round(sigma, 2), "strength": round(sigma, 2)})
     for o in out:
         o.pop("center_vox")

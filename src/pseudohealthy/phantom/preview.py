@@ -292,11 +292,8 @@ def confound_gallery(out_dir: Path, work_dir: Path, seed: int = 7) -> list[Path]
     """The figures of docs/phantom.md: one patient rendered with and without each confound (the same noise
     and geometry), at 1.5 and 3 T, and two lesions of the FCD range. Writes PNGs ``phantom_<kind>.png``."""
     from pseudohealthy.phantom.dataset import plan_dataset
-    from pseudohealthy.phantom.realism import CONFOUNDS, Realism
+    from pseudohealthy.phantom.realism import only
     from pseudohealthy.phantom.subject import render_subject
-
-    def only(names: tuple[str, ...], always: tuple[str, ...] = ()) -> Realism:
-        return Realism(without=tuple(c for c in CONFOUNDS if c not in (*names, "fcd_range")), always=always)
 
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     forced = ("periventricular", "punctate_wmh", "csf_inflow", "motion_ringing")

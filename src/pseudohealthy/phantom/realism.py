@@ -64,6 +64,12 @@ class Realism:
 LEGACY = Realism("legacy")
 
 
+def only(names: tuple[str, ...], always: tuple[str, ...] = ()) -> Realism:
+    """The realistic phantom with just the confounds ``names`` (and its lesion model, fcd_range), forcing
+    ``always``: what tests and the docs' figures compare a confound against."""
+    return Realism(without=tuple(c for c in CONFOUNDS if c not in (*names, "fcd_range")), always=always)
+
+
 def stream(seed: int, index: int, name: str, *more: int) -> np.random.Generator:
     """The random stream of one confound (``name``) of one subject (``index``; -1 for the dataset);
     ``more`` separates sessions and scans. Keyed by a checksum of the name, so adding a confound never

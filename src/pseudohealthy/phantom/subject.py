@@ -103,13 +103,19 @@ def _band(x: np.ndarray, lo: float, hi: float, soft: float = 0.6) -> np.ndarray:
     return expit((x - lo) / soft) * expit((hi - x) / soft)
 
 
+def _add_head(s: np.ndarray, outside: np.ndarray, signals: dict[str, float]) -> np.ndarray:
+    """Add to ``s`` (in place) the head around the brain by distance ``outside`` it (mm): CSF, skull, scalp
+    fat. In two steps, the order the legacy images were made with (float rounding)."""
+    s += signals["csf"] * _band(outside, 0.0, 2.5) + signals["bone"] * _band(outside, 2.5, 8.0)
+    s += signals["fat"] * _band(outside, 8.0, 13.0)
+    return s
+
+
 def _template_signal(maps: TissueMaps, signals: dict[str, float], outside: np.ndarray) -> np.ndarray:
     """Partial-volume signal on the template grid, head shells included."""
     s = (maps.gm * signals["gm"] + maps.wm * signals["wm"] + maps.csf * signals["csf"]
          + maps.fcd * signals["fcd"] + maps.cap * signals["cap"])
-    s += signals["csf"] * _band(outside, 0.0, 2.5) + signals["bone"] * _band(outside, 2.5, 8.0)
-    s += signals["fat"] * _band(outside, 8.0, 13.0)
-    s = s.astype(np.float32)
+    s = _add_head(s, outside, signals).astype(np.float32)
     for name, box, fraction in maps.patches:
         s[box] += fraction * np.float32(signals[name])
     return s
@@ -303,8 +309,7 @@ def _first_flair(plan: SubjectPlan) -> Callable[[np.random.Generator], FirstScan
 
         def head(box: tuple[slice, ...], signals: dict[str, float]) -> np.ndarray:
             outside = _head_distance()[box]
-            return (signals["csf"] * _band(outside, 0.0, 2.5) + signals["bone"] * _band(outside, 2.5, 8.0)
-                    + signals["fat"] * _band(outside, 8.0, 13.0))
+            return _add_head(np.zeros(outside.shape, np.float32), outside, signals)
         return FirstScan(at_3t, at_field, steps, head, float(np.prod(protocol.voxel_mm)))
     return first
 
