@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
+from pseudohealthy.evaluation.metrics import lesion_contrast
 from pseudohealthy.phantom.contrast import FLAIR, TISSUES, realistic_tissues, tissue_signals
 from pseudohealthy.phantom.lesion import (
     LesionSpec,
@@ -213,9 +214,17 @@ class _Draft:
                 return ndi.affine_transform(x, steps, offset=offset, output_shape=(side,) * 3, order=1, mode="nearest")
 
             lesion = native(self.mask, blur=0.0) > 0.5
-            shell = ndi.binary_dilation(lesion, iterations=4) & ~ndi.binary_dilation(lesion, iterations=1)
-            means.append([float(native(x)[m].mean()) for x in (a, b, c) for m in (lesion, shell)])
+            means.append([m for x in (a, b, c) for m in _lesion_and_shell_means(lesion, native(x))])
         return _Curve(*np.mean(means, axis=0))
+
+
+def _lesion_and_shell_means(lesion: np.ndarray, image: np.ndarray) -> tuple[float, float]:
+    """Mean of ``image`` in the lesion and in the shell that ``lesion_contrast`` (the benchmark's measure)
+    compares it with, the shell taken from lesion_contrast itself so that the two cannot drift apart: with
+    the image shifted to be positive, the shell's mean is the lesion's over the contrast."""
+    shift = 1.0 + float(np.abs(image).max())
+    inside = float(image[lesion].mean())
+    return inside, (inside + shift) / lesion_contrast(lesion, image + np.float32(shift)) - shift
 
 
 @dataclass(frozen=True)
