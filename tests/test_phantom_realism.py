@@ -1,9 +1,9 @@
 """The realistic phantom's confounds, measured from the images: each appears where and as strongly as
 truth.json says; none moves the lesion; the legacy setting still gives the old images.
 
-One patient is rendered four times from the same seed, with no confound, with the normal variants (and
-CSF inflow), with the scanner's artefacts, and at 1.5 T (rare confounds forced): the noise and geometry
-are the same in all four, so ratios of the images isolate each confound.
+One patient is rendered five times from the same seed, with no confound, with the normal variants (and
+CSF inflow), with the scanner's artefacts, at 1.5 T, and with CSF inflow alone (rare confounds forced): the
+noise and geometry are the same in all five, so ratios of the images isolate each confound.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def renders(tmp_path_factory) -> dict[str, Render]:
         "variants": only(VARIANTS, always=("periventricular", "punctate_wmh", "csf_inflow")),
         "scanner": only(SCANNER, always=("motion_ringing",)),
         "field": only(("field_strength",), always=("field_strength",)),
+        "inflow": only(("csf_inflow",), always=("csf_inflow",)),
     }
     out = {}
     for name, realism in settings.items():
@@ -181,6 +182,19 @@ def test_normal_variants_appear_where_and_as_strongly_as_the_truth_says(renders,
 def test_csf_inflow_is_a_flair_artefact(renders):
     t1 = renders["variants"].truth["scanner"]["scans"]["T1w"]["artefacts"]
     assert not any(r["kind"] == "csf_inflow" for r in t1)
+
+
+def test_csf_inflow_changes_its_sites_only_and_not_the_gain(renders, flair_voxels):
+    """Away from its sites the FLAIR is the same to the bit: the scanner's gain did not follow the inflow."""
+    none, inflow = renders["none"], renders["inflow"]
+    np.testing.assert_array_equal(inflow.data("T1w"), none.data("T1w"))
+    records = [r for r in inflow.truth["scanner"]["scans"]["FLAIR"]["artefacts"] if r["kind"] == "csf_inflow"]
+    assert records
+    shape = none.image("FLAIR").shape
+    sites = np.any([_weight(r, flair_voxels) > 0 for r in records], axis=0).reshape(shape)
+    near = ndi.binary_dilation(sites, iterations=2)  # the scan's trilinear sampling reaches a voxel further
+    np.testing.assert_array_equal(inflow.data("FLAIR")[~near], none.data("FLAIR")[~near])
+    assert (inflow.data("FLAIR")[near] > none.data("FLAIR")[near] + 20).any()
 
 
 def test_residual_nonuniformity_is_the_recorded_field(renders):

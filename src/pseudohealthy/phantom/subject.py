@@ -159,14 +159,18 @@ class _Scanner:
     noise_factor: float
     streams: dict[str, np.random.Generator]
     records: list[dict]
-    scale_reference: float = 0.0  # the image's 99.5th percentile before the scanner's confounds
+    # The gain's reference: the 99.5th percentile of the anatomy as sampled, before the scanner's confounds
+    # (a scanner's gain does not follow an inflow artefact).
+    scale_reference: float = 0.0
 
 
 def _acquire(rng: np.random.Generator, template_signal: np.ndarray, protocol: Protocol, scene: _Scene,
              world_to_anat: np.ndarray, center_world: np.ndarray, extra_maps: tuple[np.ndarray, ...] = (),
-             scanner: _Scanner | None = None) -> tuple[Grid, np.ndarray, list[np.ndarray]]:
+             scanner: _Scanner | None = None, inflow: list[tuple[tuple[slice, ...], np.ndarray]] = ()
+             ) -> tuple[Grid, np.ndarray, list[np.ndarray]]:
     """Sample the template-space signal on a scanner grid, add bias field and Rician noise (and, with a
-    realistic ``scanner``, residual non-uniformity, motion ringing and field-strength noise)."""
+    realistic ``scanner``, the CSF ``inflow`` pieces (box, signal), residual non-uniformity, motion ringing
+    and field-strength noise, after taking the gain's reference from the anatomy alone)."""
     grid = make_grid(protocol.axcodes, protocol.voxel_mm, FIELD_OF_VIEW_MM, center_world + rng.uniform(-5, 5, 3))
     offsets = np.array([-0.375, -0.125, 0.125, 0.375]) if protocol.thick_slices else None
     affine = np.asarray(load_tissue_priors().affine)
@@ -177,24 +181,44 @@ def _acquire(rng: np.random.Generator, template_signal: np.ndarray, protocol: Pr
         values = ndi.map_coordinates(volume, coords, order=1, mode="constant", cval=0.0, output=np.float32)
         return values.reshape(n_sub, *grid.shape).mean(axis=0)
 
-    clean = sample(template_signal) * smooth_bias_field(rng, grid, strength=0.25)
+    bias = smooth_bias_field(rng, grid, strength=0.25)
+    clean = sample(template_signal) * bias
     sigma = float(rng.uniform(0.015, 0.03)) * float(np.percentile(clean[clean > 0.05 * clean.max()], 50))
     if scanner is not None:
         scanner.scale_reference = float(np.percentile(clean, 99.5))
+        for box, piece in inflow:
+            clean += _sample_box(piece, box, coords).reshape(n_sub, *grid.shape).mean(axis=0) * bias
         sigma *= scanner.noise_factor
-        if "residual_nonuniformity" in scanner.confounds:
-            field, record = artefacts.residual_nonuniformity(scanner.streams["residual_nonuniformity"], grid,
-                                                             center_world)
-            clean *= field
-            scanner.records.append(record)
-        if "motion_ringing" in scanner.confounds:
-            clean, record = artefacts.motion_ringing(scanner.streams["motion_ringing"], clean, grid, protocol.axcodes,
-                                                     "motion_ringing" in scanner.always)
-            if record:
-                scanner.records.append(record)
+        clean = _scanner_artefacts(scanner, clean, grid, protocol, center_world)
     noisy = np.hypot(clean + sigma * rng.standard_normal(grid.shape, dtype=np.float32),
                      sigma * rng.standard_normal(grid.shape, dtype=np.float32))
     return grid, noisy, [sample(m) for m in extra_maps]
+
+
+def _sample_box(piece: np.ndarray, box: tuple[slice, ...], coords: np.ndarray) -> np.ndarray:
+    """Trilinear samples at template voxel ``coords`` (3, N) of a volume that is ``piece`` over ``box`` and 0
+    elsewhere, computed only where the box reaches."""
+    local = coords - np.array([b.start for b in box], np.float32)[:, None]
+    near = np.all((local > -1) & (local < np.array(piece.shape, np.float32)[:, None]), axis=0)
+    values = np.zeros(coords.shape[1], np.float32)
+    values[near] = ndi.map_coordinates(piece, local[:, near], order=1, mode="grid-constant", cval=0.0)
+    return values
+
+
+def _scanner_artefacts(scanner: _Scanner, clean: np.ndarray, grid: Grid, protocol: Protocol,
+                       center_world: np.ndarray) -> np.ndarray:
+    """Residual non-uniformity and motion ringing on the scan's grid, as the scanner's confounds say."""
+    if "residual_nonuniformity" in scanner.confounds:
+        field, record = artefacts.residual_nonuniformity(scanner.streams["residual_nonuniformity"], grid,
+                                                         center_world)
+        clean = clean * field
+        scanner.records.append(record)
+    if "motion_ringing" in scanner.confounds:
+        clean, record = artefacts.motion_ringing(scanner.streams["motion_ringing"], clean, grid, protocol.axcodes,
+                                                 "motion_ringing" in scanner.always)
+        if record:
+            scanner.records.append(record)
+    return clean
 
 
 def _to_int16(image: np.ndarray, rng: np.random.Generator, reference: float | None = None) -> np.ndarray:
@@ -343,24 +367,15 @@ def _scanner(plan: SubjectPlan, seed: int, session: int, scan: str) -> _Scanner 
                     {n: stream(seed, plan.index, n, *key) for n in names}, [])
 
 
-def _with_inflow(flair_signal: np.ndarray, scanner: _Scanner | None, signals: dict[str, float], two_d: bool
-                 ) -> list[tuple[tuple[slice, ...], np.ndarray]]:
-    """Add CSF inflow to ``flair_signal`` in place; returns what to restore (box, original values)."""
+def _inflow(scanner: _Scanner | None, signals: dict[str, float], two_d: bool
+            ) -> list[tuple[tuple[slice, ...], np.ndarray]]:
+    """The CSF inflow of one FLAIR scan as (box, template-grid signal) pieces, recorded in its scanner."""
     if scanner is None or "csf_inflow" not in scanner.confounds:
         return []
     pieces, records = artefacts.csf_inflow(scanner.streams["csf_inflow"], two_d, "csf_inflow" in scanner.always,
                                            signals["gm"])
-    saved = []
-    for box, signal in pieces:
-        saved.append((box, flair_signal[box].copy()))
-        flair_signal[box] += signal
     scanner.records += records
-    return saved
-
-
-def _restore(volume: np.ndarray, saved: list[tuple[tuple[slice, ...], np.ndarray]]) -> None:
-    for box, values in reversed(saved):
-        volume[box] = values
+    return pieces
 
 
 def _scan(plan: SubjectPlan, session: str | None, rng: np.random.Generator, maps: TissueMaps,
@@ -392,10 +407,9 @@ def _scan(plan: SubjectPlan, session: str | None, rng: np.random.Generator, maps
 
     flair_signals = tissue_signals(tissues, FLAIR)
     flair_signal = _template_signal(maps, flair_signals, outside)
-    saved = _with_inflow(flair_signal, scanners["FLAIR"], flair_signals, two_d=False)
     grid, image, extra = _acquire(rng, flair_signal, FLAIR_PROTOCOLS[plan.flair_acq], scene, flair_world_to_anat,
-                                  flair_center, (maps.lesion_mask,) if plan.lesion else (), scanner=scanners["FLAIR"])
-    _restore(flair_signal, saved)
+                                  flair_center, (maps.lesion_mask,) if plan.lesion else (), scanner=scanners["FLAIR"],
+                                  inflow=_inflow(scanners["FLAIR"], flair_signals, two_d=False))
     name = anat_name(plan.participant_id, plan.flair_acq, "FLAIR", session)
     save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng, gain("FLAIR")), grid.affine)
     write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.flair_acq, field_t=field_t))
@@ -405,9 +419,9 @@ def _scan(plan: SubjectPlan, session: str | None, rng: np.random.Generator, maps
                    mask.astype(np.uint8), grid.affine)
         truth["lesion_native"] = _native_lesion_stats(mask, image, grid)
     if plan.thick_flair_acq is not None:
-        _with_inflow(flair_signal, scanners["FLAIR_thick"], flair_signals, two_d=True)
         grid2, image2, _ = _acquire(rng, flair_signal, THICK_FLAIR_PROTOCOLS[plan.thick_flair_acq], scene,
-                                    flair_world_to_anat, flair_center, scanner=scanners["FLAIR_thick"])
+                                    flair_world_to_anat, flair_center, scanner=scanners["FLAIR_thick"],
+                                    inflow=_inflow(scanners["FLAIR_thick"], flair_signals, two_d=True))
         name = anat_name(plan.participant_id, plan.thick_flair_acq, "FLAIR", session)
         save_nifti(anat / f"{name}.nii.gz", _to_int16(image2, rng, gain("FLAIR_thick")), grid2.affine)
         write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.thick_flair_acq, thick=True, field_t=field_t))
