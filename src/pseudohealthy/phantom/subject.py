@@ -378,69 +378,104 @@ def _inflow(scanner: _Scanner | None, signals: dict[str, float], two_d: bool
     return pieces
 
 
+@dataclass
+class _Session:
+    """One session being written: the subject's plan, the session's folder, geometry, random stream and
+    (realistic plans) the scanner of each scan."""
+
+    plan: SubjectPlan
+    name: str | None  # "ses-K"; None for a subject scanned once
+    anat: Path
+    scene: _Scene
+    rng: np.random.Generator
+    scanners: dict[str, _Scanner | None]
+
+    def acquire(self, scan: str, signal: np.ndarray, protocol: Protocol, extra_maps: tuple[np.ndarray, ...] = (),
+                inflow: list[tuple[tuple[slice, ...], np.ndarray]] = ()) -> tuple[Grid, np.ndarray, list[np.ndarray]]:
+        """:func:`_acquire` in the world of ``scan``: the T1w's, or the FLAIR's (the head moved between them)."""
+        world_to_anat, center = np.linalg.inv(self.scene.pose), self.scene.head_center_world
+        if scan != "T1w":
+            world_to_anat = world_to_anat @ np.linalg.inv(self.scene.motion)
+            center = self.scene.motion[:3, :3] @ center + self.scene.motion[:3, 3]
+        return _acquire(self.rng, signal, protocol, self.scene, world_to_anat, center, extra_maps,
+                        self.scanners[scan], inflow)
+
+    def save(self, scan: str, acq: str, suffix: str, image: np.ndarray, grid: Grid, seq: Sequence) -> None:
+        """Write an image at its scanner's gain, and its sidecar."""
+        scanner = self.scanners[scan]
+        name = anat_name(self.plan.participant_id, acq, suffix, self.name)
+        gain_reference = scanner.scale_reference if scanner is not None else None
+        save_nifti(self.anat / f"{name}.nii.gz", _to_int16(image, self.rng, gain_reference), grid.affine)
+        write_json_atomic(self.anat / f"{name}.json",
+                          sidecar(seq, acq, thick=scan == "FLAIR_thick", field_t=self.plan.field_strength_t))
+
+
 def _scan(plan: SubjectPlan, session: str | None, rng: np.random.Generator, maps: TissueMaps,
-          tissues: dict, outside: np.ndarray, scene: _Scene, bids_root: Path, seed: int = 0) -> dict:
+          tissues: dict, outside: np.ndarray, scene: _Scene, bids_root: Path, seed: int) -> dict:
     """Acquire and write one session's T1w, FLAIR (lesion mask, thick FLAIR); return what the truth keeps
     of it: native lesion statistics, the geometry and (realistic plans) the scanner's confounds."""
-    truth: dict = {}
-    anat = bids_root / plan.participant_id / (session or "") / "anat"
-    anat_to_world = scene.pose
-    t1w_world_to_anat = np.linalg.inv(anat_to_world)
-    flair_world_to_anat = t1w_world_to_anat @ np.linalg.inv(scene.motion)
-    flair_center = scene.motion[:3, :3] @ scene.head_center_world + scene.motion[:3, 3]
-    field_t = plan.field_strength_t
-    if plan.realism == "realistic":
-        tissues = realistic_tissues(tissues, field_t)
     k = int(session.split("-")[1]) if session else 1
-    scanners = {name: _scanner(plan, seed, k, name) for name in _SCAN_KEYS}
+    ses = _Session(plan, session, bids_root / plan.participant_id / (session or "") / "anat", scene, rng,
+                   {name: _scanner(plan, seed, k, name) for name in _SCAN_KEYS})
+    if plan.realism == "realistic":
+        tissues = realistic_tissues(tissues, plan.field_strength_t)
+    _write_t1w(ses, maps, tissues, outside)
+    truth = _write_flairs(ses, maps, tissues, outside)
+    truth["geometry"] = _geometry(scene)
+    if plan.realism == "realistic":
+        truth["scanner"] = _scanner_truth(ses)
+    return truth
 
-    def gain(scan: str) -> float | None:
-        return scanners[scan].scale_reference if scanners[scan] is not None else None
 
-    t1_signal = _template_signal(maps, tissue_signals(tissues, T1W), outside)
-    grid, image, _ = _acquire(rng, t1_signal, T1_PROTOCOLS[plan.t1_acq], scene, t1w_world_to_anat,
-                              scene.head_center_world, scanner=scanners["T1w"])
-    name = anat_name(plan.participant_id, plan.t1_acq, "T1w", session)
-    save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng, gain("T1w")), grid.affine)
-    write_json_atomic(anat / f"{name}.json", sidecar(T1W, plan.t1_acq, field_t=field_t))
-    del t1_signal
+def _write_t1w(ses: _Session, maps: TissueMaps, tissues: dict, outside: np.ndarray) -> None:
+    signal = _template_signal(maps, tissue_signals(tissues, T1W), outside)
+    grid, image, _ = ses.acquire("T1w", signal, T1_PROTOCOLS[ses.plan.t1_acq])
+    ses.save("T1w", ses.plan.t1_acq, "T1w", image, grid, T1W)
 
-    flair_signals = tissue_signals(tissues, FLAIR)
-    flair_signal = _template_signal(maps, flair_signals, outside)
-    grid, image, extra = _acquire(rng, flair_signal, FLAIR_PROTOCOLS[plan.flair_acq], scene, flair_world_to_anat,
-                                  flair_center, (maps.lesion_mask,) if plan.lesion else (), scanner=scanners["FLAIR"],
-                                  inflow=_inflow(scanners["FLAIR"], flair_signals, two_d=False))
-    name = anat_name(plan.participant_id, plan.flair_acq, "FLAIR", session)
-    save_nifti(anat / f"{name}.nii.gz", _to_int16(image, rng, gain("FLAIR")), grid.affine)
-    write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.flair_acq, field_t=field_t))
+
+def _write_flairs(ses: _Session, maps: TissueMaps, tissues: dict, outside: np.ndarray) -> dict:
+    """The 3D FLAIR with the lesion mask on its grid, and the thick 2D FLAIR if planned; returns the lesion's
+    native statistics (``lesion_native``, patients only)."""
+    plan, truth = ses.plan, {}
+    signals = tissue_signals(tissues, FLAIR)
+    signal = _template_signal(maps, signals, outside)
+    grid, image, extra = ses.acquire("FLAIR", signal, FLAIR_PROTOCOLS[plan.flair_acq],
+                                     (maps.lesion_mask,) if plan.lesion else (),
+                                     _inflow(ses.scanners["FLAIR"], signals, two_d=False))
+    ses.save("FLAIR", plan.flair_acq, "FLAIR", image, grid, FLAIR)
     if plan.lesion is not None:
         mask = extra[0] > 0.5
-        save_nifti(anat / f"{anat_name(plan.participant_id, plan.mask_acq, 'FLAIR_roi', session)}.nii.gz",
+        save_nifti(ses.anat / f"{anat_name(plan.participant_id, plan.mask_acq, 'FLAIR_roi', ses.name)}.nii.gz",
                    mask.astype(np.uint8), grid.affine)
         truth["lesion_native"] = _native_lesion_stats(mask, image, grid)
     if plan.thick_flair_acq is not None:
-        grid2, image2, _ = _acquire(rng, flair_signal, THICK_FLAIR_PROTOCOLS[plan.thick_flair_acq], scene,
-                                    flair_world_to_anat, flair_center, scanner=scanners["FLAIR_thick"],
-                                    inflow=_inflow(scanners["FLAIR_thick"], flair_signals, two_d=True))
-        name = anat_name(plan.participant_id, plan.thick_flair_acq, "FLAIR", session)
-        save_nifti(anat / f"{name}.nii.gz", _to_int16(image2, rng, gain("FLAIR_thick")), grid2.affine)
-        write_json_atomic(anat / f"{name}.json", sidecar(FLAIR, plan.thick_flair_acq, thick=True, field_t=field_t))
+        grid, image, _ = ses.acquire("FLAIR_thick", signal, THICK_FLAIR_PROTOCOLS[plan.thick_flair_acq],
+                                     inflow=_inflow(ses.scanners["FLAIR_thick"], signals, two_d=True))
+        ses.save("FLAIR_thick", plan.thick_flair_acq, "FLAIR", image, grid, FLAIR)
+    return truth
 
-    truth["geometry"] = {
+
+def _geometry(scene: _Scene) -> dict:
+    """What the truth keeps of a session's geometry (the deformation itself is saved beside it)."""
+    return {
         "anatomical_to_t1w_world": np.round(scene.pose, 6).tolist(),
         "t1w_world_to_flair_world": np.round(scene.motion, 6).tolist(),
         "scale": np.round(scene.deformation.scale, 4).tolist(),
         "deformation_rms_mm": 2.0,
     }
-    if plan.realism == "realistic":
-        acqs = {"T1w": plan.t1_acq, "FLAIR": plan.flair_acq, "FLAIR_thick": plan.thick_flair_acq}
-        scans = {}
-        for scan, scanner in scanners.items():
-            if acqs[scan] is not None:
-                _locate(scanner.records, scene)
-                scans[scan] = {"acq": acqs[scan], "artefacts": scanner.records}
-        truth["scanner"] = {"field_strength_t": field_t, "noise_factor": scanners["T1w"].noise_factor, "scans": scans}
-    return truth
+
+
+def _scanner_truth(ses: _Session) -> dict:
+    """The field strength, noise factor, and per scan its acq label and artefacts (placed in FLAIR world)."""
+    plan = ses.plan
+    acqs = {"T1w": plan.t1_acq, "FLAIR": plan.flair_acq, "FLAIR_thick": plan.thick_flair_acq}
+    scans = {}
+    for scan, scanner in ses.scanners.items():
+        if acqs[scan] is not None:
+            _locate(scanner.records, ses.scene)
+            scans[scan] = {"acq": acqs[scan], "artefacts": scanner.records}
+    return {"field_strength_t": plan.field_strength_t, "noise_factor": ses.scanners["T1w"].noise_factor,
+            "scans": scans}
 
 
 def flair_world_to_template_mm(subject_truth: dict, truth_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
