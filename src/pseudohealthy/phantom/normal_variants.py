@@ -183,9 +183,12 @@ def _place_foci(lesion: np.ndarray, rng: np.random.Generator, n: int) -> list[tu
 
 
 def _focus(vox: np.ndarray, axes_mm: list[float]) -> anatomy.Region:
-    """A small soft ellipsoid (axes along x, y, z) centred on a template voxel."""
-    box = tuple(slice(int(c) - 5, int(c) + 6) for c in vox)
-    rel = np.indices((11, 11, 11)).astype(np.float32) - 5.0
+    """A small soft ellipsoid (axes along x, y, z) centred on a template voxel, within 5 voxels of it and
+    inside the template grid."""
+    shape = load_tissue_priors().gm.shape
+    box = tuple(slice(max(int(c) - 5, 0), min(int(c) + 6, n)) for c, n in zip(vox, shape))
+    offset = (np.asarray(vox) - [b.start for b in box]).astype(np.float32)[:, None, None, None]
+    rel = np.indices(tuple(b.stop - b.start for b in box)).astype(np.float32) - offset
     rho = np.sqrt(sum((rel[k] / axes_mm[k]) ** 2 for k in range(3)))
     return anatomy.Region(box, (1 / (1 + np.exp((rho - 1.0) / 0.25))).astype(np.float32))
 
@@ -201,7 +204,8 @@ def _patch(vox: np.ndarray, radius: float, sigma: float) -> anatomy.Region:
 
 
 def cortical_partial_volume(maps: TissueMaps, rng: np.random.Generator, always: bool, **_) -> list[dict]:
-    """Patches (10–20 mm) where the cortex–CSF border is blurred (Gaussian, 1–1.8 mm), away from the lesion."""
+    """Patches (10–20 mm) where the cortex–CSF border is blurred (Gaussian σ 1–1.8 mm, ``sigma_mm``), away from
+    the lesion; ``strength`` is the share of blurred tissue mixed in at the patch's peak."""
     n = 4 if always else int(rng.integers(2, 5))
     candidates = anatomy.border_cortex()
     out: list[dict] = []
@@ -220,7 +224,8 @@ def cortical_partial_volume(maps: TissueMaps, rng: np.random.Generator, always: 
             tissue[box] = (1 - weight) * tissue[box] + weight * ndi.gaussian_filter(tissue[box], sigma)
         out.append({"kind": "cortical_partial_volume", "center_vox": vox,
                     "center_template_mm": anatomy.template_mm(vox),
-                    "radius_mm": round(radius, 2), "sigma_mm": round(sigma, 2), "strength": round(sigma, 2)})
+                    "radius_mm": round(radius, 2), "sigma_mm": round(sigma, 2),
+                    "strength": round(float(weight.max()), 4)})
     for o in out:
         o.pop("center_vox")
     return out
