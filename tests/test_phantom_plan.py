@@ -7,7 +7,7 @@ import pytest
 
 from pseudohealthy.errors import UserError
 from pseudohealthy.phantom.dataset import LOBE_FREQUENCIES, participants_tsv, plan_dataset
-from pseudohealthy.phantom.realism import LEGACY
+from pseudohealthy.phantom.realism import CONFOUNDS, LEGACY
 
 
 def test_plan_is_deterministic_and_seed_dependent():
@@ -179,6 +179,18 @@ def test_normal_variants_and_scanners_are_as_frequent_in_controls_as_in_patients
         members = [p for p in plans if p.group == group]
         assert 0.83 < sum(p.caps for p in members) / len(members) < 0.97  # frontal caps: 90 %
         assert 0.18 < sum(p.field_strength_t == 1.5 for p in members) / len(members) < 0.32  # 25 % at 1.5 T
+
+
+def test_a_subject_plan_defaults_to_the_realistic_phantom_as_the_realism_setting_does():
+    from dataclasses import fields
+
+    from pseudohealthy.phantom.realism import Realism
+    from pseudohealthy.phantom.subject import SubjectPlan
+
+    defaults = {f.name: f.default for f in fields(SubjectPlan)}
+    assert (defaults["realism"], defaults["confounds"]) == (Realism().mode, Realism().confounds) == (
+        "realistic", tuple(CONFOUNDS))
+    assert all(p.realism == "legacy" and p.confounds == () for p in plan_dataset(3, 3, seed=0, realism=LEGACY))
 
 
 def test_a_bad_realism_setting_is_a_user_error():

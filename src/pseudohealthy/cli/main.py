@@ -95,7 +95,18 @@ def run_phantom(out_dir: Path, patients: int, controls: int, seed: int, jobs: in
     return truth
 
 
-@app.command()
+# As a string, not the docstring: the help shows a docstring's line breaks, and the lines must stay short.
+PHANTOM_HELP = (
+    "Write a synthetic FCD type II BIDS dataset with the layout and quirks of OpenNeuro ds004199.\n\n"
+    "Anatomy comes from the MNI152 template (varied per subject); lesions have the radiological features of "
+    "FCD type II, from faint IIa to IIb with the transmantle sign. The realistic default adds what makes real "
+    "FLAIR hard: normal FLAIR-bright anatomy and scanner artefacts (docs/phantom.md). Ground truth (lesion "
+    "centroid, volume, contrast, transforms, every confound with its place and strength) is written outside "
+    "the BIDS tree."
+)
+
+
+@app.command(help=PHANTOM_HELP)
 def phantom(
     out_dir: Path = typer.Argument(..., help="Folder for the new BIDS dataset (must not exist, or be empty)."),
     patients: int = typer.Option(8, "--patients", min=0, help="Number of FCD patients (group 'fcd')."),
@@ -127,10 +138,7 @@ def phantom(
                                      help="Put this confound in every subject or scan (repeatable; for previews "
                                           "and tests): e.g. --always motion_ringing --always csf_inflow."),
 ) -> None:
-    """Write a synthetic FCD type II BIDS dataset with the layout and quirks of OpenNeuro ds004199.
-
-    Anatomy comes from the MNI152 template (varied per subject); lesions have the radiological features of FCD type II, from faint IIa to IIb with the transmantle sign. The realistic default adds what makes real FLAIR hard: normal FLAIR-bright anatomy and scanner artefacts (docs/phantom.md). Ground truth (lesion centroid, volume, contrast, transforms, every confound with its place and strength) is written outside the BIDS tree.
-    """
+    """Write a synthetic FCD type II BIDS dataset (the help text is PHANTOM_HELP)."""
     run_phantom(out_dir, patients, controls, seed, jobs, preview, truth_dir, overwrite, subtle_test_share, test_share,
                 realism, tuple(without), tuple(always))
 

@@ -128,6 +128,8 @@ def plan_dataset(n_patients: int, n_controls: int, seed: int, subtle_test_share:
             histopathology=histo,
             caps=bool(rng.random() < (0.25 if patient else 0.5)),
             sessions=2 if i == rescanned else 1,
+            realism="legacy",  # the plan before confounds; _realistic adds them
+            confounds=(),
         ))
     realism = Realism() if realism is None else realism
     return plans if realism.mode == "legacy" else _realistic(plans, seed, realism, subtle)

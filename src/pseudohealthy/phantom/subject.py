@@ -38,7 +38,7 @@ from pseudohealthy.phantom.geometry import (
 )
 from pseudohealthy.phantom.lesion import LesionSpec, TissueMaps, add_lesion, add_periventricular_caps
 from pseudohealthy.phantom.normal_variants import add_normal_variants
-from pseudohealthy.phantom.realism import stream
+from pseudohealthy.phantom.realism import CONFOUNDS, stream
 from pseudohealthy.templates.mni import load_tissue_priors
 
 
@@ -81,10 +81,11 @@ class SubjectPlan:
     histopathology: str | None
     caps: bool
     sessions: int = 1  # > 1: the subject is scanned again in further sessions (ses-1, ses-2, ...)
-    # realism.py: "legacy" renders the images of the generator before confounds; "realistic" adds the
-    # confounds named (and forces those in ``always``); the subject's scanner field strength (T).
-    realism: str = "legacy"
-    confounds: tuple[str, ...] = ()
+    # realism.py: "realistic" (the default, as Realism()'s) adds the confounds named and forces those in
+    # ``always``; "legacy" (with no confounds) renders the images of the generator before them. The
+    # subject's scanner field strength (T).
+    realism: str = "realistic"
+    confounds: tuple[str, ...] = tuple(CONFOUNDS)
     always: tuple[str, ...] = ()
     field_strength_t: float = 3.0
 
