@@ -33,10 +33,12 @@ bench: $(STAMP)
 # with what was prepared and trained from it, to DIR.legacy (it stops if that exists), so all is made again.
 PHANTOM_MODE = $(BIN)/python -c "import json, sys; from pseudohealthy.phantom.realism import Realism; \
 	m = json.load(open(sys.argv[1])).get('realism', {}).get('mode') or 'legacy'; print(m if m != Realism().mode else '')"
-set_aside_other_phantom = if test -f $(1)/bids_truth/truth.json; then mode=$$($(PHANTOM_MODE) $(1)/bids_truth/truth.json) \
-	|| exit 1; if test -n "$$mode"; then if test -e $(1).legacy; then echo "$(1) holds a $$mode phantom and \
-	$(1).legacy exists: move one of them away"; exit 1; fi; echo "$(1) holds a $$mode phantom: moving it to \
-	$(1).legacy and making the default one"; mv $(1) $(1).legacy; fi; fi
+set_aside_other_phantom = if test -f $(1)/bids_truth/truth.json; then \
+	mode=$$($(PHANTOM_MODE) $(1)/bids_truth/truth.json) || exit 1; \
+	if test -n "$$mode"; then \
+	if test -e $(1).legacy; then echo "$(1) holds a $$mode phantom and $(1).legacy exists: move one away"; exit 1; fi; \
+	echo "$(1) holds a $$mode phantom: moving it to $(1).legacy and making the default one"; \
+	mv $(1) $(1).legacy; fi; fi
 
 # The paper's comparison (method, ablations, baselines) on a benchmark phantom separate from the demo's
 # (seed 2; 30 patients, 20 controls: 10 test patients, 5 test controls, 4 + 3 validation subjects).
