@@ -28,12 +28,25 @@ bench: $(STAMP)
 	$(BIN)/python -u benchmarks/bench_detect.py $(BENCH_WORK)
 	$(BIN)/python -u benchmarks/bench_train.py $(BENCH_WORK)
 
+# A phantom whose truth.json records another realism mode than the generator's default (one made before the
+# realistic default records 'legacy', or nothing) is not reused: $(call set_aside_other_phantom,DIR) moves DIR,
+# with what was prepared and trained from it, to DIR.legacy (it stops if that exists), so all is made again.
+PHANTOM_MODE = $(BIN)/python -c "import json, sys; from pseudohealthy.phantom.realism import Realism; \
+	m = json.load(open(sys.argv[1])).get('realism', {}).get('mode') or 'legacy'; print(m if m != Realism().mode else '')"
+set_aside_other_phantom = if test -f $(1)/bids_truth/truth.json; then \
+	mode=$$($(PHANTOM_MODE) $(1)/bids_truth/truth.json) || exit 1; \
+	if test -n "$$mode"; then \
+	if test -e $(1).legacy; then echo "$(1) holds a $$mode phantom and $(1).legacy exists: move one away"; exit 1; fi; \
+	echo "$(1) holds a $$mode phantom: moving it to $(1).legacy and making the default one"; \
+	mv $(1) $(1).legacy; fi; fi
+
 # The paper's comparison (method, ablations, baselines) on a benchmark phantom separate from the demo's
 # (seed 2; 30 patients, 20 controls: 10 test patients, 5 test controls, 4 + 3 validation subjects).
 # Makes and prepares it if missing, trains every model that is missing, writes $(BENCH_DIR)/model/benchmark/.
 # A third of its test patients have small, faint lesions (--subtle-test-share).
 BENCH_DIR ?= bench-work
 benchmark-data: $(STAMP)
+	$(call set_aside_other_phantom,$(BENCH_DIR))
 	test -f $(BENCH_DIR)/bids_truth/truth.json || $(BIN)/pseudohealthy phantom $(BENCH_DIR)/bids --patients 30 \
 		--controls 20 --seed 2 --subtle-test-share 0.34 --truth-dir $(BENCH_DIR)/bids_truth
 	test -f $(BENCH_DIR)/model/splits.tsv || $(BIN)/pseudohealthy prepare $(BENCH_DIR)/bids $(BENCH_DIR)/model \

@@ -165,3 +165,41 @@ def test_bids_validator_reports_no_errors(tiny_bids):
     report = json.loads(result.stdout)
     errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
     assert errors == [], errors[:5]
+
+
+def test_truth_records_every_confound_of_every_subject_and_sidecars_agree(tiny_bids, tiny_phantom):
+    from pseudohealthy.phantom.realism import CONFOUNDS
+
+    assert tiny_phantom["realism"]["mode"] == "realistic"
+    assert tiny_phantom["realism"]["confounds"] == list(CONFOUNDS)
+    for subject in tiny_phantom["subjects"]:
+        kinds = [r["kind"] for r in subject["normal_variants"]]
+        assert kinds.count("regional_cortex") == 6 and kinds.count("corticospinal_tract") == 2
+        assert {r["ventricle"] for r in subject["normal_variants"] if r["kind"] == "periventricular_band"} >= {
+            "third", "fourth"}
+        for r in subject["normal_variants"]:  # strength: the fraction of tissue changed at the peak
+            assert len(r["center_template_mm"]) == 3 and len(r["center_flair_world_mm"]) == 3
+            assert 0 < r["strength"] <= 1, r
+        scanner, plan = subject["scanner"], subject["plan"]
+        assert scanner["field_strength_t"] == plan["field_strength_t"]
+        expected = {"T1w", "FLAIR"} | ({"FLAIR_thick"} if plan["thick_flair_acq"] else set())
+        assert set(scanner["scans"]) == expected
+        for scan in scanner["scans"].values():
+            assert any(r["kind"] == "residual_nonuniformity" for r in scan["artefacts"])
+        for path in _files(tiny_bids, subject).values():
+            sidecar = path.with_name(path.name.replace(".nii.gz", ".json"))
+            if sidecar.exists():
+                assert json.loads(sidecar.read_text())["MagneticFieldStrength"] == plan["field_strength_t"]
+    for subject in _patients(tiny_phantom):
+        lesion = subject["lesion"]
+        assert lesion["flair_contrast_ratio"] == pytest.approx(lesion["intended_flair_ratio"], abs=0.03)
+
+
+def test_confound_previews_are_pictures(tiny_phantom, tmp_path):
+    from pseudohealthy.phantom.preview import confound_previews
+
+    pngs = confound_previews(tiny_phantom, tmp_path)
+    assert len(pngs) == len(tiny_phantom["subjects"])
+    for png in pngs:
+        data = png.read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 20_000

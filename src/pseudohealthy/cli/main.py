@@ -69,30 +69,44 @@ def _progress() -> Progress:
 
 def run_phantom(out_dir: Path, patients: int, controls: int, seed: int, jobs: int, preview: bool,
                 truth_dir: Path | None, overwrite: bool, subtle_test_share: float = 0.0,
-                test_share: float = 1 / 3) -> dict:
+                test_share: float = 1 / 3, realism: str = "realistic", without: tuple[str, ...] = (),
+                always: tuple[str, ...] = ()) -> dict:
     from pseudohealthy.phantom.dataset import check_output_dir, default_truth_dir, generate_dataset
+    from pseudohealthy.phantom.realism import Realism
 
+    setting = Realism(realism, tuple(without), tuple(always))
     check_output_dir(out_dir, overwrite)
     start = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task("phantom subjects", total=patients + controls)
         truth = generate_dataset(out_dir, patients, controls, seed, jobs=jobs, truth_dir=truth_dir,
                                  overwrite=overwrite, progress=lambda _pid: bar.advance(task),
-                                 subtle_test_share=subtle_test_share, test_share=test_share)
+                                 subtle_test_share=subtle_test_share, test_share=test_share, realism=setting)
     elapsed = time.perf_counter() - start
     truth_dir = Path(truth_dir) if truth_dir else default_truth_dir(out_dir)
     console.print(f"[green]wrote[/] {len(truth['subjects'])} subjects to {out_dir} in {elapsed:.0f} s "
                   f"({elapsed / len(truth['subjects']):.1f} s per subject, {jobs} job(s)); "
                   f"ground truth: {truth_dir / 'truth.json'}")
     if preview:
-        from pseudohealthy.phantom.preview import dataset_previews
+        from pseudohealthy.phantom.preview import confound_previews, dataset_previews
 
-        pngs = dataset_previews(truth, truth_dir / "preview")
+        pngs = dataset_previews(truth, truth_dir / "preview") + confound_previews(truth, truth_dir / "preview")
         console.print(f"[green]previews[/]: {len(pngs)} PNGs in {truth_dir / 'preview'}")
     return truth
 
 
-@app.command()
+# As a string, not the docstring: the help shows a docstring's line breaks, and the lines must stay short.
+PHANTOM_HELP = (
+    "Write a synthetic FCD type II BIDS dataset with the layout and quirks of OpenNeuro ds004199.\n\n"
+    "Anatomy comes from the MNI152 template (varied per subject); lesions have the radiological features of "
+    "FCD type II, from faint IIa to IIb with the transmantle sign. The realistic default adds what makes real "
+    "FLAIR hard: normal FLAIR-bright anatomy and scanner artefacts (docs/phantom.md). Ground truth (lesion "
+    "centroid, volume, contrast, transforms, every confound with its place and strength) is written outside "
+    "the BIDS tree."
+)
+
+
+@app.command(help=PHANTOM_HELP)
 def phantom(
     out_dir: Path = typer.Argument(..., help="Folder for the new BIDS dataset (must not exist, or be empty)."),
     patients: int = typer.Option(8, "--patients", min=0, help="Number of FCD patients (group 'fcd')."),
@@ -111,12 +125,22 @@ def phantom(
     test_share: float = typer.Option(1 / 3, "--test-share", min=0.0, max=1.0,
                                      help="Share of the patients marked 'test' in participants.tsv (ds004199: "
                                           "about a third; the development set uses 0.5)."),
+    realism: str = typer.Option("realistic", "--realism",
+                                help="'realistic': normal FLAIR-bright variants, scanner artefacts, 1.5 and 3 T, "
+                                     "faint FCD IIa (docs/phantom.md); 'legacy': the images of the generator "
+                                     "before them, exactly."),
+    without: list[str] = typer.Option([], "--without",
+                                      help="Leave out this confound (repeatable): regional_cortex, "
+                                           "corticospinal_tract, periventricular, punctate_wmh, "
+                                           "cortical_partial_volume, csf_inflow, residual_nonuniformity, "
+                                           "field_strength, motion_ringing, fcd_range."),
+    always: list[str] = typer.Option([], "--always",
+                                     help="Put this confound in every subject or scan (repeatable; for previews "
+                                          "and tests): e.g. --always motion_ringing --always csf_inflow."),
 ) -> None:
-    """Write a synthetic FCD type II BIDS dataset with the layout and quirks of OpenNeuro ds004199.
-
-    Anatomy comes from the MNI152 template (varied per subject); lesions have the radiological features of FCD type II. Ground truth (lesion centroid, volume, contrast, transforms) is written outside the BIDS tree.
-    """
-    run_phantom(out_dir, patients, controls, seed, jobs, preview, truth_dir, overwrite, subtle_test_share, test_share)
+    """Write a synthetic FCD type II BIDS dataset (the help text is PHANTOM_HELP)."""
+    run_phantom(out_dir, patients, controls, seed, jobs, preview, truth_dir, overwrite, subtle_test_share, test_share,
+                realism, tuple(without), tuple(always))
 
 
 @app.command()

@@ -68,5 +68,49 @@ FCD_T1W_HYPOINTENSITY = 0.15
 def tissue_signals(tissues: dict[str, Tissue], seq: Sequence) -> dict[str, float]:
     out = {name: signal(t, seq) for name, t in tissues.items()}
     if seq.name == T1W.name:
-        out["fcd"] = (1 - FCD_T1W_HYPOINTENSITY) * out["wm"]
+        for name in ("fcd", "dysplasia"):
+            if name in out:
+                out[name] = (1 - FCD_T1W_HYPOINTENSITY) * out["wm"]
     return out
+
+
+# Tissues of the realistic phantom, each a base tissue with its T1, T2 and PD scaled (so that they follow
+# the subject's jittered base tissues and the field strength). "cortex_long_t2": limbic and insular
+# cortex, whose T2 is longer than other cortex (Georgiades et al. 2001); "wm_long_t2": corticospinal
+# tract; "wmh": punctate white-matter hyperintensity; "dysplasia": the FLAIR-bright tissue of the realistic
+# FCD, whose amount is calibrated per lesion to an intended contrast (phantom/fcd_range.py).
+DERIVED_TISSUES: dict[str, tuple[str, tuple[float, float, float]]] = {
+    "cortex_long_t2": ("gm", (1.0, 1.25, 1.02)),
+    "wm_long_t2": ("wm", (1.0, 1.30, 1.03)),
+    "wmh": ("wm", (1.65, 2.2, 1.2)),
+    "dysplasia": ("fcd", (0.79, 0.8, 1.0)),
+}
+
+# 1.5 T relative to 3 T. T1: white and grey matter ratios measured with MPRAGE in MAGMA 2008;21:121 (
+# WM 646 vs 838 ms, GM 1197 vs 1607 ms); CSF T1 hardly depends on the field. Caps, the legacy FCD tissue and
+# the dysplasia have a T1 at 3 T near or above grey matter's (1350–1900 ms), so they take its ratio; bone and
+# fat T1 shorter at 1.5 T and T2 5 % longer: assumptions. Noise: SNR grows about linearly with B0; with the
+# protocol changes made at 1.5 T (bigger voxels are not simulated) the noise is taken 1.7 times higher
+# (assumption). Every tissue is listed, so that a new one needs a decision here.
+_GREY_AT_1P5T, _WHITE_AT_1P5T = 0.745, 0.77  # 1197 / 1607, 646 / 838
+_T1_AT_1P5T = {
+    "gm": _GREY_AT_1P5T, "cortex_long_t2": _GREY_AT_1P5T, "cap": _GREY_AT_1P5T, "fcd": _GREY_AT_1P5T,
+    "dysplasia": _GREY_AT_1P5T, "wm": _WHITE_AT_1P5T, "wm_long_t2": _WHITE_AT_1P5T, "wmh": _WHITE_AT_1P5T,
+    "csf": 1.0, "bone": 0.9, "fat": 0.7,
+}
+_T2_AT_1P5T = 1.05
+NOISE_AT_1P5T = 1.7
+
+
+def realistic_tissues(base: dict[str, Tissue], field_t: float = 3.0) -> dict[str, Tissue]:
+    """The base tissues (3 T values, jittered per subject) plus the derived ones, at ``field_t`` (1.5 or 3)."""
+    out = dict(base)
+    for name, (source, (f1, f2, fpd)) in DERIVED_TISSUES.items():
+        t = base[source]
+        out[name] = Tissue(t.t1_ms * f1, t.t2_ms * f2, t.pd * fpd)
+    if field_t == 3.0:
+        return out
+    if field_t != 1.5:
+        raise ValueError(f"field strength {field_t} T: only 1.5 and 3 are modelled")
+    return {name: Tissue(t.t1_ms * _T1_AT_1P5T[name],
+                         t.t2_ms * (1.0 if name == "csf" else _T2_AT_1P5T), t.pd) for name, t in out.items()}

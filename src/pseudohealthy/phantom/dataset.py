@@ -22,7 +22,11 @@ import numpy as np
 from pseudohealthy import __version__
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import atomic_directory, write_json_atomic, write_text_atomic
+from pseudohealthy.phantom import artefacts
+from pseudohealthy.phantom.fcd_range import grade_lesions
 from pseudohealthy.phantom.lesion import LesionSpec
+from pseudohealthy.phantom.normal_variants import plan_frontal_caps
+from pseudohealthy.phantom.realism import Realism, stream
 from pseudohealthy.phantom.subject import (
     FLAIR_WEIGHTS,
     T1_WEIGHTS,
@@ -43,24 +47,33 @@ def _weighted_choice(rng: np.random.Generator, weights: dict[str, int]) -> str:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-# Small, subtle lesions (the FCDs that are missed in practice): radius and contrast ranges of the lesion spec
-# at the low end of the usual draws (radius 5-12 mm, contrast 0.25-1). They give under 1 cm3; the FLAIR
-# contrast ratio measured against the surrounding shell also depends on what surrounds the lesion
-# (benchmark phantom, seed 2: 1.09-1.37, three of four below 1.16).
+# Small, subtle lesions (the FCDs that are missed in practice) of the legacy plan: radius and contrast ranges of
+# the lesion spec at the low end of the usual draws (radius 5-12 mm, contrast 0.25-1). They give under 1 cm3;
+# the FLAIR contrast ratio measured against the surrounding shell also depends on what surrounds the lesion
+# (legacy benchmark phantom, seed 2: 1.09-1.37, three of four below 1.16). The realistic plan makes them
+# under 1 cm3 and faint (< 1.10) by design (fcd_range.py).
 SUBTLE_RADIUS_MM = (4.0, 4.8)
 SUBTLE_CONTRAST = (0.25, 0.4)
 
 
 def plan_dataset(n_patients: int, n_controls: int, seed: int, subtle_test_share: float = 0.0,
-                 test_share: float = 1 / 3) -> list[SubjectPlan]:
+                 test_share: float = 1 / 3, realism: Realism | None = None) -> list[SubjectPlan]:
     """Decide every subject's group, labels, acquisitions and lesion, deterministically from ``seed``.
 
+    ``realism`` (default: realistic, every confound): a legacy plan is the plan of the generator before
+    confounds; a realistic one is the same plan with the confounds named, the field strength, caps as
+    frequent in patients as in controls, and (``fcd_range``) each lesion's intended volume and FLAIR
+    contrast (phantom/fcd_range.py), each drawn from a stream of its own.
+
     ``test_share``: the share of patients marked ``test`` in participants.tsv (ds004199 marks about a
-    third); changing it changes nothing else about the dataset.
+    third). Changing it changes the split column and, in a realistic plan, the intended volume and contrast
+    of test lesions (re-graded so that the test split holds every stratum: fcd_range.grade_lesions);
+    nothing else, and no training lesion.
 
     ``subtle_test_share``: at least this share of the suggested test patients get a small, subtle lesion
-    (``SUBTLE_RADIUS_MM``, ``SUBTLE_CONTRAST``), drawn from a stream of its own so that everything else
-    about the dataset is the same as without it.
+    (legacy: ``SUBTLE_RADIUS_MM``, ``SUBTLE_CONTRAST``; realistic: under 1 cm³ and faint), drawn from streams
+    of their own. Changing it changes those lesions and, in a realistic plan, may re-grade other test
+    lesions; nothing else, and no training lesion.
     """
     if n_patients < 0 or n_controls < 0 or n_patients + n_controls == 0:
         raise UserError("phantom: ask for at least one subject (--patients N and/or --controls M)")
@@ -115,8 +128,30 @@ def plan_dataset(n_patients: int, n_controls: int, seed: int, subtle_test_share:
             histopathology=histo,
             caps=bool(rng.random() < (0.25 if patient else 0.5)),
             sessions=2 if i == rescanned else 1,
+            realism="legacy",  # the plan before confounds; _realistic adds them
+            confounds=(),
         ))
-    return plans
+    realism = Realism() if realism is None else realism
+    return plans if realism.mode == "legacy" else _realistic(plans, seed, realism, subtle)
+
+
+def _realistic(plans: list[SubjectPlan], seed: int, realism: Realism, subtle: set[int]) -> list[SubjectPlan]:
+    confounds = realism.confounds
+    graded = {}
+    if "fcd_range" in confounds:
+        lesions = {p.index: (p.lesion, p.histopathology) for p in plans if p.lesion is not None}
+        graded = grade_lesions(lesions, {p.index for p in plans if p.split == "test" and p.lesion}, subtle, seed)
+    out = []
+    for p in plans:
+        one_five = ("field_strength" in confounds
+                    and ("field_strength" in realism.always or stream(seed, p.index, "field_strength").random()
+                         < artefacts.P_1P5T))
+        out.append(replace(
+            p, realism="realistic", confounds=confounds, always=tuple(sorted(realism.always)),
+            field_strength_t=1.5 if one_five else 3.0, lesion=graded.get(p.index, p.lesion),
+            caps="periventricular" in confounds and ("periventricular" in realism.always
+                                                     or plan_frontal_caps(seed, p.index))))
+    return out
 
 
 def _na(value) -> str:
@@ -199,17 +234,19 @@ def default_truth_dir(bids_dir: Path) -> Path:
 def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int, jobs: int = 1,
                      truth_dir: Path | None = None, overwrite: bool = False,
                      progress: Callable[[str], None] | None = None, subtle_test_share: float = 0.0,
-                     test_share: float = 1 / 3) -> dict:
+                     test_share: float = 1 / 3, realism: Realism | None = None) -> dict:
     """Make the dataset in a temporary folder and move it to ``out_dir`` when complete.
 
     Returns the ground truth (also written to ``truth_dir/truth.json``, default ``<out_dir>_truth``,
     with each subject's deformation under ``truth_dir/geometry``).
     An existing ``out_dir`` is replaced only with ``overwrite`` and only if this generator made it.
+    ``realism``: see :func:`plan_dataset` (default: the realistic generator with every confound).
     """
     out_dir = Path(out_dir).absolute()
     truth_dir = Path(truth_dir).absolute() if truth_dir else default_truth_dir(out_dir)
     check_output_dir(out_dir, overwrite)
-    plans = plan_dataset(n_patients, n_controls, seed, subtle_test_share, test_share)
+    realism = Realism() if realism is None else realism
+    plans = plan_dataset(n_patients, n_controls, seed, subtle_test_share, test_share, realism)
     with atomic_directory(out_dir) as staging:
         _write_dataset_files(staging, plans, seed)
         work = [(p, seed, str(staging), str(truth_dir)) for p in plans]
@@ -226,6 +263,7 @@ def generate_dataset(out_dir: Path, n_patients: int, n_controls: int, seed: int,
                 if progress:
                     progress(truths[-1]["participant_id"])
     truth = {"generator": GENERATOR_NAME, "version": __version__, "seed": seed, "bids_dir": str(out_dir),
-             "subtle_test_share": subtle_test_share, "test_share": test_share, "subjects": truths}
+             "subtle_test_share": subtle_test_share, "test_share": test_share, "realism": realism.record(),
+             "subjects": truths}
     write_json_atomic(truth_dir / "truth.json", truth)
     return truth

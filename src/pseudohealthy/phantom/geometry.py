@@ -97,6 +97,17 @@ class Deformation:
             out[k] += ndi.map_coordinates(self.field[k], idx, order=1, mode="nearest", output=np.float32)
         return out
 
+    def from_template_mm(self, points: np.ndarray, iterations: int = 20) -> np.ndarray:
+        """Map (3, N) template points to anatomical mm: the inverse of :meth:`to_template_mm`, by fixed-point
+        iteration (the displacement is smooth and a few mm, so it converges to well under 0.01 mm)."""
+        points = np.asarray(points, np.float64)
+        c, s = self.center_mm[:, None], self.scale[:, None]
+        x = c + s * (points - c)
+        for _ in range(iterations):
+            u = self.to_template_mm(x) - (c + (x - c) / s)
+            x = c + s * (points - u - c)
+        return x
+
 
 def random_deformation(rng: np.random.Generator, center_mm: np.ndarray, amplitude_mm: float,
                        scale_range: float, extent_mm: float = 130.0, spacing_mm: float = 8.0,
