@@ -87,6 +87,7 @@ bench-samples: benchmark-data
 # derives the clipped range from it without preparing again).
 DEV_DIR ?= dev-work
 dev-data: $(STAMP)
+	$(call set_aside_other_phantom,$(DEV_DIR))
 	test -f $(DEV_DIR)/bids_truth/truth.json || $(BIN)/pseudohealthy phantom $(DEV_DIR)/bids --patients 32 \
 		--controls 24 --seed 3 --test-share 0.5 --subtle-test-share 0.5 --truth-dir $(DEV_DIR)/bids_truth
 	test -f $(DEV_DIR)/model/splits.tsv || $(BIN)/pseudohealthy prepare $(DEV_DIR)/bids $(DEV_DIR)/model \
