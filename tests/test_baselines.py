@@ -75,6 +75,7 @@ def test_anomaly_fields_and_pasting_into_the_brain():
     ("denoising_ae", ["autoencoder-healthy"]),
     ("anoddpm", ["translator-none-simplex-healthy"]),
     ("wolleb", ["translator-none", "classifier-binary"]),
+    ("wolleb_x", ["translator-none", "classifier-binary"]),  # the same networks, guided in x-space
     ("imgcond", ["translator-flair-synthetic-healthy"]),
     ("control_zscore", []),
     ("flair_zscore", []),

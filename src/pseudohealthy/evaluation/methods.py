@@ -69,6 +69,13 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
                 "diffusion": {"eta": 0.0}},
                ("diffusion.noise_level=500,200", "diffusion.guidance_scale=100,30,5"),
                "authors' README: classifier_scale 100, noise_level 500"),
+    # The same baseline with guidance in the form of the FCD authors' code (Li et al., CodePYJ/FCD-Detection
+    # ddpm2.py, mode cg: x += s * grad log p(y=0 | x) after every DDIM step, eta 0, s = 5).
+    MethodSpec("wolleb_x", "baseline", "DDPM-DDIM, binary guidance in x-space (Wolleb et al. 2022, Li et al.'s form)",
+               {"method": {"condition": "none", "guidance": "binary", "histogram_matching": "none"},
+                "diffusion": {"eta": 0.0, "guidance_form": "x", "guidance_scale": 5.0}},
+               ("diffusion.noise_level=500,200", "diffusion.guidance_scale=5,1,20"),
+               "Li et al.'s code: s = 5 in x-space; Wolleb's README: noise_level 500"),
     # Conditioned on the input FLAIR, trained to remove synthetic anomalies from healthy slices; the input is
     # noised forward to L and denoised under that conditioning. No released code or default L was found (stored
     # index searched); the grid brackets ours.
