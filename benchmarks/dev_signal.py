@@ -15,7 +15,7 @@ set) are scored on the template grid:
 - CPU seconds of the pseudo-healthy draws per subject.
 
 Draws are cached per (networks, synthesis settings, subject, seed) under WORK_DIR/dev_signal/cache, so
-variants that differ only after the draws (histogram matching, smoothing, normative residual) reuse them,
+variants that differ only after the draws (histogram matching, smoothing, ``method.normative``) reuse them,
 and an interrupted run resumes. Results: benchmarks/results/dev_<name>.json and a markdown table on stdout,
 with every variant against ``--reference`` paired over patients (mean difference, 95 % bootstrap CI).
 """
@@ -23,8 +23,6 @@ with every variant against ``--reference`` paired over patients (mean difference
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import shlex
 import sys
 import time
@@ -35,21 +33,19 @@ import torch
 from common import provenance, write_result
 
 from pseudohealthy.anomaly.clusters import find_candidates, find_clusters
-from pseudohealthy.anomaly.maps import histogram_match, postprocess
-from pseudohealthy.anomaly.normative import NormativeStats, fit_normative
+from pseudohealthy.anomaly.maps import postprocess
 from pseudohealthy.baselines.control_zscore import control_zscore
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.schema import Config
 from pseudohealthy.detect.pipeline import (
-    POST_DRAW,
     Models,
     SubjectMaps,
     SubjectVolumes,
     choose_threshold,
+    draw_key,
     load_models,
     maps_from_synthesis,
     pseudo_healthy,
-    required_models,
     smoothing_voxels,
 )
 from pseudohealthy.detect.run import roles
@@ -58,43 +54,26 @@ from pseudohealthy.evaluation.metrics import bootstrap_ci, lesion_cnr, pixel_aup
 from pseudohealthy.evaluation.outputs import peaks_near_lesion
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.templates.grid import template_grid
-from pseudohealthy.training.trainer import model_dir
 
 
 class Variant:
-    """``NAME [work=WORK_DIR] [normative] [SECTION.KEY=VALUE ...]``; ``normative``: the residual z-scored
-    voxel-wise against the training controls' residuals under the same settings (``normative_stats``)."""
+    """``NAME [work=WORK_DIR] [SECTION.KEY=VALUE ...]``: the networks of WORK_DIR with its config overridden."""
 
     def __init__(self, spec: str, default_work: Path):
         tokens = shlex.split(spec)
         self.name, settings = tokens[0], tokens[1:]
         self.work = Path(next((t.split("=", 1)[1] for t in settings if t.startswith("work=")), default_work))
-        self.normative = "normative" in settings
-        self.overrides = parse_settings([t for t in settings if not t.startswith("work=") and t != "normative"])
+        self.overrides = parse_settings([t for t in settings if not t.startswith("work=")])
         self.spec = spec
 
     def config(self, seed: int) -> Config:
         return with_overrides(load_work_config(self.work), {**self.overrides, "seed": seed})
 
 
-def synthesis_key(variant: Variant, cfg: Config) -> str:
-    """What the draws depend on: the networks' checkpoints and every setting but the post-draw ones."""
-    settings = cfg.model_dump(mode="json")
-    settings.pop("report")
-    for key in POST_DRAW:  # variants differing only in these share cached draws
-        settings["method"].pop(key)
-    digests = []
-    for kind in required_models(cfg):
-        path = model_dir(variant.work, kind, cfg) / "checkpoint.pt"
-        digests.append(hashlib.sha256(path.read_bytes()).hexdigest()[:16])
-    text = json.dumps({"settings": settings, "models": digests}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def draws(variant: Variant, cfg: Config, models: Models, volumes: SubjectVolumes, cache: Path
           ) -> tuple[Synthesis, float]:
     """The subject's pseudo-healthy draws and their seconds, from the cache when there."""
-    path = cache / synthesis_key(variant, cfg) / f"{volumes.name}_seed{cfg.seed}.npz"
+    path = cache / draw_key(variant.work, cfg)[:16] / f"{volumes.name}_seed{cfg.seed}.npz"
     if path.is_file():
         stored = np.load(path)
         return Synthesis(stored["samples"], stored["class_probabilities"], stored["slices"]), float(stored["seconds"])
@@ -109,44 +88,14 @@ def draws(variant: Variant, cfg: Config, models: Models, volumes: SubjectVolumes
     return syn, seconds
 
 
-def normative_stats(variant: Variant, cfg: Config, models: Models, cache: Path) -> NormativeStats:
-    """``fit_normative`` on the training controls' residuals (real − matched pseudo-healthy FLAIR, mean over
-    the draws) under ``cfg``."""
-    residuals, brains, units = [], [], []
-    for unit in sorted(u for u, r in roles(variant.work).items() if r == "train"):
-        volumes = SubjectVolumes.load(variant.work / "subjects" / unit)
-        if volumes.lesion.any():
-            continue
-        syn, _ = draws(variant, cfg, models, volumes, cache)
-        maps = maps_from_synthesis(volumes, syn, models, cfg)
-        residuals.append(volumes.flair - maps.pseudo_healthy)
-        brains.append(maps.brain)
-        units.append(unit)
-    return fit_normative(residuals, brains, units)
-
-
-def normative_maps(volumes: SubjectVolumes, maps: SubjectMaps, stats: NormativeStats, cfg: Config) -> SubjectMaps:
-    """``maps`` recomputed from each draw's residual z-scored against the controls (then the same positive
-    part, smoothing and slice standardisation)."""
-    from pseudohealthy.anomaly.maps import anomaly_map
-
-    pseudo = np.stack([histogram_match(p, volumes.flair, maps.brain, mode=cfg.method.histogram_matching)
-                       for p in maps.synthesis.samples])
-    sample_maps = np.stack([anomaly_map(stats.zscore(volumes.flair - p), maps.brain, cfg.method.anomaly,
-                                        smoothing_voxels(cfg), cfg.method.slice_standardise) for p in pseudo])
-    return SubjectMaps(maps.flair, maps.pseudo_healthy, sample_maps.mean(axis=0), maps.brain, maps.lesion,
-                       maps.synthesis, sample_maps)
-
-
-def signed_map(volumes: SubjectVolumes, maps: SubjectMaps, models: Models, cfg: Config,
-               stats: NormativeStats | None = None) -> np.ndarray:
+def signed_map(volumes: SubjectVolumes, maps: SubjectMaps, models: Models, cfg: Config) -> np.ndarray:
     """The map before its positive part: the same difference, smoothing and slice standardisation."""
     if cfg.method.detector == "control_zscore":
         difference = control_zscore(volumes.flair, models.controls)
     else:
         difference = volumes.flair - maps.pseudo_healthy
-    if stats is not None:
-        difference = stats.zscore(difference)
+    if cfg.method.normative:  # z-scoring each voxel commutes with the mean over draws
+        difference = models.normative.zscore(difference)
     return postprocess(difference, maps.brain, smoothing_voxels(cfg), cfg.method.slice_standardise, keep_sign=True)
 
 
@@ -169,21 +118,18 @@ def run_variant(variant: Variant, seed: int, cache: Path, log) -> dict:
     units = roles(variant.work)
     out: dict = {"subjects": {}}
     val_maps, seconds = [], []
-    stats = normative_stats(variant, cfg, models, cache) if variant.normative else None
     for role in ("val", "test"):
         for unit in sorted(u for u, r in units.items() if r == role):
             volumes = SubjectVolumes.load(variant.work / "subjects" / unit)
             syn, sec = draws(variant, cfg, models, volumes, cache)
             seconds.append(sec)
             maps = maps_from_synthesis(volumes, syn, models, cfg)
-            if stats is not None:
-                maps = normative_maps(volumes, maps, stats, cfg)
             if role == "val":
                 val_maps.append(maps)
                 continue
             row = {"patient": bool(maps.lesion.any()), "seconds": round(sec, 2)}
             if row["patient"]:
-                row["cnr"] = lesion_cnr(signed_map(volumes, maps, models, cfg, stats), maps.lesion, maps.brain)
+                row["cnr"] = lesion_cnr(signed_map(volumes, maps, models, cfg), maps.lesion, maps.brain)
                 row["lesion_ml"] = round(float(maps.lesion.sum()) * voxel_ml, 3)
             out["subjects"][unit] = (row, maps)
             log(f"  {variant.name} seed {seed} {unit}: {sec:.1f} s")
