@@ -30,8 +30,8 @@ from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
 from pseudohealthy.detect.synthesis import Synthesis
 from pseudohealthy.evaluation.run import lobe_map, truth_class
+from pseudohealthy.metrics import pixel_auprc
 from pseudohealthy.provenance import package_digest
-from pseudohealthy.evaluation.metrics import pixel_auprc
 from pseudohealthy.evaluation.scores import aggregate, score_subject
 from pseudohealthy.io.atomic import write_with_atomic
 from pseudohealthy.templates.grid import template_grid

@@ -50,9 +50,9 @@ from pseudohealthy.detect.pipeline import (
 )
 from pseudohealthy.detect.run import roles
 from pseudohealthy.detect.synthesis import Synthesis
-from pseudohealthy.evaluation.metrics import bootstrap_ci, lesion_cnr, pixel_auprc
 from pseudohealthy.evaluation.outputs import peaks_near_lesion
 from pseudohealthy.evaluation.run import parse_settings
+from pseudohealthy.metrics import bootstrap_ci, lesion_cnr, pixel_auprc
 from pseudohealthy.templates.grid import template_grid
 
 

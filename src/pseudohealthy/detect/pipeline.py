@@ -21,9 +21,9 @@ from pseudohealthy.config import Config, with_overrides
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
 from pseudohealthy.detect.synthesis import Models, Synthesis, brain_slices, reconstruct, synthesize
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.metrics import dice, threshold_candidates
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.io.atomic import write_json_atomic
+from pseudohealthy.metrics import dice, threshold_candidates
 from pseudohealthy.training.trainer import load_trained, model_dir
 
 CALIBRATION = "calibration.json"

@@ -52,9 +52,9 @@ from pseudohealthy.detect.pipeline import (
 )
 from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, relative_peak, subject_page
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.metrics import pixel_auprc
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
+from pseudohealthy.metrics import pixel_auprc
 from pseudohealthy.provenance import package_digest, source_commit
 from pseudohealthy.training.trainer import model_dir
 

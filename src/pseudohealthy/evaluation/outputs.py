@@ -25,8 +25,8 @@ from scipy import ndimage as ndi
 
 from pseudohealthy.data.bids import unit_path
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.metrics import bootstrap_cis, dice, lesion_contrast
 from pseudohealthy.io.atomic import write_with_atomic
+from pseudohealthy.metrics import bootstrap_cis, dice, lesion_contrast
 
 BINS = 1 << 16
 HIT_DISTANCE_MM = 10.0  # the paper's R@10 tolerance (10 pixels of about 1 mm)

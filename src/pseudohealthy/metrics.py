@@ -1,7 +1,8 @@
-"""Evaluation metrics (../docs/EVALUATION.md): pixel, image (R@k) and subject level, with bootstrap CIs.
+"""Metrics: pixel, image (R@k) and subject level, with bootstrap CIs.
 
 Every function takes plain arrays so it can be checked against hand-computed answers. Scores and
-masks are restricted to the brain by the caller.
+masks are restricted to the brain by the caller. They import nothing of the package, so calibration
+(``detect``), the evaluation and the phantom's ground truth all measure with the same code from below.
 """
 
 from __future__ import annotations
