@@ -29,7 +29,7 @@ from pseudohealthy.detect.pipeline import SubjectVolumes, load_models
 from pseudohealthy.detect.run import roles
 from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.models.networks import translator_input
-from pseudohealthy.training.trainer import load_trained
+from pseudohealthy.models.trained import load_trained
 
 LEVELS = (10, 30, 100, 200, 300, 500)
 

@@ -113,7 +113,8 @@ def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tin
 def test_untrained_translator_is_the_identity(trained):
     """MONAI's UNet ends in a zero-initialised layer: untrained, ε = 0 and DDIM returns its input.
     A trained one must not (this is what a wrongly loaded model would silently do)."""
-    from pseudohealthy.training.trainer import build_model, load_trained
+    from pseudohealthy.models.networks import build_model
+    from pseudohealthy.models.trained import load_trained
 
     cfg = load_config(trained / "config.yaml")
     x = torch.randn((2, 2, 64, 64), generator=torch.Generator().manual_seed(0))
@@ -306,8 +307,9 @@ def test_normative_residual_is_fitted_once_kept_and_exported(trained, tmp_path):
     from pseudohealthy.anomaly.normative import NORMATIVE, load_normative
     from pseudohealthy.bundle.archive import export_model, opened_model
     from pseudohealthy.config import load_config, save_config
-    from pseudohealthy.detect.pipeline import load_models, normative_key
+    from pseudohealthy.detect.pipeline import load_models
     from pseudohealthy.detect.run import calibrate
+    from pseudohealthy.models.trained import normative_key
 
     work = tmp_path / "work"
     shutil.copytree(trained, work)

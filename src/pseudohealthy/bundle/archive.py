@@ -25,14 +25,13 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from pseudohealthy import __version__
-from pseudohealthy.bundle.card import model_card, model_card_markdown
 from pseudohealthy.config import load_work_config
 from pseudohealthy.anomaly.normative import NORMATIVE, load_normative
-from pseudohealthy.detect.pipeline import CALIBRATION, load_calibration, normative_key, required_models
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_with_atomic
-from pseudohealthy.training.checkpoint import FORMAT as CHECKPOINT_FORMAT, load_checkpoint
-from pseudohealthy.training.trainer import model_dir
+from pseudohealthy.models.card import model_card, model_card_markdown
+from pseudohealthy.models.checkpoint import FORMAT as CHECKPOINT_FORMAT, load_checkpoint
+from pseudohealthy.models.trained import CALIBRATION, load_calibration, model_dir, normative_key, required_models
 
 MANIFEST = "pseudohealthy-model.json"
 ARCHIVE_FORMAT = "pseudohealthy-model-1"

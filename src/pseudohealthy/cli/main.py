@@ -419,7 +419,7 @@ def export_model(
     The archive holds the resolved config, the calibration, the EMA weights of every network the method uses (plain tensors, loaded with weights_only), a model card (preset, training data, steps, validation figures, versions, date; JSON and Markdown) and SHA-256 checksums of every file. Damaged, altered or incompatible archives are refused when opened.
     """
     from pseudohealthy.bundle.archive import export_model as export
-    from pseudohealthy.bundle.card import card_summary
+    from pseudohealthy.models.card import card_summary
 
     card = export(work_dir, archive, overwrite)
     size = archive.stat().st_size / 1e6
@@ -463,11 +463,11 @@ def demo(
 
 def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds: float) -> None:
     from pseudohealthy.config import load_config
-    from pseudohealthy.detect.pipeline import load_calibration
     from pseudohealthy.evaluation.outputs import score_unit, summarise_outputs
     from pseudohealthy.evaluation.run import template_score
     from pseudohealthy.evaluation.scores import summarise_method
     from pseudohealthy.io.atomic import write_json_atomic
+    from pseudohealthy.models.trained import load_calibration
 
     cfg = load_config(model_dir / "config.yaml")
     threshold = load_calibration(model_dir)["threshold"]

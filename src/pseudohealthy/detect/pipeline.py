@@ -6,8 +6,6 @@ Template-space steps are shared by ``calibrate`` (validation subjects, already p
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +17,11 @@ from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
 from pseudohealthy.anomaly.normative import NORMATIVE, NormativeStats, fit_normative, load_normative, save_normative
 from pseudohealthy.config import Config, with_overrides
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
-from pseudohealthy.detect.synthesis import Models, Synthesis, brain_slices, reconstruct, synthesize
+from pseudohealthy.detect.synthesis import Synthesis, brain_slices, reconstruct, synthesize
 from pseudohealthy.errors import UserError
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.io.atomic import write_json_atomic
 from pseudohealthy.metrics import dice, threshold_candidates
-from pseudohealthy.training.trainer import load_trained, model_dir
-
-CALIBRATION = "calibration.json"
+from pseudohealthy.models.trained import Models, load_networks, normative_key
 
 
 @dataclass
@@ -46,50 +41,16 @@ class SubjectMaps:
             self.sample_maps = self.anomaly[None]
 
 
-def required_models(cfg: Config) -> list[str]:
-    """The trained model kinds ``cfg``'s detector uses (their folders: ``training.trainer.model_name``)."""
-    if cfg.method.detector in ("control_zscore", "flair_zscore"):
-        return []
-    if cfg.method.detector == "autoencoder":
-        return ["autoencoder"]
-    return ["translator"] + (["classifier"] if cfg.method.guidance != "none" else [])
-
-
 def load_models(work_dir: Path, cfg: Config, device: str = "cpu") -> Models:
-    models = Models()
-    for kind in required_models(cfg):
-        if not (model_dir(work_dir, kind, cfg) / "checkpoint.pt").is_file():
-            hint = " (or set method.guidance: none)" if kind == "classifier" else ""
-            raise UserError(f"{model_dir(work_dir, kind, cfg)}: no trained {kind} for this configuration; run "
-                            f"`pseudohealthy train {work_dir} --model {kind}` with it{hint}")
-        setattr(models, kind, load_trained(work_dir, cfg, kind))
+    """What ``cfg``'s detector needs from WORK_DIR: its trained networks (``models.trained.load_networks``),
+    then the statistics fitted on the work folder's training controls: the control z-score's and, with
+    ``method.normative``, the normative residual's (``normative_for``, which runs the detector itself)."""
+    models = load_networks(work_dir, cfg)
     if cfg.method.detector == "control_zscore":
         models.controls = fit_control_stats(work_dir)
     if cfg.method.normative:
         models.normative = normative_for(work_dir, models, cfg, device)
     return models
-
-
-# Method settings applied after the draws; everything else (and the networks) decides what the draws are.
-POST_DRAW = frozenset({"histogram_matching", "normative", "anomaly", "smoothing_mm", "slice_standardise",
-                       "min_cluster_mm3", "rank_by", "confidence_radius_mm", "max_control_clusters"})
-
-
-def draw_key(work_dir: Path, cfg: Config, keep: frozenset[str] = frozenset()) -> str:
-    """A digest of what a subject's draws depend on: the networks' checkpoints and every setting but the
-    post-draw ones (except those in ``keep``) and the report's."""
-    settings = cfg.model_dump(mode="json")
-    settings.pop("report")
-    for key in POST_DRAW - keep:
-        settings["method"].pop(key)
-    digests = [hashlib.sha256((model_dir(work_dir, kind, cfg) / "checkpoint.pt").read_bytes()).hexdigest()
-               for kind in required_models(cfg)]
-    return hashlib.sha256(json.dumps({"settings": settings, "models": digests}, sort_keys=True).encode()).hexdigest()
-
-
-def normative_key(work_dir: Path, cfg: Config) -> str:
-    """What the normative stats depend on: the draws and how they are matched to the FLAIR."""
-    return draw_key(work_dir, cfg, keep=frozenset({"histogram_matching"}))
 
 
 def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cpu") -> NormativeStats:
@@ -219,14 +180,3 @@ def choose_threshold(maps: list[SubjectMaps], cfg: Config, candidates: int = 200
     scores = [np.mean([dice(m.anomaly[m.brain] > q, m.lesion[m.brain]) for m in patients]) for q in qs]
     best = int(np.argmax(scores))
     return float(qs[best]), float(scores[best])
-
-
-def save_calibration(work_dir: Path, calibration: dict) -> None:
-    write_json_atomic(Path(work_dir) / CALIBRATION, calibration)
-
-
-def load_calibration(work_dir: Path) -> dict:
-    path = Path(work_dir) / CALIBRATION
-    if not path.is_file():
-        raise UserError(f"{path}: not found; run `pseudohealthy calibrate {work_dir}` first")
-    return json.loads(path.read_text())

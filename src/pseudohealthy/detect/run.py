@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from pseudohealthy import __version__
-from pseudohealthy.bundle.card import card_summary, model_card
 from pseudohealthy.anomaly.clusters import Cluster, ClusterAgreement, find_candidates, find_clusters, peak_regions
 from pseudohealthy.config import Config, load_work_config, with_overrides
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory, unit_path
@@ -40,23 +39,15 @@ from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.preprocess import NativeMapper, Normalisation, is_done, load_meta, preprocess_subject
 from pseudohealthy.data.qc import native_qc
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.detect.pipeline import (
-    CALIBRATION,
-    SubjectMaps,
-    analyse,
-    choose_threshold,
-    load_calibration,
-    load_models,
-    required_models,
-    save_calibration,
-)
+from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
 from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, relative_peak, subject_page
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
 from pseudohealthy.metrics import pixel_auprc
+from pseudohealthy.models.card import card_summary, model_card
+from pseudohealthy.models.trained import CALIBRATION, load_calibration, model_dir, required_models, save_calibration
 from pseudohealthy.provenance import package_digest, source_commit
-from pseudohealthy.training.trainer import model_dir
 
 
 def score_to_unit(score: np.ndarray, threshold: float) -> np.ndarray:

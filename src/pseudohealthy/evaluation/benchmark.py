@@ -31,7 +31,7 @@ import numpy as np
 from pseudohealthy import __version__
 from pseudohealthy.config import Config, config_to_yaml, save_config, with_overrides
 from pseudohealthy.config.loader import deep_update
-from pseudohealthy.detect.pipeline import load_models, required_models
+from pseudohealthy.detect.pipeline import load_models
 from pseudohealthy.detect.run import analyse_role, calibration_from, roles
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.methods import TRANSFER_NAME, MethodSpec, method_config, transfer_spec
@@ -49,9 +49,10 @@ from pseudohealthy.evaluation.run import require_same_preprocessing, score_test_
 from pseudohealthy.evaluation.scores import summarise_method
 from pseudohealthy.evaluation.tune import parse_grid, recorded_total, tune
 from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
+from pseudohealthy.models.checkpoint import load_checkpoint
+from pseudohealthy.models.trained import model_dir, model_name, required_models
 from pseudohealthy.provenance import machine, package_digest, source_commit
-from pseudohealthy.training.checkpoint import load_checkpoint
-from pseudohealthy.training.trainer import model_dir, model_name, train
+from pseudohealthy.training.trainer import train
 
 # Read from detect's native outputs (mean, seed SD, CI over subjects and seeds) ...
 OUTPUT_FIGURES = ("native_auprc", "detected", "top1", "top3", "ranked_top1", "ranked_top3", "ranked_any",
@@ -95,9 +96,10 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
     return out
 
 
-# Package code that cannot change a stored (method, seed) result: the command line, model archives, the phantom
-# generator (the data are fixed by the prepared work folder) and the report writers (run afresh on every call).
-PRESENTATION_CODE = ("cli/", "bundle/", "phantom/", "evaluation/report.py", "detect/report.py")
+# Package code that cannot change a stored (method, seed) result: the command line, model archives and their
+# card, the phantom generator (the data are fixed by the prepared work folder) and the report writers (run
+# afresh on every call).
+PRESENTATION_CODE = ("cli/", "bundle/", "models/card.py", "phantom/", "evaluation/report.py", "detect/report.py")
 
 
 def _fingerprint(cfg: Config, checkpoints: dict, split_sha: str) -> str:

@@ -24,12 +24,12 @@ import yaml
 
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.loader import deep_update
-from pseudohealthy.detect.pipeline import load_models, required_models
+from pseudohealthy.detect.pipeline import load_models
 from pseudohealthy.detect.run import analyse_role, calibration_from, roles
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
-from pseudohealthy.training.trainer import model_dir
+from pseudohealthy.models.trained import model_dir, required_models
 
 METRICS = ("val_auprc", "val_dice")
 

@@ -18,9 +18,8 @@ from pseudohealthy.config import Config
 from pseudohealthy.data.bids import unit_subject
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.detect.pipeline import required_models
-from pseudohealthy.training.checkpoint import load_checkpoint
-from pseudohealthy.training.trainer import model_dir
+from pseudohealthy.models.checkpoint import load_checkpoint
+from pseudohealthy.models.trained import model_dir, required_models
 
 PHANTOM_GENERATOR = "pseudohealthy phantom"
 
