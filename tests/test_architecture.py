@@ -20,8 +20,8 @@ LAYERS: list[tuple[str, ...]] = [
     # nothing of the package below them: the version, and the error users see as one line
     ("pseudohealthy", "errors"),
     # leaf helpers, each on its own: atomic files and NIfTI, devices, code identity, plain-array metrics,
-    # the atlases that ship with installed packages
-    ("io", "devices", "provenance", "metrics", "templates"),
+    # the atlases that ship with installed packages, the work folder's layout
+    ("io", "devices", "provenance", "metrics", "templates", "workdir"),
     # typed settings, read and written through io
     ("config",),
     # datasets: data turns a BIDS dataset into a work folder; the phantom writes a synthetic BIDS dataset and

@@ -304,12 +304,13 @@ def test_normative_residual_is_fitted_once_kept_and_exported(trained, tmp_path):
     again when a setting of the draws changes, and export-model carries them (and refuses stale ones)."""
     import shutil
 
-    from pseudohealthy.anomaly.normative import NORMATIVE, load_normative
+    from pseudohealthy.anomaly.normative import load_normative
     from pseudohealthy.bundle.archive import export_model, opened_model
     from pseudohealthy.config import load_config, save_config
     from pseudohealthy.detect.pipeline import load_models
     from pseudohealthy.detect.run import calibrate
     from pseudohealthy.models.trained import normative_key
+    from pseudohealthy.workdir import NORMATIVE
 
     work = tmp_path / "work"
     shutil.copytree(trained, work)

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pseudohealthy import __version__
+from pseudohealthy import __version__, workdir
 from pseudohealthy.devices import DEVICE_HELP, resolve_device
 from pseudohealthy.errors import UserError
 
@@ -251,7 +251,7 @@ def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] |
     per = f" ({elapsed / n:.1f} s per subject with {jobs} job(s))" if n else ""
     console.print(f"[green]prepared[/] {n} subject(s) in {elapsed:.0f} s{per}, reused {len(result.reused)}, "
                   f"skipped {len(result.inventory.skipped)}; {len(result.slices.index)} slices; "
-                  f"inventory: {Path(work_dir) / 'inventory.tsv'}; QC: {Path(work_dir) / 'qc'}")
+                  f"inventory: {workdir.inventory_file(work_dir)}; QC: {workdir.qc_dir(work_dir)}")
     return result
 
 
@@ -323,7 +323,7 @@ def run_calibrate(work_dir: Path, device: str, samples: int | None = None) -> di
     console.print(f"[green]calibrated[/]: threshold {result['threshold']:.4f} for {result['samples']} sample(s) "
                   f"on {len(result['chosen_on'])} "
                   f"validation subjects (Dice {result['val_dice']:.3f}, AUPRC {result['val_auprc']:.3f}); "
-                  f"{Path(work_dir) / 'calibration.json'}")
+                  f"{workdir.calibration_file(work_dir)}")
     return result
 
 
@@ -452,7 +452,7 @@ def demo(
     model_dir = work_dir / "model"
     run_prepare(bids, model_dir, "quick", None, jobs)
     for kind in ("classifier", "translator"):
-        checkpoint = model_dir / "models" / kind / "checkpoint.pt"
+        checkpoint = workdir.checkpoint_file(workdir.model_dir(model_dir, kind))
         run_train(model_dir, kind, None, resume=checkpoint.exists(), device="cpu")
     run_calibrate(model_dir, "cpu")
     test_ids = sorted({unit_subject(unit) for unit, _, role in read_splits(model_dir) if role == "test"})
@@ -469,7 +469,7 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
     from pseudohealthy.io.atomic import write_json_atomic
     from pseudohealthy.models.trained import load_calibration
 
-    cfg = load_config(model_dir / "config.yaml")
+    cfg = load_config(workdir.config_file(model_dir))
     threshold = load_calibration(model_dir)["threshold"]
     template = summarise_method([template_score(model_dir, r["participant_id"], r["maps"], threshold, cfg)
                                  for r in results], n_resamples=0)
@@ -565,7 +565,7 @@ def tune(
     chosen = result["chosen"]
     console.print(f"[green]chosen[/]: {chosen['point']} (validation AUPRC {chosen['val_auprc_mean']:.3f} ± "
                   f"{chosen['val_auprc_sd']:.3f} over {len(chosen['seeds'])} seed(s)); "
-                  f"{Path(out or Path(work_dir) / 'tune') / 'chosen.yaml'}", highlight=False)
+                  f"{Path(out or workdir.tune_dir(work_dir)) / 'chosen.yaml'}", highlight=False)
 
 
 @app.command()
@@ -610,8 +610,8 @@ def benchmark(
 
     specs = select_methods(methods)
     if report_only:
-        out = out or work_dir / "benchmark"
-        if not (work_dir / "config.yaml").is_file():
+        out = out or workdir.benchmark_dir(work_dir)
+        if not workdir.config_file(work_dir).is_file():
             raise UserError(f"{work_dir}: not a prepared work folder; --report-only needs the folder the benchmark ran on")
         results = stored_results(out, specs)
         write_report(results, out, work_dir)
@@ -619,7 +619,7 @@ def benchmark(
                       f"figures: {out / 'figures'}", highlight=False)
         return
     overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
-    if not (work_dir / "config.yaml").is_file():
+    if not workdir.config_file(work_dir).is_file():
         if bids is None:
             raise UserError(f"{work_dir}: not prepared; pass --bids BIDS_DIR to prepare it, or run "
                             f"`pseudohealthy prepare BIDS_DIR {work_dir}` first")
@@ -627,7 +627,7 @@ def benchmark(
     elif preset and load_work_config(work_dir).name != preset:
         raise UserError(f"{work_dir} was prepared with preset '{load_work_config(work_dir).name}', not '{preset}'; "
                         "use another WORK_DIR for another preset")
-    out = out or work_dir / "benchmark"
+    out = out or workdir.benchmark_dir(work_dir)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("benchmark", total=None)

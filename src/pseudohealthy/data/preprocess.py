@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from pseudohealthy import workdir
 from pseudohealthy.config.schema import DataConfig
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, check_lesion_mask
 from pseudohealthy.data.registration import (
@@ -40,7 +41,6 @@ from pseudohealthy.templates.lobes import load_lobe_atlas
 from pseudohealthy.templates.mni import load_tissue_priors
 
 VOLUMES = ("t1", "flair", "brain", "lesion", "lobe", "hemisphere")
-META = "meta.json"  # written last: its presence marks a finished subject
 VERSION = 3  # bump when the outputs change, so older work folders are redone (3: auto -> deepbet)
 
 
@@ -96,14 +96,9 @@ def _resample(img: sitk.Image, ref: sitk.Image, transform: sitk.Transform, linea
     return from_sitk(out)[0]
 
 
-def subject_dir(work_dir: Path, unit: str) -> Path:
-    """A unit's (``sub-X`` or ``sub-X_ses-Y``) preprocessed folder in a work folder."""
-    return Path(work_dir) / "subjects" / unit
-
-
 def is_done(out: Path, cfg: DataConfig) -> bool:
     """A finished subject made by this version with the same data settings."""
-    if not (out / META).is_file():
+    if not workdir.meta_file(out).is_file():
         return False
     meta = load_meta(out)
     return meta.get("version") == VERSION and meta.get("data_config") == cfg.model_dump(mode="json")
@@ -189,9 +184,9 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
 
     out.mkdir(parents=True, exist_ok=True)
     for name, data in volumes.items():
-        save_nifti(out / f"{name}.nii.gz", data, affine)
-    _save_transform(flair_to_t1, out / "flair_to_t1.h5")
-    _save_transform(template_to_t1, out / "template_to_t1.h5")
+        save_nifti(workdir.volume_file(out, name), data, affine)
+    _save_transform(flair_to_t1, workdir.flair_to_t1_file(out))
+    _save_transform(template_to_t1, workdir.template_to_t1_file(out))
     meta = {
         "version": VERSION,
         "participant_id": inputs.unit,  # the unit of work: sub-X, or sub-X_ses-Y for one session
@@ -212,7 +207,7 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
         "data_config": cfg.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    write_json_atomic(out / META, meta)
+    write_json_atomic(workdir.meta_file(out), meta)
     return meta
 
 
@@ -235,7 +230,7 @@ def _save_transform(transform: sitk.Transform, path: Path) -> None:
 
 
 def load_meta(out: Path) -> dict:
-    return json.loads((Path(out) / META).read_text())
+    return json.loads(workdir.meta_file(out).read_text())
 
 
 def prepared_inputs(out: Path) -> SubjectInputs:
@@ -265,8 +260,8 @@ def learned_brain_mask(t1w: nib.Nifti1Image) -> nib.Nifti1Image:
 
 def template_to_flair_transform(out: Path) -> sitk.Transform:
     """The saved mapping template points -> native FLAIR points for a preprocessed subject."""
-    flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))
-    template_to_t1 = sitk.ReadTransform(str(Path(out) / "template_to_t1.h5"))
+    flair_to_t1 = sitk.ReadTransform(str(workdir.flair_to_t1_file(out)))
+    template_to_t1 = sitk.ReadTransform(str(workdir.template_to_t1_file(out)))
     return sitk.CompositeTransform([flair_to_t1.GetInverse(), template_to_t1])
 
 
@@ -302,7 +297,7 @@ class NativeMapper:
     def t1_on_flair_grid(self, out: Path, t1w: Path) -> nib.Nifti1Image:
         """The subject's own T1w (whole head, not bias-corrected) resampled onto its FLAIR grid through the
         saved rigid registration: for the report, and to check that registration by eye."""
-        flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))  # FLAIR points -> T1 points
+        flair_to_t1 = sitk.ReadTransform(str(workdir.flair_to_t1_file(out)))  # FLAIR points -> T1 points
         data = _resample(nib_to_sitk(load_volume(t1w, "T1w")), self.native_ref, flair_to_t1)
         return nib.Nifti1Image(data.astype(np.float32), self.native_affine)
 
@@ -310,7 +305,7 @@ class NativeMapper:
 def t1_mask_on_flair_grid(out: Path, mask: nib.Nifti1Image, flair: nib.Nifti1Image) -> np.ndarray:
     """A mask on the T1w grid (e.g. ``learned_brain_mask``) carried onto the FLAIR grid through the subject's
     saved rigid registration (bool)."""
-    flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))  # FLAIR points -> T1 points
+    flair_to_t1 = sitk.ReadTransform(str(workdir.flair_to_t1_file(out)))  # FLAIR points -> T1 points
     return _resample(nib_to_sitk(mask), reference(flair.shape[:3], flair.affine), flair_to_t1) > 0.5
 
 

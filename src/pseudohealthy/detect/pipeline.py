@@ -12,9 +12,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pseudohealthy import workdir
 from pseudohealthy.anomaly.clusters import count_clusters
 from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
-from pseudohealthy.anomaly.normative import NORMATIVE, NormativeStats, fit_normative, load_normative, save_normative
+from pseudohealthy.anomaly.normative import NormativeStats, fit_normative, load_normative, save_normative
 from pseudohealthy.config import Config, with_overrides
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
 from pseudohealthy.detect.synthesis import Synthesis, brain_slices, reconstruct, synthesize
@@ -56,21 +57,21 @@ def load_models(work_dir: Path, cfg: Config, device: str = "cpu") -> Models:
 def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cpu") -> NormativeStats:
     """The normative residual's stats for ``cfg``: WORK_DIR/normative.npz when it was fitted for these
     settings and networks, else fitted now on the work folder's training controls (and saved)."""
-    path = Path(work_dir) / NORMATIVE
+    path = workdir.normative_file(work_dir)
     key = normative_key(work_dir, cfg)
     if path.is_file():
         stats, stored = load_normative(path)
         if stored == key:
             return stats
     controls = [pid for pid, group, role in read_splits(work_dir) if group == "hc" and role == "train"] \
-        if (Path(work_dir) / "splits.tsv").is_file() else []
+        if workdir.splits_file(work_dir).is_file() else []
     if len(controls) < 2:
         raise UserError(f"{work_dir}: method.normative needs the residuals of at least 2 training controls under "
                         "these settings; none are stored for them and the folder has no training controls to fit "
                         "them on (an exported model keeps the settings it was calibrated with)")
     residuals, brains = [], []
     for pid in controls:
-        volumes = SubjectVolumes.load(Path(work_dir) / "subjects" / pid)
+        volumes = SubjectVolumes.load(workdir.subject_dir(work_dir, pid))
         maps = maps_from_synthesis(volumes, pseudo_healthy(volumes, models, cfg, device), models,
                                    with_overrides(cfg, {"method": {"normative": False}}))
         residuals.append(volumes.flair - maps.pseudo_healthy)
@@ -81,7 +82,7 @@ def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cp
 
 
 def _volume(subject_dir: Path, name: str) -> np.ndarray:
-    return np.asanyarray(nib.load(Path(subject_dir) / f"{name}.nii.gz").dataobj)
+    return np.asanyarray(nib.load(workdir.volume_file(subject_dir, name)).dataobj)
 
 
 def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu", **overrides) -> SubjectMaps:

@@ -31,7 +31,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from pseudohealthy import __version__
+from pseudohealthy import __version__, workdir
 from pseudohealthy.anomaly.clusters import Cluster, ClusterAgreement, find_candidates, find_clusters, peak_regions
 from pseudohealthy.config import Config, load_work_config, with_overrides
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory, unit_path
@@ -46,7 +46,7 @@ from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
 from pseudohealthy.metrics import pixel_auprc
 from pseudohealthy.models.card import card_summary, model_card
-from pseudohealthy.models.trained import CALIBRATION, load_calibration, model_dir, required_models, save_calibration
+from pseudohealthy.models.trained import load_calibration, model_dir, required_models, save_calibration
 from pseudohealthy.provenance import package_digest, source_commit
 
 
@@ -67,7 +67,7 @@ def analyse_role(work_dir: Path, role: str, models, cfg: Config, device: str = "
     """Template-grid results for every prepared subject with ``role`` in splits.tsv."""
     out = {}
     for pid in [p for p, r in roles(work_dir).items() if r == role]:
-        out[pid] = analyse(Path(work_dir) / "subjects" / pid, models, cfg, device)
+        out[pid] = analyse(workdir.subject_dir(work_dir, pid), models, cfg, device)
         if on_subject:
             on_subject(pid)
     return out
@@ -115,8 +115,8 @@ def calibrated_samples(work_dir: Path, calibration: dict, samples: int | None = 
     another scale: a mean of more draws is smoother)."""
     calibrated = int(calibration.get("samples", 1))  # calibrations before samples existed used one draw
     if samples is not None and samples != calibrated:
-        raise UserError(f"{Path(work_dir) / CALIBRATION}: the threshold was chosen for --samples {calibrated}, not "
-                        f"{samples}; run `pseudohealthy calibrate {work_dir} --samples {samples}` first, or drop "
+        raise UserError(f"{workdir.calibration_file(work_dir)}: the threshold was chosen for --samples {calibrated}, "
+                        f"not {samples}; run `pseudohealthy calibrate {work_dir} --samples {samples}` first, or drop "
                         "--samples")
     return calibrated
 
@@ -337,7 +337,7 @@ def _source(path: Path) -> str:
 
 
 def _vol(subject_dir: Path, name: str) -> np.ndarray:
-    return np.asanyarray(nib.load(subject_dir / f"{name}.nii.gz").dataobj).astype(np.float32)
+    return np.asanyarray(nib.load(workdir.volume_file(subject_dir, name)).dataobj).astype(np.float32)
 
 
 # Column descriptions of the clusters TSV (BIDS: in the sidecar JSON shared with the dseg image).
@@ -411,8 +411,8 @@ DONE_MARKER = "detect_done.json"
 def run_key(work_dir: Path, cfg: Config) -> str:
     """Fingerprint of what determines a subject's outputs: config, calibration and the weights it uses."""
     digest = hashlib.sha256()
-    for path in [Path(work_dir) / "config.yaml", Path(work_dir) / "calibration.json",
-                 *[model_dir(work_dir, kind, cfg) / "checkpoint.pt" for kind in required_models(cfg)]]:
+    for path in [workdir.config_file(work_dir), workdir.calibration_file(work_dir),
+                 *[workdir.checkpoint_file(model_dir(work_dir, kind, cfg)) for kind in required_models(cfg)]]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -480,7 +480,7 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
                 samples: int | None = None, nprocs: int = 1, work_root: Path | None = None) -> list[dict]:
     calibration = load_calibration(work_dir)
     cfg = with_samples(load_work_config(work_dir), calibrated_samples(work_dir, calibration, samples))
-    card_path = Path(work_dir) / "model_card.json"  # in exported archives; made afresh for a work folder
+    card_path = workdir.model_card_file(work_dir)  # in exported archives; made afresh for a work folder
     card = json.loads(card_path.read_text()) if card_path.is_file() else model_card(work_dir, cfg, calibration)
     models = load_models(work_dir, cfg)
     key = run_key(work_dir, cfg)

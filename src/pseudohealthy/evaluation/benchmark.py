@@ -28,7 +28,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from pseudohealthy import __version__
+from pseudohealthy import __version__, workdir
 from pseudohealthy.config import Config, config_to_yaml, save_config, with_overrides
 from pseudohealthy.config.loader import deep_update
 from pseudohealthy.detect.pipeline import load_models
@@ -80,7 +80,7 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
     ``trainable=False``: the models must be there already (another dataset's networks, used as they are)."""
     out = {}
     for kind in required_models(cfg):
-        path = model_dir(work_dir, kind, cfg) / "checkpoint.pt"
+        path = workdir.checkpoint_file(model_dir(work_dir, kind, cfg))
         name = model_name(kind, cfg)
         if not trainable and not path.is_file():
             raise UserError(f"{work_dir}: has no trained {name}, which this method needs; it is used as it is, "
@@ -115,7 +115,7 @@ def example_slice(work_dir: Path) -> tuple[str, int]:
     method's overlay shows this same slice."""
     best = ("", -1, -1)
     for pid, role in roles(work_dir).items():
-        path = Path(work_dir) / "subjects" / pid / "lesion.nii.gz"
+        path = workdir.volume_file(workdir.subject_dir(work_dir, pid), "lesion")
         if role != "test" or not path.is_file():
             continue
         area = (np.asanyarray(nib.load(path).dataobj) > 0.5).sum(axis=(0, 1))
@@ -174,7 +174,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
     for point in grid:  # a grid over training knobs (the autoencoder's noise) trains one model per point
         checkpoints.update(ensure_trained(model_root, with_overrides(cfg0, point, "grid"), device, on_event, on_step,
                                           trainable=model_root == work_dir))
-    split_sha = _sha256(work_dir / "splits.tsv")
+    split_sha = _sha256(workdir.splits_file(work_dir))
     tune_dir = out_dir / "tune" / f"{spec.name}-{_fingerprint(cfg0, checkpoints, split_sha)[:12]}"
     if on_event:
         on_event("tune", spec.name)
@@ -236,7 +236,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         "example": {"participant_id": unit, "z": z},
         "provenance": {"config": str(config_path.relative_to(out_dir)), "config_sha256": _sha256(config_path),
                        "checkpoints": {k: v for r in records for k, v in r["checkpoints"].items()},
-                       "split": "splits.tsv", "split_sha256": split_sha,
+                       "split": workdir.SPLITS, "split_sha256": split_sha,
                        "test_subjects": [s.unit for s in runs[0]], "validation_subjects":
                            records[0]["calibration"]["chosen_on"], "seeds": list(seeds),
                        "commit": source_commit(), "code_sha256": package_digest(), "version": __version__,
@@ -265,7 +265,7 @@ def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, over
     from pseudohealthy.evaluation.report import write_report
 
     work_dir, out_dir = Path(work_dir), Path(out_dir)
-    if not (work_dir / "config.yaml").is_file() or not (work_dir / "splits.tsv").is_file():
+    if not workdir.config_file(work_dir).is_file() or not workdir.splits_file(work_dir).is_file():
         raise UserError(f"{work_dir}: not a prepared work folder; run `pseudohealthy prepare BIDS_DIR {work_dir}` "
                         "or pass --bids BIDS_DIR")
     (out_dir / "methods").mkdir(parents=True, exist_ok=True)

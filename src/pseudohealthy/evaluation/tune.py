@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pseudohealthy import workdir
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.loader import deep_update
 from pseudohealthy.detect.pipeline import load_models
@@ -69,7 +70,7 @@ def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: 
     cfg0 = load_work_config(work_dir)
     if "val" not in roles(work_dir).values():
         raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
-    out_dir = Path(out_dir) if out_dir else work_dir / "tune"
+    out_dir = Path(out_dir) if out_dir else workdir.tune_dir(work_dir)
     done = {(r["point"], r["seed"]): r for r in _load(out_dir / "grid.json")}
     rows = []
     models_for: dict[str, Any] = {}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pseudohealthy import workdir
 from pseudohealthy.anomaly.normative import NormativeStats
 from pseudohealthy.baselines.control_zscore import ControlStats
 from pseudohealthy.config import Config
@@ -22,8 +23,6 @@ from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_json_atomic
 from pseudohealthy.models.checkpoint import load_checkpoint
 from pseudohealthy.models.networks import build_model, classifier_classes
-
-CALIBRATION = "calibration.json"
 
 
 def model_name(kind: str, cfg: Config) -> str:
@@ -47,7 +46,7 @@ def model_name(kind: str, cfg: Config) -> str:
 
 
 def model_dir(work_dir: Path, kind: str, cfg: Config) -> Path:
-    return Path(work_dir) / "models" / model_name(kind, cfg)
+    return workdir.model_dir(work_dir, model_name(kind, cfg))
 
 
 def network_signature(cfg: Config, kind: str) -> dict:
@@ -59,7 +58,7 @@ def network_signature(cfg: Config, kind: str) -> dict:
 
 def load_trained(work_dir: Path, cfg: Config, kind: str, use_ema: bool = True) -> torch.nn.Module:
     """The trained network (EMA weights by default) in eval mode; checks it matches ``cfg``."""
-    ckpt_path = model_dir(work_dir, kind, cfg) / "checkpoint.pt"
+    ckpt_path = workdir.checkpoint_file(model_dir(work_dir, kind, cfg))
     signature = network_signature(cfg, kind)
     ckpt = load_checkpoint(ckpt_path, expect_kind=kind, expect_preset=signature["network"])
     net = build_model(kind, cfg)
@@ -92,7 +91,7 @@ def load_networks(work_dir: Path, cfg: Config) -> Models:
     the work folder's subjects are left None (``detect.pipeline.load_models`` adds them)."""
     models = Models()
     for kind in required_models(cfg):
-        if not (model_dir(work_dir, kind, cfg) / "checkpoint.pt").is_file():
+        if not workdir.checkpoint_file(model_dir(work_dir, kind, cfg)).is_file():
             hint = " (or set method.guidance: none)" if kind == "classifier" else ""
             raise UserError(f"{model_dir(work_dir, kind, cfg)}: no trained {kind} for this configuration; run "
                             f"`pseudohealthy train {work_dir} --model {kind}` with it{hint}")
@@ -112,7 +111,7 @@ def draw_key(work_dir: Path, cfg: Config, keep: frozenset[str] = frozenset()) ->
     settings.pop("report")
     for key in POST_DRAW - keep:
         settings["method"].pop(key)
-    digests = [hashlib.sha256((model_dir(work_dir, kind, cfg) / "checkpoint.pt").read_bytes()).hexdigest()
+    digests = [hashlib.sha256(workdir.checkpoint_file(model_dir(work_dir, kind, cfg)).read_bytes()).hexdigest()
                for kind in required_models(cfg)]
     return hashlib.sha256(json.dumps({"settings": settings, "models": digests}, sort_keys=True).encode()).hexdigest()
 
@@ -123,11 +122,11 @@ def normative_key(work_dir: Path, cfg: Config) -> str:
 
 
 def save_calibration(work_dir: Path, calibration: dict) -> None:
-    write_json_atomic(Path(work_dir) / CALIBRATION, calibration)
+    write_json_atomic(workdir.calibration_file(work_dir), calibration)
 
 
 def load_calibration(work_dir: Path) -> dict:
-    path = Path(work_dir) / CALIBRATION
+    path = workdir.calibration_file(work_dir)
     if not path.is_file():
         raise UserError(f"{path}: not found; run `pseudohealthy calibrate {work_dir}` first")
     return json.loads(path.read_text())

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pseudohealthy import workdir
 from pseudohealthy.baselines.synthetic_anomalies import add_anomalies, anomaly_fields
 from pseudohealthy.config import Config, save_config
 from pseudohealthy.config.schema import TrainConfig
@@ -187,7 +188,7 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
     if kind not in KINDS:
         raise UserError(f"--model must be one of {', '.join(KINDS)}, not '{kind}'")
     work_dir = Path(work_dir)
-    if not (work_dir / "slices" / "index.tsv").is_file():
+    if not workdir.slice_index_file(workdir.slices_dir(work_dir)).is_file():
         raise UserError(f"{work_dir}: no prepared slices; run `pseudohealthy prepare BIDS_DIR {work_dir}` first")
     cache = open_slice_cache(work_dir)
     task = _Task(kind, cfg, cache)
@@ -201,7 +202,7 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
         raise UserError(f"batch_size {task.train.batch_size} is not divisible by the {rank.world} processes; "
                         "choose a batch size that is a multiple of --nproc_per_node x nodes")
     out_dir = model_dir(work_dir, kind, cfg)
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = workdir.checkpoint_file(out_dir)
     signature = network_signature(cfg, kind)
 
     torch.manual_seed(cfg.seed)
@@ -221,10 +222,10 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
         opt.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
         metrics = dict(ckpt.get("metrics", {}))
-    metrics_path = out_dir / "metrics.csv"
+    metrics_path = workdir.metrics_file(out_dir)
     if rank.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
+        save_config(cfg, workdir.config_file(out_dir))
         _truncate_metrics(metrics_path, step)
     net = _parallel(model, rank, dev)
 
