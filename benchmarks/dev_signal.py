@@ -48,7 +48,7 @@ from pseudohealthy.detect.pipeline import (
 )
 from pseudohealthy.detect.run import roles
 from pseudohealthy.detect.synthesis import Synthesis
-from pseudohealthy.evaluation.outputs import peaks_near_lesion
+from pseudohealthy.evaluation.native_scores import peaks_near_lesion
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.metrics import bootstrap_ci, lesion_cnr, pixel_auprc
 from pseudohealthy.models.trained import Models, draw_key

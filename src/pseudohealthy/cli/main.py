@@ -463,9 +463,9 @@ def demo(
 
 def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds: float) -> None:
     from pseudohealthy.config import load_config
-    from pseudohealthy.evaluation.outputs import score_unit, summarise_outputs
+    from pseudohealthy.evaluation.native_scores import score_unit, summarise_outputs
     from pseudohealthy.evaluation.run import template_score
-    from pseudohealthy.evaluation.scores import summarise_method
+    from pseudohealthy.evaluation.template_scores import summarise_method
     from pseudohealthy.io.atomic import write_json_atomic
     from pseudohealthy.models.trained import load_calibration
 
@@ -483,7 +483,7 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
 
 
 def _print_figures(summary: dict) -> None:
-    """Detection as a user finds it in the derivatives (native FLAIR space, ``evaluation.outputs``), then
+    """Detection as a user finds it in the derivatives (native FLAIR space, ``evaluation.native_scores``), then
     the template-grid figures of the same maps."""
     outputs, template = summary["outputs"], summary["template_grid"]
     where = f" in {summary['derivatives']}" if "derivatives" in summary else ""

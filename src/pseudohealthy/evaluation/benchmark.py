@@ -6,7 +6,7 @@ For every selected method (``evaluation.methods``):
 2. choose its settings by ``tune`` on the validation subjects only (its own grid, its own threshold);
 3. for each seed: choose the threshold on the validation subjects with the chosen settings, run
    ``detect_subject`` (the code that makes a user's derivatives) on every test unit, and score the written
-   native-space outputs (``evaluation.outputs``) against the dataset's lesion masks; the template-grid
+   native-space outputs (``evaluation.native_scores``) against the dataset's lesion masks; the template-grid
    figures of the same maps (AUPRC, R@k, Dice at the validation and oracle thresholds) go beside them;
 4. summarise over seeds (mean, seed SD, 95 % CIs over subjects and seeds) and by conspicuity stratum.
 
@@ -35,20 +35,20 @@ from pseudohealthy.detect.pipeline import load_models
 from pseudohealthy.detect.run import analyse_role, calibration_from, roles
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.methods import TRANSFER_NAME, MethodSpec, method_config, transfer_spec
-from pseudohealthy.evaluation.outputs import (
+from pseudohealthy.evaluation.native_scores import (
     OutputScore,
     load_scores,
     pr_curve,
     save_histograms,
-    seed_subject_cis,
     stratified,
     summarise_outputs,
 )
 from pseudohealthy.evaluation.report import json_safe, nan_for_null
 from pseudohealthy.evaluation.run import require_same_preprocessing, score_test_units
-from pseudohealthy.evaluation.scores import summarise_method
+from pseudohealthy.evaluation.template_scores import summarise_method
 from pseudohealthy.evaluation.tune import parse_grid, recorded_total, tune
 from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
+from pseudohealthy.metrics import seed_subject_cis
 from pseudohealthy.models.checkpoint import load_checkpoint
 from pseudohealthy.models.trained import model_dir, model_name, required_models
 from pseudohealthy.provenance import machine, package_digest, source_commit

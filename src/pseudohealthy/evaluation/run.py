@@ -1,8 +1,8 @@
 """Evaluate a trained WORK_DIR on its test subjects under given settings: choose the threshold on the
 validation subjects with those settings (never on the test set), run ``detect``'s own per-subject code on
-the test subjects and score the native-space derivatives it writes (``evaluation.outputs``), with the
-template-grid figures of the same maps beside them (``evaluation.scores``). ``evaluate``, ``benchmark``
-and ``make demo`` all score through here or through ``evaluation.outputs``: one scoring path."""
+the test subjects and score the native-space derivatives it writes (``evaluation.native_scores``), with the
+template-grid figures of the same maps beside them (``evaluation.template_scores``). ``evaluate``, ``benchmark``
+and ``make demo`` all score through here or through ``evaluation.native_scores``: one scoring path."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from pseudohealthy.data.preprocess import prepared_inputs
 from pseudohealthy.detect.pipeline import SubjectMaps, load_models
 from pseudohealthy.detect.run import analyse_role, calibration_from, detect_subject, roles
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.outputs import OutputScore, score_unit, summarise_outputs
-from pseudohealthy.evaluation.scores import SubjectScore, score_subject, summarise_method
+from pseudohealthy.evaluation.native_scores import OutputScore, score_unit, summarise_outputs
+from pseudohealthy.evaluation.template_scores import SubjectScore, score_subject, summarise_method
 from pseudohealthy.templates.grid import template_grid
 
 

@@ -67,7 +67,7 @@ def radius_mm(volume: float) -> float:
 
 
 def stratum(value: float, strata: tuple, cm3: bool = False) -> int:
-    """Index of the stratum (evaluation.outputs.SIZE_STRATA or CONTRAST_STRATA) holding ``value`` (a volume
+    """Index of the stratum (evaluation.native_scores.SIZE_STRATA or CONTRAST_STRATA) holding ``value`` (a volume
     in cm³ when ``cm3``, else a contrast)."""
     v = value * 1000.0 if cm3 else value
     return next(k for k, (_, lo, hi) in enumerate(strata) if lo <= v < hi)

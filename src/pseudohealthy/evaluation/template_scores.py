@@ -1,4 +1,5 @@
-"""Every number of EVALUATION.md for one method on the test subjects, with 95 % bootstrap CIs.
+"""Every number of EVALUATION.md for one method on the test subjects, on the template grid, with 95 % bootstrap
+CIs.
 
 Per subject, ``score_subject`` reduces the template-grid maps to what the metrics need; ``aggregate``
 turns a list of those into the headline figures, so resampling subjects (the bootstrap) only re-runs
@@ -15,7 +16,7 @@ from pseudohealthy.anomaly.clusters import find_clusters
 from pseudohealthy.config import Config
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.detect.pipeline import SubjectMaps
-from pseudohealthy.evaluation.outputs import peaks_near_lesion
+from pseudohealthy.evaluation.native_scores import peaks_near_lesion
 from pseudohealthy.metrics import (
     bootstrap_cis,
     dice,
