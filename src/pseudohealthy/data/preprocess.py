@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
@@ -42,6 +43,13 @@ from pseudohealthy.templates.mni import load_tissue_priors
 
 VOLUMES = ("t1", "flair", "brain", "lesion", "lobe", "hemisphere")
 VERSION = 3  # bump when the outputs change, so older work folders are redone (3: auto -> deepbet)
+
+# Where a prepared unit's brain mask came from (meta.json ``brain_mask_source``; ``brain_mask`` says it in words).
+BrainMaskSource = Literal["provided", "nonzero", "deepbet", "template"]
+# How ``brain_mask`` begins for each source: what tells them apart in units prepared before
+# ``brain_mask_source`` was written (same VERSION, so they are not prepared again).
+_DESCRIPTION_OPENINGS: dict[BrainMaskSource, str] = {
+    "provided": "provided (", "nonzero": "input nonzero", "deepbet": "deepbet", "template": "MNI152 template"}
 
 
 @dataclass(frozen=True)
@@ -149,22 +157,23 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
     flair_data = np.asanyarray(flair_img.dataobj)
     stripped = cfg.brain_mask == "nonzero" or (
         cfg.brain_mask == "auto" and looks_skull_stripped(flair_data, abs(np.linalg.det(flair_img.affine[:3, :3]))))
+    brain_source: BrainMaskSource
     if inputs.brain_mask is not None and cfg.brain_mask != "template":
         try:
             user_mask = np.asanyarray(load_volume(inputs.brain_mask, f"{pid} brain mask").dataobj) > 0
         except InputError as exc:
             raise SubjectSkipped(str(exc)) from None
         brain = _resample(to_sitk(user_mask.astype(np.float32), flair_img.affine), ref, template_to_flair) > 0.5
-        brain_source = f"provided ({inputs.brain_mask.name})"
+        brain_source, brain_description = "provided", f"provided ({inputs.brain_mask.name})"
     elif stripped:
         brain = _resample(to_sitk((flair_data != 0).astype(np.float32), flair_img.affine), ref,
                           template_to_flair) > 0.5
-        brain_source = "input nonzero (skull-stripped)"
+        brain_source, brain_description = "nonzero", "input nonzero (skull-stripped)"
     elif cfg.brain_mask in ("deepbet", "auto"):  # auto: a whole-head input gets a learned brain extraction
         brain = _resample(nib_to_sitk(learned_brain_mask(t1_img)), ref, template_to_t1) > 0.5
-        brain_source = "deepbet on the T1w"
+        brain_source, brain_description = "deepbet", "deepbet on the T1w"
     else:
-        brain_source = "MNI152 template mask"
+        brain_source, brain_description = "template", "MNI152 template mask"
         priors = load_tissue_priors()
         brain = _resample(to_sitk(priors.brain.astype(np.float32), priors.affine), ref, sitk.Transform()) > 0.5
     atlas = load_lobe_atlas()
@@ -202,7 +211,8 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
         "native_flair": {"shape": list(flair_img.shape[:3]), "affine": np.asarray(flair_img.affine).tolist()},
         "template_grid": {"shape": list(shape), "affine": affine.tolist()},
         "normalisation": {k: asdict(v) for k, v in norms.items()},
-        "brain_mask": brain_source,
+        "brain_mask": brain_description,
+        "brain_mask_source": brain_source,
         "lesion_voxels_template": int((lesion > 0.5).sum()),
         "data_config": cfg.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - start, 1),
@@ -231,6 +241,17 @@ def _save_transform(transform: sitk.Transform, path: Path) -> None:
 
 def load_meta(out: Path) -> dict:
     return json.loads(workdir.meta_file(out).read_text())
+
+
+def brain_mask_source(meta: dict) -> BrainMaskSource:
+    """Where a prepared unit's brain mask came from (its ``meta``); for a unit prepared before meta.json held
+    ``brain_mask_source``, read from how its description (``brain_mask``) begins."""
+    if "brain_mask_source" in meta:
+        return meta["brain_mask_source"]
+    for source, opening in _DESCRIPTION_OPENINGS.items():
+        if meta["brain_mask"].startswith(opening):
+            return source
+    raise ValueError(f"brain mask {meta['brain_mask']!r}: not a description that prepare writes")
 
 
 def prepared_inputs(out: Path) -> SubjectInputs:

@@ -36,7 +36,15 @@ from pseudohealthy.anomaly.clusters import Cluster, ClusterAgreement, find_candi
 from pseudohealthy.config import Config, load_work_config, with_overrides
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory, unit_path
 from pseudohealthy.data.labels import CLASS_NAMES
-from pseudohealthy.data.preprocess import NativeMapper, Normalisation, is_done, load_meta, preprocess_subject
+from pseudohealthy.data.preprocess import (
+    BrainMaskSource,
+    NativeMapper,
+    Normalisation,
+    brain_mask_source,
+    is_done,
+    load_meta,
+    preprocess_subject,
+)
 from pseudohealthy.data.qc import native_qc
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
@@ -159,11 +167,11 @@ def _write_description(out_dir: Path, source_uri: str, card: dict | None = None)
         "Research software: not a medical device.\n"))
 
 
-def brain_extracted(source: str) -> bool:
-    """Whether a brain mask (``meta["brain_mask"]``) comes from a brain extraction of this subject (learned,
-    provided, or the input's own skull stripping) rather than from the MNI152 template's mask after an affine
-    registration, which only approximates the brain's edge (BIDS ``SkullStripped``)."""
-    return not source.startswith("MNI152 template")
+def brain_extracted(source: BrainMaskSource) -> bool:
+    """Whether a brain mask comes from a brain extraction of this subject (learned, provided, or the input's
+    own skull stripping) rather than from the MNI152 template's mask after an affine registration, which only
+    approximates the brain's edge (BIDS ``SkullStripped``)."""
+    return source != "template"
 
 
 def _classifier_summary(maps: SubjectMaps, cfg: Config) -> str:
@@ -232,7 +240,8 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     for name, extra in ((f"{stem}_desc-pseudohealthy_FLAIR.json",
                          {"Description": "pseudo-healthy FLAIR (diffusion synthesis), FLAIR intensity scale, "
                                          "inside the brain mask only (zero outside)",
-                          "SkullStripped": brain_extracted(meta["brain_mask"]), "BrainMaskSource": meta["brain_mask"]}),
+                          "SkullStripped": brain_extracted(brain_mask_source(meta)),
+                          "BrainMaskSource": meta["brain_mask"]}),
                         (f"{stem}_label-FCD_desc-anomaly_probseg.json",
                          {"Description": "anomaly score s (FLAIR minus pseudo-healthy FLAIR, post-processed) as "
                                          "s / (s + threshold): 0.5 at the validation-chosen threshold; not a "
