@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from pseudohealthy.config import load_work_config
 from pseudohealthy.data.slices import open_slice_cache
-from pseudohealthy.detect.pipeline import SubjectVolumes, load_models
+from pseudohealthy.detect.pipeline import SubjectVolumes, draw_key, load_models
 from pseudohealthy.detect.run import roles
 from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.models.networks import translator_input
@@ -110,12 +110,13 @@ def guidance(work: Path, specs: list[str], against: str, seeds: list[int]) -> di
         for seed in seeds:
             cfg_v, cfg_r = variant.config(seed), reference.config(seed)
             models_v, models_r = load_models(variant.work, cfg_v), load_models(reference.work, cfg_r)
+            cache_v, cache_r = cache / draw_key(variant.work, cfg_v)[:16], cache / draw_key(reference.work, cfg_r)[:16]
             for unit in sorted(u for u, r in roles(work).items() if r == "test"):
                 volumes = SubjectVolumes.load(work / "subjects" / unit)
                 if not volumes.lesion.any():
                     continue
-                a = draws(variant, cfg_v, models_v, volumes, cache)[0]
-                b = draws(reference, cfg_r, models_r, volumes, cache)[0]
+                a = draws(cfg_v, models_v, volumes, cache_v)[0]
+                b = draws(cfg_r, models_r, volumes, cache_r)[0]
                 moved = np.abs(a.samples.mean(0) - b.samples.mean(0))
                 moved_lesion.append(float(moved[volumes.lesion & volumes.brain].mean()))
                 moved_healthy.append(float(moved[volumes.brain & ~volumes.lesion].mean()))

@@ -69,10 +69,10 @@ class Variant:
         return with_overrides(load_work_config(self.work), {**self.overrides, "seed": seed})
 
 
-def draws(variant: Variant, cfg: Config, models: Models, volumes: SubjectVolumes, cache: Path
-          ) -> tuple[Synthesis, float]:
-    """The subject's pseudo-healthy draws and their seconds, from the cache when there."""
-    path = cache / draw_key(variant.work, cfg)[:16] / f"{volumes.name}_seed{cfg.seed}.npz"
+def draws(cfg: Config, models: Models, volumes: SubjectVolumes, cache: Path) -> tuple[Synthesis, float]:
+    """The subject's pseudo-healthy draws and their seconds, from ``cache`` (one folder per ``draw_key``)
+    when there."""
+    path = cache / f"{volumes.name}_seed{cfg.seed}.npz"
     if path.is_file():
         stored = np.load(path)
         return Synthesis(stored["samples"], stored["class_probabilities"], stored["slices"]), float(stored["seconds"])
@@ -117,10 +117,11 @@ def run_variant(variant: Variant, seed: int, cache: Path, log) -> dict:
     units = roles(variant.work)
     out: dict = {"subjects": {}}
     val_maps, seconds = [], []
+    cache = cache / draw_key(variant.work, cfg)[:16]  # hashes the checkpoints once per run, not per subject
     for role in ("val", "test"):
         for unit in sorted(u for u, r in units.items() if r == role):
             volumes = SubjectVolumes.load(variant.work / "subjects" / unit)
-            syn, sec = draws(variant, cfg, models, volumes, cache)
+            syn, sec = draws(cfg, models, volumes, cache)
             seconds.append(sec)
             maps = maps_from_synthesis(volumes, syn, models, cfg)
             if role == "val":

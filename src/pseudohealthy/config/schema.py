@@ -145,11 +145,12 @@ class MethodConfig(_Strict):
     denoising_noise_cells: int = Field(default=16, ge=2, description="autoencoder: coarse noise drawn on a "
                                                                      "cells x cells grid, upsampled to the slice")
     histogram_matching: Literal["quantile", "central", "affine", "none"] = Field(
-        default="quantile", description="matching of each pseudo-healthy draw to the real FLAIR's histogram inside "
-                                        "the brain (anomaly.maps.histogram_match): quantile (the paper's, dense "
-                                        "quantiles: maps what is left of the lesion onto the lesion), central or "
-                                        "affine (fitted on the central 98 % of the histograms, where a lesion is "
-                                        "not), none; true/false in older configs mean quantile/none")
+        default="central", description="matching of each pseudo-healthy draw to the real FLAIR's histogram inside "
+                                       "the brain (anomaly.maps.histogram_match): central (the default, chosen on the "
+                                       "development set, docs/experiments.md E3a) or affine, fitted on the central "
+                                       "98 % of the histograms where a lesion is not; quantile (the paper's, dense "
+                                       "quantiles: maps what is left of the lesion onto the lesion); none; "
+                                       "true/false in older configs mean quantile/none")
     anomaly: Literal["positive", "absolute"] = "positive"
     normative: bool = Field(
         default=False, description="z-score each voxel's residual against the training controls' residuals at that "
