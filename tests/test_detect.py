@@ -15,10 +15,10 @@ import torch
 
 from helpers import tree_digest
 from pseudohealthy.anomaly.clusters import find_clusters
-from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, standardise_slices
+from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, score_to_unit, standardise_slices
 from pseudohealthy.config import load_config
 from pseudohealthy.data.bids import build_inventory
-from pseudohealthy.detect.run import detect, score_to_unit
+from pseudohealthy.detect.run import detect
 from pseudohealthy.errors import UserError
 
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pseudohealthy.anomaly.clusters import Cluster  # noqa: E402
+from pseudohealthy.anomaly.clusters import Cluster, relative_peak  # noqa: E402
 from pseudohealthy.io.atomic import write_text_atomic, write_with_atomic  # noqa: E402
 
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
@@ -140,11 +140,6 @@ def cluster_figure(flair: nib.Nifti1Image, t1w: nib.Nifti1Image, pseudo: nib.Nif
 
 def _coordinates(values: list[float] | None) -> str:
     return ", ".join(f"{v:.0f}" for v in values) if values else "n/a"
-
-
-def relative_peak(cluster: Cluster) -> float:
-    """A region's peak anomaly score over the threshold, from its probseg peak p = s / (s + t): s / t = p / (1 - p)."""
-    return cluster.peak_score / max(1.0 - cluster.peak_score, 1e-12)
 
 
 def _region_table(regions: list[Cluster], empty: str) -> str:

@@ -32,7 +32,15 @@ import numpy as np
 import torch
 
 from pseudohealthy import __version__, workdir
-from pseudohealthy.anomaly.clusters import Cluster, ClusterAgreement, find_candidates, find_clusters, peak_regions
+from pseudohealthy.anomaly.clusters import (
+    Cluster,
+    ClusterAgreement,
+    find_candidates,
+    find_clusters,
+    peak_regions,
+    relative_peak,
+)
+from pseudohealthy.anomaly.maps import score_to_unit
 from pseudohealthy.config import Config, load_work_config, with_overrides
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory, unit_path
 from pseudohealthy.data.labels import CLASS_NAMES
@@ -48,7 +56,7 @@ from pseudohealthy.data.preprocess import (
 from pseudohealthy.data.qc import native_qc
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
-from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, relative_peak, subject_page
+from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, subject_page
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
@@ -56,13 +64,6 @@ from pseudohealthy.metrics import pixel_auprc
 from pseudohealthy.models.card import card_summary, model_card
 from pseudohealthy.models.trained import load_calibration, model_dir, required_models, save_calibration
 from pseudohealthy.provenance import package_digest, source_commit
-
-
-def score_to_unit(score: np.ndarray, threshold: float) -> np.ndarray:
-    """Map anomaly scores (≥ 0, any scale) monotonically to [0, 1) for a probseg map:
-    s / (s + threshold), so the validation-chosen threshold sits at 0.5 (not a calibrated probability)."""
-    score = np.clip(score, 0, None)
-    return (score / (score + max(threshold, 1e-12))).astype(np.float32)
 
 
 def roles(work_dir: Path) -> dict[str, str]:
