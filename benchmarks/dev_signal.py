@@ -37,6 +37,7 @@ from pseudohealthy.anomaly.maps import postprocess
 from pseudohealthy.baselines.control_zscore import control_zscore
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.schema import Config
+from pseudohealthy.data.splits import roles
 from pseudohealthy.detect.pipeline import (
     SubjectMaps,
     SubjectVolumes,
@@ -46,7 +47,6 @@ from pseudohealthy.detect.pipeline import (
     pseudo_healthy,
     smoothing_voxels,
 )
-from pseudohealthy.detect.run import roles
 from pseudohealthy.detect.synthesis import Synthesis
 from pseudohealthy.evaluation.native_scores import peaks_near_lesion
 from pseudohealthy.evaluation.run import parse_settings

@@ -54,7 +54,7 @@ from pseudohealthy.data.preprocess import (
     preprocess_subject,
 )
 from pseudohealthy.data.qc import native_qc
-from pseudohealthy.data.splits import read_splits
+from pseudohealthy.data.splits import roles
 from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
 from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, subject_page
 from pseudohealthy.errors import UserError
@@ -64,11 +64,6 @@ from pseudohealthy.metrics import pixel_auprc
 from pseudohealthy.models.card import card_summary, model_card
 from pseudohealthy.models.trained import load_calibration, model_dir, required_models, save_calibration
 from pseudohealthy.provenance import package_digest, source_commit
-
-
-def roles(work_dir: Path) -> dict[str, str]:
-    """participant_id -> train | val | test, from WORK_DIR/splits.tsv."""
-    return {pid: role for pid, _, role in read_splits(work_dir)}
 
 
 def analyse_role(work_dir: Path, role: str, models, cfg: Config, device: str = "cpu",
