@@ -27,7 +27,8 @@ import numpy as np
 from common import provenance, write_result
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
+from pseudohealthy.detect.calibration import choose_threshold
+from pseudohealthy.detect.pipeline import SubjectMaps, analyse, load_models
 from pseudohealthy.detect.synthesis import Synthesis
 from pseudohealthy.evaluation.run import lobe_map, truth_class
 from pseudohealthy.metrics import pixel_auprc

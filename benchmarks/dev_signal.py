@@ -38,10 +38,10 @@ from pseudohealthy.baselines.control_zscore import control_zscore
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.schema import Config
 from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.calibration import choose_threshold
 from pseudohealthy.detect.pipeline import (
     SubjectMaps,
     SubjectVolumes,
-    choose_threshold,
     load_models,
     maps_from_synthesis,
     pseudo_healthy,

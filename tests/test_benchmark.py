@@ -79,8 +79,8 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     # the validation subjects again, once per method; and reusing it is exact
     assert seeds_calibrated_by_benchmark == [1, 1, 1]
     from pseudohealthy.config import with_overrides
+    from pseudohealthy.detect.calibration import analyse_role
     from pseudohealthy.detect.pipeline import load_models
-    from pseudohealthy.detect.run import analyse_role
     from pseudohealthy.evaluation.methods import method_config
     from pseudohealthy.evaluation.tune import parse_grid
 

@@ -228,7 +228,8 @@ def test_evaluate_recalibrates_under_overrides(trained):
 
 
 def test_threshold_keeps_validation_controls_nearly_clean():
-    from pseudohealthy.detect.pipeline import SubjectMaps, choose_threshold
+    from pseudohealthy.detect.calibration import choose_threshold
+    from pseudohealthy.detect.pipeline import SubjectMaps
 
     shape = (12, 12, 12)
     brain = np.ones(shape, bool)
@@ -308,7 +309,7 @@ def test_normative_residual_is_fitted_once_kept_and_exported(trained, tmp_path):
     from pseudohealthy.bundle.archive import export_model, opened_model
     from pseudohealthy.config import load_config, save_config
     from pseudohealthy.detect.pipeline import load_models
-    from pseudohealthy.detect.run import calibrate
+    from pseudohealthy.detect.calibration import calibrate
     from pseudohealthy.models.trained import normative_key
     from pseudohealthy.workdir import NORMATIVE
 

@@ -315,7 +315,7 @@ def calibrate(
 
 
 def run_calibrate(work_dir: Path, device: str, samples: int | None = None) -> dict:
-    from pseudohealthy.detect.run import calibrate as calibrate_model
+    from pseudohealthy.detect.calibration import calibrate as calibrate_model
 
     with _progress() as bar:
         task = bar.add_task("calibrate on validation subjects", total=None)

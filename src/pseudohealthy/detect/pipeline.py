@@ -1,4 +1,4 @@
-"""The method on one preprocessed subject, and calibration of the decision threshold.
+"""The method on one preprocessed subject: the models a config needs, and ``analyse``.
 
 Template-space steps are shared by ``calibrate`` (validation subjects, already preprocessed) and
 ``detect`` (new subjects, preprocessed on the fly).
@@ -13,7 +13,6 @@ import nibabel as nib
 import numpy as np
 
 from pseudohealthy import workdir
-from pseudohealthy.anomaly.clusters import count_clusters
 from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
 from pseudohealthy.anomaly.normative import NormativeStats, fit_normative, load_normative, save_normative
 from pseudohealthy.config import Config, with_overrides
@@ -21,7 +20,6 @@ from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_s
 from pseudohealthy.detect.synthesis import Synthesis, brain_slices, reconstruct, synthesize
 from pseudohealthy.errors import UserError
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.metrics import dice, threshold_candidates
 from pseudohealthy.models.trained import Models, load_networks, normative_key
 
 
@@ -155,29 +153,3 @@ def maps_from_synthesis(volumes: SubjectVolumes, syn: Synthesis, models: Models,
 
 def smoothing_voxels(cfg: Config) -> float:
     return cfg.method.smoothing_mm / cfg.data.template_voxel_mm
-
-
-def choose_threshold(maps: list[SubjectMaps], cfg: Config, candidates: int = 200) -> tuple[float, float]:
-    """Threshold maximising the mean Dice over validation patients; (threshold, that Dice).
-
-    Candidates are ``threshold_candidates`` of the anomaly scores inside the brains (the oracle's grid,
-    dense in the far tail where a lesion of 0.1 % of the brain puts the best threshold), and Dice is
-    counted over brain voxels, as the oracle's. Where validation controls exist, only thresholds that
-    leave them at most ``method.max_control_clusters`` clusters on average are allowed (the highest
-    candidate if none does), so a threshold that fits one small lesion cannot flood healthy brains with
-    clusters. Among equal Dice (e.g. 0 everywhere), the lowest allowed threshold wins.
-    """
-    patients = [m for m in maps if m.lesion.any()]
-    controls = [m for m in maps if not m.lesion.any()]
-    qs = threshold_candidates(np.concatenate([m.anomaly[m.brain] for m in maps]), candidates)
-    limit = cfg.method.max_control_clusters
-    if controls and limit is not None:
-        min_voxels = cfg.method.min_cluster_mm3 / cfg.data.template_voxel_mm ** 3
-        allowed = np.array([np.mean([count_clusters(m.anomaly, q, min_voxels) for m in controls]) <= limit
-                            for q in qs])
-        qs = qs[allowed] if allowed.any() else qs[-1:]
-    if not patients:
-        return float(qs[0]), float("nan")
-    scores = [np.mean([dice(m.anomaly[m.brain] > q, m.lesion[m.brain]) for m in patients]) for q in qs]
-    best = int(np.argmax(scores))
-    return float(qs[best]), float(scores[best])

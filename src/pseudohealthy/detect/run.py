@@ -1,4 +1,4 @@
-"""``calibrate`` and ``detect``: from trained models to BIDS-derivatives maps, cluster tables and reports.
+"""``detect``: from trained, calibrated models to BIDS-derivatives maps, cluster tables and reports.
 
 Derivatives (native FLAIR space of each subject), for a FLAIR ``sub-X_acq-A_FLAIR.nii.gz``:
 - ``sub-X_acq-A_desc-pseudohealthy_FLAIR.nii.gz``: the pseudo-healthy FLAIR (FLAIR intensity scale);
@@ -41,7 +41,7 @@ from pseudohealthy.anomaly.clusters import (
     relative_peak,
 )
 from pseudohealthy.anomaly.maps import score_to_unit
-from pseudohealthy.config import Config, load_work_config, with_overrides
+from pseudohealthy.config import Config, load_work_config
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory, unit_path
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.preprocess import (
@@ -54,75 +54,15 @@ from pseudohealthy.data.preprocess import (
     preprocess_subject,
 )
 from pseudohealthy.data.qc import native_qc
-from pseudohealthy.data.splits import roles
-from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
+from pseudohealthy.detect.calibration import calibrated_samples, with_samples
+from pseudohealthy.detect.pipeline import SubjectMaps, analyse, load_models
 from pseudohealthy.detect.report import cluster_figure, index_page, overlay_figure, subject_page
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
 from pseudohealthy.io.nifti import save_nifti
-from pseudohealthy.metrics import pixel_auprc
 from pseudohealthy.models.card import card_summary, model_card
-from pseudohealthy.models.trained import load_calibration, model_dir, required_models, save_calibration
+from pseudohealthy.models.trained import load_calibration, model_dir, required_models
 from pseudohealthy.provenance import package_digest, source_commit
-
-
-def analyse_role(work_dir: Path, role: str, models, cfg: Config, device: str = "cpu",
-                 on_subject: Callable[[str], None] | None = None) -> dict[str, SubjectMaps]:
-    """Template-grid results for every prepared subject with ``role`` in splits.tsv."""
-    out = {}
-    for pid in [p for p, r in roles(work_dir).items() if r == role]:
-        out[pid] = analyse(workdir.subject_dir(work_dir, pid), models, cfg, device)
-        if on_subject:
-            on_subject(pid)
-    return out
-
-
-def calibration_from(maps: dict[str, SubjectMaps], cfg: Config) -> dict:
-    """The threshold chosen on validation results and what it scored there."""
-    if not maps:
-        raise UserError("no validation subjects in splits.tsv; add subjects and re-run prepare")
-    val = list(maps.values())
-    threshold, val_dice = choose_threshold(val, cfg)
-    patients = [m for m in val if m.lesion.any()]
-    auprc = (pixel_auprc(np.concatenate([m.lesion[m.brain] for m in patients]),
-                         np.concatenate([m.anomaly[m.brain] for m in patients])) if patients else float("nan"))
-    return {
-        "threshold": threshold, "min_cluster_mm3": cfg.method.min_cluster_mm3, "rank_by": cfg.method.rank_by,
-        "max_control_clusters": cfg.method.max_control_clusters,
-        "guidance_scale": cfg.diffusion.guidance_scale, "noise_level": cfg.diffusion.noise_level,
-        "steps": cfg.diffusion.steps, "samples": cfg.diffusion.samples, "chosen_on": list(maps), "val_patients": len(patients),
-        "val_dice": val_dice, "val_auprc": auprc, "version": __version__,
-    }
-
-
-def with_samples(cfg: Config, samples: int | None) -> Config:
-    """``cfg`` with ``diffusion.samples`` set to ``samples`` (unchanged when None)."""
-    return cfg if samples is None else with_overrides(cfg, {"diffusion": {"samples": samples}}, "--samples")
-
-
-def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], None] | None = None,
-              samples: int | None = None) -> dict:
-    """Run the detector on the validation subjects and store the threshold chosen there (for N =
-    ``samples``, default the config's ``diffusion.samples``; detection then uses the same N)."""
-    work_dir = Path(work_dir)
-    cfg = with_samples(load_work_config(work_dir), samples)
-    models = load_models(work_dir, cfg, device)
-    if "val" not in roles(work_dir).values():
-        raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
-    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
-    save_calibration(work_dir, calibration)
-    return calibration
-
-
-def calibrated_samples(work_dir: Path, calibration: dict, samples: int | None = None) -> int:
-    """The N the threshold was chosen for; asking detection for another N is refused (its maps are on
-    another scale: a mean of more draws is smoother)."""
-    calibrated = int(calibration.get("samples", 1))  # calibrations before samples existed used one draw
-    if samples is not None and samples != calibrated:
-        raise UserError(f"{workdir.calibration_file(work_dir)}: the threshold was chosen for --samples {calibrated}, "
-                        f"not {samples}; run `pseudohealthy calibrate {work_dir} --samples {samples}` first, or drop "
-                        "--samples")
-    return calibrated
 
 
 def _derivative_stem(flair: Path) -> str:

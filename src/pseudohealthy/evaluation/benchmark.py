@@ -32,8 +32,8 @@ from pseudohealthy import __version__, workdir
 from pseudohealthy.config import Config, config_to_yaml, save_config, with_overrides
 from pseudohealthy.config.loader import deep_update
 from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.calibration import analyse_role, calibration_from
 from pseudohealthy.detect.pipeline import load_models
-from pseudohealthy.detect.run import analyse_role, calibration_from
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.methods import TRANSFER_NAME, MethodSpec, method_config, transfer_spec
 from pseudohealthy.evaluation.native_scores import (

@@ -19,8 +19,9 @@ from pseudohealthy import workdir
 from pseudohealthy.config import Config, load_config
 from pseudohealthy.data.preprocess import prepared_inputs
 from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.calibration import analyse_role, calibration_from
 from pseudohealthy.detect.pipeline import SubjectMaps, load_models
-from pseudohealthy.detect.run import analyse_role, calibration_from, detect_subject
+from pseudohealthy.detect.run import detect_subject
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.native_scores import OutputScore, score_unit, summarise_outputs
 from pseudohealthy.evaluation.template_scores import SubjectScore, score_subject, summarise_method

@@ -26,8 +26,8 @@ from pseudohealthy import workdir
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.loader import deep_update
 from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.calibration import analyse_role, calibration_from
 from pseudohealthy.detect.pipeline import load_models
-from pseudohealthy.detect.run import analyse_role, calibration_from
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
