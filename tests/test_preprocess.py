@@ -228,7 +228,7 @@ def test_a_provided_brain_mask_is_used(tiny_bids, tiny_phantom, tmp_path):
 def test_brain_mask_source_is_read_from_the_field_or_from_an_older_description():
     """meta.json names the mask's source; units prepared before that field say it only in words."""
     from pseudohealthy.data.preprocess import brain_mask_source
-    from pseudohealthy.detect.run import brain_extracted
+    from pseudohealthy.detect.derivatives import brain_extracted
 
     older = {"provided (sub-01_desc-brain_mask.nii.gz)": "provided", "input nonzero (skull-stripped)": "nonzero",
              "deepbet on the T1w": "deepbet", "MNI152 template mask": "template"}
