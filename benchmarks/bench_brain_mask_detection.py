@@ -32,9 +32,10 @@ from pseudohealthy.config import load_work_config, save_config, with_overrides
 from pseudohealthy.data.bids import build_inventory, unit_path, unit_subject
 from pseudohealthy.data.preprocess import NativeMapper, is_done, preprocess_subject
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.detect.run import calibrate, detect
-from pseudohealthy.evaluation.metrics import dice
-from pseudohealthy.evaluation.outputs import score_unit, summarise_outputs
+from pseudohealthy.detect.calibration import calibrate
+from pseudohealthy.detect.run import detect
+from pseudohealthy.evaluation.native_scores import score_unit, summarise_outputs
+from pseudohealthy.metrics import dice
 from pseudohealthy.phantom.subject import true_brain_mask
 
 ARMS = {"template": "template", "deepbet": "deepbet"}

@@ -25,7 +25,8 @@ from dev_workdirs import share
 
 from pseudohealthy.config import load_config, load_work_config
 from pseudohealthy.data.prepare import prepare
-from pseudohealthy.training.trainer import model_dir, train
+from pseudohealthy.models.trained import model_dir
+from pseudohealthy.training.trainer import train
 
 GRIDS = {"3mm": None, "2mm": {"template_voxel_mm": 2.0, "image_size": 96}}
 FLAIR_ZSCORE = "method.detector=flair_zscore method.histogram_matching=none method.guidance=none"

@@ -38,8 +38,8 @@ from pseudohealthy.data.splits import read_splits
 from pseudohealthy.detect.pipeline import analyse, load_models
 from pseudohealthy.detect.synthesis import synthesize
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.metrics import pixel_auprc
 from pseudohealthy.evaluation.run import parse_settings
+from pseudohealthy.metrics import pixel_auprc
 
 
 def _test_patients(work: Path) -> list[str]:

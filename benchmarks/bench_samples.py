@@ -5,7 +5,7 @@ because draw k of a slice is seeded by (seed, subject, slice, k) whatever N is, 
 are exactly what a run with N samples makes, so the maps for N = 1, 2, 4, 8 are the means of the first
 N single-sample maps (``tests/test_reproducibility.py`` checks that identity). For each (N, seed)
 the threshold is chosen on the validation subjects (``choose_threshold``, as ``calibrate``), then the
-test subjects are scored (``evaluation.scores``, template grid). Seconds per subject (wall and
+test subjects are scored (``evaluation.template_scores``, template grid). Seconds per subject (wall and
 process CPU) are measured per N on the first test subjects, side by side, after the quality runs.
 
 N is chosen on the validation subjects only: the smallest N whose validation AUPRC (mean over seeds)
@@ -27,12 +27,13 @@ import numpy as np
 from common import provenance, write_result
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.detect.pipeline import SubjectMaps, analyse, choose_threshold, load_models
+from pseudohealthy.detect.calibration import choose_threshold
+from pseudohealthy.detect.pipeline import SubjectMaps, analyse, load_models
 from pseudohealthy.detect.synthesis import Synthesis
 from pseudohealthy.evaluation.run import lobe_map, truth_class
+from pseudohealthy.metrics import pixel_auprc
 from pseudohealthy.provenance import package_digest
-from pseudohealthy.evaluation.metrics import pixel_auprc
-from pseudohealthy.evaluation.scores import aggregate, score_subject
+from pseudohealthy.evaluation.template_scores import aggregate, score_subject
 from pseudohealthy.io.atomic import write_with_atomic
 from pseudohealthy.templates.grid import template_grid
 

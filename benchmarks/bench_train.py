@@ -27,7 +27,8 @@ from pseudohealthy.config import load_work_config, save_config
 from pseudohealthy.data.slices import open_slice_cache
 from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.models.networks import build_translator, translator_input
-from pseudohealthy.training.trainer import model_dir, train
+from pseudohealthy.models.trained import model_dir
+from pseudohealthy.training.trainer import train
 
 
 def _scratch_work(work: Path, dest: Path, cfg) -> Path:

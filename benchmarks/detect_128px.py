@@ -23,8 +23,9 @@ import torch
 from common import peak_rss_mb
 from pseudohealthy.config import load_config, save_config
 from pseudohealthy.io.atomic import write_json_atomic
-from pseudohealthy.training.checkpoint import save_checkpoint
-from pseudohealthy.training.trainer import _network_signature, build_model, model_dir
+from pseudohealthy.models.checkpoint import save_checkpoint
+from pseudohealthy.models.networks import build_model
+from pseudohealthy.models.trained import model_dir, network_signature
 
 
 def untrained_model_dir(work: Path, preset: str) -> None:
@@ -34,7 +35,7 @@ def untrained_model_dir(work: Path, preset: str) -> None:
     torch.manual_seed(cfg.seed)
     for kind in ("translator", "classifier"):
         net = build_model(kind, cfg)
-        signature = _network_signature(cfg, kind)  # what load_trained checks
+        signature = network_signature(cfg, kind)  # what load_trained checks
         save_checkpoint(model_dir(work, kind, cfg) / "checkpoint.pt", kind=kind, preset=cfg.name,
                         network=signature["network"], signature=signature, step=0, model=net.state_dict(),
                         ema=net.state_dict(), optimizer={}, metrics={})

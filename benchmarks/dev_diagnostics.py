@@ -25,11 +25,11 @@ from sklearn.metrics import roc_auc_score
 
 from pseudohealthy.config import load_work_config
 from pseudohealthy.data.slices import open_slice_cache
-from pseudohealthy.detect.pipeline import SubjectVolumes, draw_key, load_models
-from pseudohealthy.detect.run import roles
+from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.pipeline import SubjectVolumes, load_models
 from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.models.networks import translator_input
-from pseudohealthy.training.trainer import load_trained
+from pseudohealthy.models.trained import draw_key, load_trained
 
 LEVELS = (10, 30, 100, 200, 300, 500)
 

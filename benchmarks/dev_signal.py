@@ -37,22 +37,21 @@ from pseudohealthy.anomaly.maps import postprocess
 from pseudohealthy.baselines.control_zscore import control_zscore
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.schema import Config
+from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.calibration import choose_threshold
 from pseudohealthy.detect.pipeline import (
-    Models,
     SubjectMaps,
     SubjectVolumes,
-    choose_threshold,
-    draw_key,
     load_models,
     maps_from_synthesis,
     pseudo_healthy,
     smoothing_voxels,
 )
-from pseudohealthy.detect.run import roles
 from pseudohealthy.detect.synthesis import Synthesis
-from pseudohealthy.evaluation.metrics import bootstrap_ci, lesion_cnr, pixel_auprc
-from pseudohealthy.evaluation.outputs import peaks_near_lesion
+from pseudohealthy.evaluation.native_scores import peaks_near_lesion
 from pseudohealthy.evaluation.run import parse_settings
+from pseudohealthy.metrics import bootstrap_ci, lesion_cnr, pixel_auprc
+from pseudohealthy.models.trained import Models, draw_key
 from pseudohealthy.templates.grid import template_grid
 
 

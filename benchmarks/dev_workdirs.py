@@ -21,11 +21,12 @@ import nibabel as nib
 import numpy as np
 
 from pseudohealthy.config import load_work_config, save_config, with_overrides
-from pseudohealthy.data.preprocess import META, load_meta
+from pseudohealthy.data.preprocess import load_meta
 from pseudohealthy.data.slices import build_slice_cache
-from pseudohealthy.detect.run import roles
+from pseudohealthy.data.splits import roles
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.io.nifti import save_nifti
+from pseudohealthy.workdir import META
 
 
 def share(work: Path, new: Path, settings: list[str]) -> None:

@@ -46,7 +46,7 @@ def trained(tiny_prepared, tmp_path_factory) -> Path:
     import shutil
 
     from pseudohealthy.config import load_config, save_config
-    from pseudohealthy.detect.run import calibrate
+    from pseudohealthy.detect.calibration import calibrate
     from pseudohealthy.training.trainer import train
 
     work = tmp_path_factory.mktemp("detect") / "work"

@@ -11,11 +11,11 @@ import torch
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
 from pseudohealthy.baselines.synthetic_anomalies import add_anomalies, anomaly_fields
 from pseudohealthy.config import load_config
-from pseudohealthy.detect.pipeline import required_models
 from pseudohealthy.diffusion.simplex import _simplex, simplex_noise
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.methods import METHODS, method_config, select_methods
-from pseudohealthy.training.trainer import coarse_noise, model_name
+from pseudohealthy.models.trained import model_name, required_models
+from pseudohealthy.training.trainer import coarse_noise
 
 
 def test_simplex_is_zero_on_its_lattice_and_bounded():
@@ -162,8 +162,9 @@ def test_control_zscore_needs_two_training_controls(tmp_path):
 def test_anoddpm_and_imgcond_sampling_paths_run_and_are_seeded():
     """Forward noising with simplex noise (AnoDDPM) and FLAIR conditioning (ImgCondDDPM) through the
     shared sampler; the same seed gives the same image, and bf16 'auto' resolves to a real dtype."""
-    from pseudohealthy.detect.synthesis import Models, inference_dtype, synthesize
-    from pseudohealthy.training.trainer import build_model
+    from pseudohealthy.detect.synthesis import inference_dtype, synthesize
+    from pseudohealthy.models.networks import build_model
+    from pseudohealthy.models.trained import Models
 
     rng = np.random.default_rng(0)
     flair = rng.uniform(-1, 1, (64, 64, 3)).astype(np.float32)

@@ -21,7 +21,7 @@ from pseudohealthy.detect.pipeline import SubjectMaps
 from pseudohealthy.detect.synthesis import Synthesis
 from pseudohealthy.evaluation.benchmark import run_benchmark
 from pseudohealthy.evaluation.methods import select_methods
-from pseudohealthy.evaluation.scores import aggregate, score_subject, summarise_method
+from pseudohealthy.evaluation.template_scores import aggregate, score_subject, summarise_method
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,8 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     # the validation subjects again, once per method; and reusing it is exact
     assert seeds_calibrated_by_benchmark == [1, 1, 1]
     from pseudohealthy.config import with_overrides
+    from pseudohealthy.detect.calibration import analyse_role
     from pseudohealthy.detect.pipeline import load_models
-    from pseudohealthy.detect.run import analyse_role
     from pseudohealthy.evaluation.methods import method_config
     from pseudohealthy.evaluation.tune import parse_grid
 
@@ -107,7 +107,7 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
         assert r["pr_curve"]["recall"][-1] == 1.0
     # the figures are those of the derivatives detect wrote: score them again from disk
     from pseudohealthy.data.preprocess import prepared_inputs
-    from pseudohealthy.evaluation.outputs import score_unit
+    from pseudohealthy.evaluation.native_scores import score_unit
 
     for seed_run in results[0]["per_subject"]:
         unit = seed_run["unit"]

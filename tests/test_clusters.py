@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pseudohealthy.anomaly.clusters import find_candidates, find_clusters
-from pseudohealthy.detect.report import relative_peak
+from pseudohealthy.anomaly.clusters import find_candidates, find_clusters, relative_peak
 
 
 def _box(score: np.ndarray, corner: tuple[int, int, int], size: int, value: float) -> None:

@@ -15,10 +15,10 @@ import torch
 
 from helpers import tree_digest
 from pseudohealthy.anomaly.clusters import find_clusters
-from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, standardise_slices
+from pseudohealthy.anomaly.maps import anomaly_map, histogram_match, score_to_unit, standardise_slices
 from pseudohealthy.config import load_config
 from pseudohealthy.data.bids import build_inventory
-from pseudohealthy.detect.run import detect, score_to_unit
+from pseudohealthy.detect.run import detect
 from pseudohealthy.errors import UserError
 
 
@@ -113,7 +113,8 @@ def test_detect_writes_valid_derivatives_in_native_space(trained, tiny_bids, tin
 def test_untrained_translator_is_the_identity(trained):
     """MONAI's UNet ends in a zero-initialised layer: untrained, ε = 0 and DDIM returns its input.
     A trained one must not (this is what a wrongly loaded model would silently do)."""
-    from pseudohealthy.training.trainer import build_model, load_trained
+    from pseudohealthy.models.networks import build_model
+    from pseudohealthy.models.trained import load_trained
 
     cfg = load_config(trained / "config.yaml")
     x = torch.randn((2, 2, 64, 64), generator=torch.Generator().manual_seed(0))
@@ -227,7 +228,8 @@ def test_evaluate_recalibrates_under_overrides(trained):
 
 
 def test_threshold_keeps_validation_controls_nearly_clean():
-    from pseudohealthy.detect.pipeline import SubjectMaps, choose_threshold
+    from pseudohealthy.detect.calibration import choose_threshold
+    from pseudohealthy.detect.pipeline import SubjectMaps
 
     shape = (12, 12, 12)
     brain = np.ones(shape, bool)
@@ -303,11 +305,13 @@ def test_normative_residual_is_fitted_once_kept_and_exported(trained, tmp_path):
     again when a setting of the draws changes, and export-model carries them (and refuses stale ones)."""
     import shutil
 
-    from pseudohealthy.anomaly.normative import NORMATIVE, load_normative
+    from pseudohealthy.anomaly.normative import load_normative
     from pseudohealthy.bundle.archive import export_model, opened_model
     from pseudohealthy.config import load_config, save_config
-    from pseudohealthy.detect.pipeline import load_models, normative_key
-    from pseudohealthy.detect.run import calibrate
+    from pseudohealthy.detect.pipeline import load_models
+    from pseudohealthy.detect.calibration import calibrate
+    from pseudohealthy.models.trained import normative_key
+    from pseudohealthy.workdir import NORMATIVE
 
     work = tmp_path / "work"
     shutil.copytree(trained, work)

@@ -11,7 +11,9 @@ import torch
 import yaml
 
 from pseudohealthy.config import load_config
-from pseudohealthy.training.trainer import build_model, model_dir, train
+from pseudohealthy.models.networks import build_model
+from pseudohealthy.models.trained import model_dir
+from pseudohealthy.training.trainer import train
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(tiny_prepared, tmp_path):

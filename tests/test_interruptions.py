@@ -20,7 +20,8 @@ import yaml
 
 from helpers import copy_dataset, tree_digest
 from pseudohealthy.config import load_config
-from pseudohealthy.training.trainer import model_dir, train
+from pseudohealthy.models.trained import model_dir
+from pseudohealthy.training.trainer import train
 
 
 def _cli(*args: str) -> list[str]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pseudohealthy.evaluation.metrics import (
+from pseudohealthy.metrics import (
     bootstrap_ci,
     dice,
     distance_to_lesion_mm,

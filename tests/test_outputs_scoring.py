@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from pseudohealthy.evaluation.outputs import pooled_auprc, score_unit, summarise_outputs
+from pseudohealthy.evaluation.native_scores import pooled_auprc, score_unit, summarise_outputs
 
 HEADER = ["index", "name", "rank", "peak_score", "peak_x", "peak_y", "peak_z", "above_threshold"]
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])  # 3 mm voxels: peak (i, j, k) lies at (3i, 3j, 3k) mm
@@ -98,7 +98,7 @@ def test_a_lesion_found_only_among_the_candidates(tmp_path):
 
 
 def _unit(name: str, lesion_scores, other_scores, mm3: float = 0.0, contrast: float | None = None):
-    from pseudohealthy.evaluation.outputs import OutputScore, _histogram
+    from pseudohealthy.evaluation.native_scores import OutputScore, _histogram
 
     lesion_scores = np.asarray(lesion_scores, np.float32)
     return OutputScore(unit=name, patient=lesion_scores.size > 0, clusters=0, false_clusters=0, hit_rank=None,
@@ -109,7 +109,7 @@ def _unit(name: str, lesion_scores, other_scores, mm3: float = 0.0, contrast: fl
 
 
 def test_pooled_auprc_and_curve_match_sklearn_on_random_maps():
-    from pseudohealthy.evaluation.outputs import pr_curve
+    from pseudohealthy.evaluation.native_scores import pr_curve
 
     rng = np.random.default_rng(3)
     units, truth, score = [], [], []
@@ -128,7 +128,7 @@ def test_pooled_auprc_and_curve_match_sklearn_on_random_maps():
 
 
 def test_strata_split_patients_by_lesion_size_and_contrast():
-    from pseudohealthy.evaluation.outputs import stratified
+    from pseudohealthy.evaluation.native_scores import stratified
 
     small_faint = _unit("a", [0.9], [0.1, 0.2], mm3=400, contrast=1.05)
     small_bright = _unit("b", [0.1], [0.9, 0.2], mm3=900, contrast=1.30)
@@ -144,7 +144,7 @@ def test_strata_split_patients_by_lesion_size_and_contrast():
 
 
 def test_seed_subject_cis_resample_subjects_and_seeds():
-    from pseudohealthy.evaluation.outputs import seed_subject_cis
+    from pseudohealthy.metrics import seed_subject_cis
 
     found = _unit("a", [0.9], [0.1])
     missed = _unit("a", [0.1], [0.9])
@@ -161,7 +161,7 @@ def test_seed_subject_cis_resample_subjects_and_seeds():
 
 
 def test_paired_difference_cis_pair_units_across_methods():
-    from pseudohealthy.evaluation.outputs import paired_difference_cis
+    from pseudohealthy.metrics import paired_difference_cis
 
     def unit(name, found):
         return _unit(name, [0.9 if found else 0.1], [0.5])

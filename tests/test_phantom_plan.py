@@ -101,7 +101,7 @@ PHANTOMS = {
 
 @pytest.mark.parametrize("name", PHANTOMS)
 def test_every_test_split_holds_each_size_and_contrast_stratum_of_the_benchmark(name):
-    from pseudohealthy.evaluation.outputs import CONTRAST_STRATA, SIZE_STRATA
+    from pseudohealthy.evaluation.native_scores import CONTRAST_STRATA, SIZE_STRATA
     from pseudohealthy.phantom.fcd_range import stratum
 
     patients, controls, seed, options = PHANTOMS[name]
@@ -111,7 +111,7 @@ def test_every_test_split_holds_each_size_and_contrast_stratum_of_the_benchmark(
 
 
 def test_intended_sizes_and_contrasts_lie_well_inside_the_strata_and_follow_histology():
-    from pseudohealthy.evaluation.outputs import CONTRAST_STRATA, SIZE_STRATA
+    from pseudohealthy.evaluation.native_scores import CONTRAST_STRATA, SIZE_STRATA
     from pseudohealthy.phantom.fcd_range import CONTRAST_RANGES, FLAIR_RATIO_BY_HISTOLOGY, SIZE_RANGES_CM3
 
     for (lo, hi), (_, s_lo, s_hi) in zip(SIZE_RANGES_CM3, SIZE_STRATA, strict=True):

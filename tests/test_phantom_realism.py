@@ -19,7 +19,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from pseudohealthy import __version__
-from pseudohealthy.evaluation.metrics import lesion_contrast
+from pseudohealthy.metrics import lesion_contrast
 from pseudohealthy.phantom.artefacts import nonuniformity_at
 from pseudohealthy.phantom.contrast import TISSUES, Tissue, realistic_tissues
 from pseudohealthy.phantom.dataset import plan_dataset

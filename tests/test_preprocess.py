@@ -225,6 +225,29 @@ def test_a_provided_brain_mask_is_used(tiny_bids, tiny_phantom, tmp_path):
     assert abs(brain_ml - box_ml) / box_ml < 0.25  # the box, not the ~1.9 l MNI brain
 
 
+def test_brain_mask_source_is_read_from_the_field_or_from_an_older_description():
+    """meta.json names the mask's source; units prepared before that field say it only in words."""
+    from pseudohealthy.data.preprocess import brain_mask_source
+    from pseudohealthy.detect.derivatives import brain_extracted
+
+    older = {"provided (sub-01_desc-brain_mask.nii.gz)": "provided", "input nonzero (skull-stripped)": "nonzero",
+             "deepbet on the T1w": "deepbet", "MNI152 template mask": "template"}
+    for description, source in older.items():
+        assert brain_mask_source({"brain_mask": description}) == source
+        assert brain_mask_source({"brain_mask": description, "brain_mask_source": source}) == source
+        assert brain_extracted(source) is (source != "template")
+    with pytest.raises(ValueError, match="not a description"):
+        brain_mask_source({"brain_mask": "a mask from elsewhere"})
+
+
+def test_prepare_writes_the_brain_mask_source_beside_its_description(tiny_prepared):
+    from pseudohealthy.data.preprocess import brain_mask_source
+
+    metas = [load_meta(unit) for unit in sorted((tiny_prepared / "subjects").iterdir())]
+    assert metas and all(meta["brain_mask_source"] == brain_mask_source({"brain_mask": meta["brain_mask"]})
+                         for meta in metas)
+
+
 @pytest.mark.slow
 def test_nonlinear_registration_runs_and_round_trips(tiny_bids, tiny_phantom, tmp_path):
     patient = max((s for s in tiny_phantom["subjects"] if s["group"] == "fcd"), key=lambda s: s["lesion"]["volume_mm3"])

@@ -15,8 +15,8 @@ from skimage.exposure import match_histograms
 from pseudohealthy.anomaly.clusters import ClusterAgreement, find_clusters, peak_regions
 from pseudohealthy.anomaly.maps import histogram_match
 from pseudohealthy.config import load_config, save_config
+from pseudohealthy.data.splits import roles
 from pseudohealthy.detect.pipeline import analyse, load_models
-from pseudohealthy.detect.run import roles
 from pseudohealthy.diffusion.noise import RowNoise, row_seed
 from pseudohealthy.training.trainer import train
 

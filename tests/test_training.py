@@ -9,8 +9,9 @@ import torch
 
 from pseudohealthy.config import load_config
 from pseudohealthy.errors import UserError
-from pseudohealthy.training.checkpoint import load_checkpoint
-from pseudohealthy.training.trainer import load_trained, model_dir, train
+from pseudohealthy.models.checkpoint import load_checkpoint
+from pseudohealthy.models.trained import load_trained, model_dir
+from pseudohealthy.training.trainer import train
 
 TINY = {"train_translator": {"batch_size": 4, "checkpoint_every": 2},
         "train_classifier": {"batch_size": 4, "checkpoint_every": 2}}

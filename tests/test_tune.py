@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import pseudohealthy.detect.run as detect_run
+import pseudohealthy.detect.calibration as detect_run
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.tune import parse_grid, tune

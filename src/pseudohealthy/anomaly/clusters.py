@@ -30,6 +30,12 @@ class Cluster:
         return asdict(self)
 
 
+def relative_peak(cluster: Cluster) -> float:
+    """A region's peak anomaly score over the threshold, from its probseg peak p = s / (s + t)
+    (``anomaly.maps.score_to_unit``): s / t = p / (1 - p)."""
+    return cluster.peak_score / max(1.0 - cluster.peak_score, 1e-12)
+
+
 def count_clusters(score: np.ndarray, threshold: float, min_voxels: float) -> int:
     """Number of 26-connected clusters of ``score > threshold`` with at least ``min_voxels`` voxels."""
     labels, n = ndi.label(score > threshold, structure=np.ones((3, 3, 3), bool))

@@ -1,4 +1,4 @@
-"""Histogram matching and the anomaly map (METHOD.md §3, steps 3–4)."""
+"""Histogram matching, the anomaly map (METHOD.md §3, steps 3–4) and its [0, 1) probseg scale."""
 
 from __future__ import annotations
 
@@ -95,3 +95,11 @@ def standardise_slices(score: np.ndarray, brain: np.ndarray, keep_sign: bool = F
         mad = 1.4826 * np.nanmedian(np.abs(inside - median), axis=(0, 1), keepdims=True)
     z = (score - np.nan_to_num(median)) / np.maximum(np.nan_to_num(mad), 1e-6)
     return np.where(brain, z if keep_sign else np.clip(z, 0, None), 0.0).astype(np.float32)
+
+
+def score_to_unit(score: np.ndarray, threshold: float) -> np.ndarray:
+    """Map anomaly scores (≥ 0, any scale) monotonically to [0, 1) for a probseg map:
+    s / (s + threshold), so the validation-chosen threshold sits at 0.5 (not a calibrated probability).
+    ``anomaly.clusters.relative_peak`` reads a cluster's peak back as s / threshold."""
+    score = np.clip(score, 0, None)
+    return (score / (score + max(threshold, 1e-12))).astype(np.float32)

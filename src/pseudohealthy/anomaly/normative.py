@@ -12,8 +12,6 @@ from scipy import ndimage as ndi
 
 from pseudohealthy.io.atomic import write_with_atomic
 
-NORMATIVE = "normative.npz"  # in a work folder (and a model archive), beside calibration.json
-
 
 @dataclass
 class NormativeStats:

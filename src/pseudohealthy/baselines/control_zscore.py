@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pseudohealthy import workdir
 from pseudohealthy.data.splits import read_splits
 from pseudohealthy.errors import UserError
 
@@ -34,9 +35,9 @@ def fit_control_stats(work_dir: Path) -> ControlStats:
                         f"found {len(controls)}")
     flairs, brains = [], []
     for pid in controls:
-        subject = work_dir / "subjects" / pid
-        flairs.append(np.asanyarray(nib.load(subject / "flair.nii.gz").dataobj).astype(np.float32))
-        brains.append(np.asanyarray(nib.load(subject / "brain.nii.gz").dataobj) > 0)
+        subject = workdir.subject_dir(work_dir, pid)
+        flairs.append(np.asanyarray(nib.load(workdir.volume_file(subject, "flair")).dataobj).astype(np.float32))
+        brains.append(np.asanyarray(nib.load(workdir.volume_file(subject, "brain")).dataobj) > 0)
     stack = np.stack(flairs)
     mean, std = stack.mean(axis=0), stack.std(axis=0, ddof=1)
     covered = np.any(brains, axis=0)

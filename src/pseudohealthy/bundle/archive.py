@@ -24,15 +24,14 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from pseudohealthy import __version__
-from pseudohealthy.bundle.card import model_card, model_card_markdown
+from pseudohealthy import __version__, workdir
 from pseudohealthy.config import load_work_config
-from pseudohealthy.anomaly.normative import NORMATIVE, load_normative
-from pseudohealthy.detect.pipeline import CALIBRATION, load_calibration, normative_key, required_models
+from pseudohealthy.anomaly.normative import load_normative
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_with_atomic
-from pseudohealthy.training.checkpoint import FORMAT as CHECKPOINT_FORMAT, load_checkpoint
-from pseudohealthy.training.trainer import model_dir
+from pseudohealthy.models.card import model_card, model_card_markdown
+from pseudohealthy.models.checkpoint import FORMAT as CHECKPOINT_FORMAT, load_checkpoint
+from pseudohealthy.models.trained import load_calibration, model_dir, normative_key, required_models
 
 MANIFEST = "pseudohealthy-model.json"
 ARCHIVE_FORMAT = "pseudohealthy-model-1"
@@ -63,22 +62,22 @@ def export_model(work_dir: Path, archive: Path, overwrite: bool = False) -> dict
     cfg = load_work_config(work_dir)
     calibration = load_calibration(work_dir)
     files: dict[str, bytes] = {
-        "config.yaml": (work_dir / "config.yaml").read_bytes(),
-        CALIBRATION: (work_dir / CALIBRATION).read_bytes(),
+        workdir.CONFIG: workdir.config_file(work_dir).read_bytes(),
+        workdir.CALIBRATION: workdir.calibration_file(work_dir).read_bytes(),
     }
     for kind in required_models(cfg):
-        path = model_dir(work_dir, kind, cfg) / "checkpoint.pt"
+        path = workdir.checkpoint_file(model_dir(work_dir, kind, cfg))
         if not path.is_file():
             raise UserError(f"{path}: no trained {kind}; run `pseudohealthy train {work_dir} --model {kind}` first")
-        files[str(PurePosixPath("models", path.parent.name, "checkpoint.pt"))] = _slim_checkpoint(path, kind)
+        files[path.relative_to(work_dir).as_posix()] = _slim_checkpoint(path, kind)  # the work folder's layout
     if cfg.method.normative:
-        normative = work_dir / NORMATIVE
+        normative = workdir.normative_file(work_dir)
         if not normative.is_file() or load_normative(normative)[1] != normative_key(work_dir, cfg):
             raise UserError(f"{normative}: missing or fitted for other settings; run `pseudohealthy calibrate "
                             f"{work_dir}` first")
-        files[NORMATIVE] = normative.read_bytes()
+        files[workdir.NORMATIVE] = normative.read_bytes()
     card = model_card(work_dir, cfg, calibration)
-    files["model_card.json"] = (json.dumps(card, indent=2) + "\n").encode()
+    files[workdir.MODEL_CARD] = (json.dumps(card, indent=2) + "\n").encode()
     files["MODEL_CARD.md"] = model_card_markdown(card).encode()
     manifest = {"format": ARCHIVE_FORMAT, "package_version": __version__, "torch_version": torch.__version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pseudohealthy import __version__
+from pseudohealthy import __version__, workdir
+from pseudohealthy.cli.steps import (
+    console,
+    print_figures,
+    progress_bar,
+    run_calibrate,
+    run_detect,
+    run_phantom,
+    run_prepare,
+    run_prepare_dry,
+    run_train,
+    validate,
+)
 from pseudohealthy.devices import DEVICE_HELP, resolve_device
 from pseudohealthy.errors import UserError
 
@@ -31,7 +41,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 _state = {"debug": False}
 
 
@@ -60,39 +69,6 @@ def _samples_override(samples: int | None) -> dict:
 
 def _default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console)
-
-
-def run_phantom(out_dir: Path, patients: int, controls: int, seed: int, jobs: int, preview: bool,
-                truth_dir: Path | None, overwrite: bool, subtle_test_share: float = 0.0,
-                test_share: float = 1 / 3, realism: str = "realistic", without: tuple[str, ...] = (),
-                always: tuple[str, ...] = ()) -> dict:
-    from pseudohealthy.phantom.dataset import check_output_dir, default_truth_dir, generate_dataset
-    from pseudohealthy.phantom.realism import Realism
-
-    setting = Realism(realism, tuple(without), tuple(always))
-    check_output_dir(out_dir, overwrite)
-    start = time.perf_counter()
-    with _progress() as bar:
-        task = bar.add_task("phantom subjects", total=patients + controls)
-        truth = generate_dataset(out_dir, patients, controls, seed, jobs=jobs, truth_dir=truth_dir,
-                                 overwrite=overwrite, progress=lambda _pid: bar.advance(task),
-                                 subtle_test_share=subtle_test_share, test_share=test_share, realism=setting)
-    elapsed = time.perf_counter() - start
-    truth_dir = Path(truth_dir) if truth_dir else default_truth_dir(out_dir)
-    console.print(f"[green]wrote[/] {len(truth['subjects'])} subjects to {out_dir} in {elapsed:.0f} s "
-                  f"({elapsed / len(truth['subjects']):.1f} s per subject, {jobs} job(s)); "
-                  f"ground truth: {truth_dir / 'truth.json'}")
-    if preview:
-        from pseudohealthy.phantom.preview import confound_previews, dataset_previews
-
-        pngs = dataset_previews(truth, truth_dir / "preview") + confound_previews(truth, truth_dir / "preview")
-        console.print(f"[green]previews[/]: {len(pngs)} PNGs in {truth_dir / 'preview'}")
-    return truth
 
 
 # As a string, not the docstring: the help shows a docstring's line breaks, and the lines must stay short.
@@ -167,117 +143,11 @@ def prepare(
 
     Per subject: N4; rigid T1w -> FLAIR; affine T1w -> MNI152; brain mask; resampling to the preset's template grid; intensities mapped to [-1, 1] inside the brain. Writes WORK_DIR/subjects/<sub>/ (volumes, transforms, meta.json), WORK_DIR/qc/*.png, inventory.tsv, splits.tsv, slices/ and config.yaml. Finished subjects are skipped when re-run.
     """
-    _validate(bids_dir, skip_validation)
+    validate(bids_dir, skip_validation)
     if dry_run:
         run_prepare_dry(bids_dir, preset, participant_label, allow_2d_flair, setting)
     else:
         run_prepare(bids_dir, work_dir, preset, participant_label, jobs, allow_2d_flair, setting)
-
-
-def _inventory_table(inventory, title: str):
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False)
-    for col in ("subject", "group", "T1w", "FLAIR", "lesion mask", "notes / reason"):
-        table.add_column(col, overflow="fold")
-
-    def short(path, pid):  # the entities that differ between files: acq label and suffix
-        return path.name.removeprefix(pid + "_").removesuffix(".gz").removesuffix(".nii") if path else "-"
-
-    for s in inventory.subjects:
-        pid = s.unit
-        table.add_row(pid, s.group, short(s.t1w, pid), short(s.flair, pid), short(s.lesion_mask, pid),
-                      "; ".join(s.notes))
-    for pid, reason in inventory.skipped.items():
-        table.add_row(pid, "[red]skipped[/]", "", "", "", reason)
-    return table
-
-
-def _validate(bids_dir: Path, skip: bool) -> None:
-    """The BIDS validator on BIDS_DIR unless skipped (a missing folder is left to the reader's own message)."""
-    from pseudohealthy.data.validation import validate_bids
-
-    if skip or not Path(bids_dir).is_dir():
-        return
-    with console.status("BIDS validation"):
-        warnings = validate_bids(bids_dir)
-    console.print(f"[green]valid BIDS[/] ({warnings} warning(s); --skip-bids-validation skips this check)",
-                  highlight=False)
-
-
-def _preset_with(preset: str, settings: list[str] | None):
-    from pseudohealthy.config import load_config
-    from pseudohealthy.evaluation.run import parse_settings
-
-    return load_config(preset, overrides=parse_settings(settings or []))
-
-
-def run_prepare_dry(bids_dir: Path, preset: str, labels: list[str] | None, allow_2d_flair: bool,
-                    settings: list[str] | None = None) -> None:
-    from collections import Counter
-
-    from pseudohealthy.data.prepare import plan
-
-    inventory, roles = plan(bids_dir, _preset_with(preset, settings), labels, allow_2d_flair)
-    console.print(_inventory_table(inventory, f"dry run: inventory of {bids_dir}"))
-    groups = {s.unit: s.group for s in inventory.subjects}
-    counts = Counter(f"{roles[pid]} {'patients' if groups[pid] == 'fcd' else 'controls'}" for pid in roles)
-    console.print(f"[green]would prepare[/] {len(inventory.subjects)} subject(s), skip {len(inventory.skipped)}; "
-                  "split: " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
-                  + ". Nothing was computed or written.", highlight=False)
-
-
-def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] | None, jobs: int,
-                allow_2d_flair: bool = False, settings: list[str] | None = None):
-    from pseudohealthy.data.prepare import prepare as prepare_dataset
-
-    cfg = _preset_with(preset, settings)
-    start = time.perf_counter()
-    with _progress() as bar:
-        task = bar.add_task("prepare subjects", total=None)
-
-        def on_inventory(inventory, n_todo):
-            bar.console.print(_inventory_table(inventory, f"inventory of {bids_dir}"))
-            bar.update(task, total=n_todo)
-
-        def on_subject(pid, error):
-            if error:
-                bar.console.print(f"[yellow]skipped {pid}[/]: {error}", highlight=False)
-            bar.advance(task)
-
-        result = prepare_dataset(bids_dir, work_dir, cfg, labels, jobs, allow_2d_flair, on_inventory, on_subject)
-    elapsed = time.perf_counter() - start
-    n = len(result.processed)
-    per = f" ({elapsed / n:.1f} s per subject with {jobs} job(s))" if n else ""
-    console.print(f"[green]prepared[/] {n} subject(s) in {elapsed:.0f} s{per}, reused {len(result.reused)}, "
-                  f"skipped {len(result.inventory.skipped)}; {len(result.slices.index)} slices; "
-                  f"inventory: {Path(work_dir) / 'inventory.tsv'}; QC: {Path(work_dir) / 'qc'}")
-    return result
-
-
-def run_train(work_dir: Path, model: str, preset: str | None, resume: bool, device: str,
-              iterations: int | None = None, settings: list[str] | None = None) -> dict:
-    from pseudohealthy.config import load_work_config, with_overrides
-    from pseudohealthy.evaluation.run import parse_settings
-    from pseudohealthy.training.trainer import train as train_model
-
-    cfg = load_work_config(work_dir, preset)
-    if settings:
-        cfg = with_overrides(cfg, parse_settings(settings))
-    quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun only rank 0 reports
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), console=console, disable=quiet) as bar:
-        task = bar.add_task(f"train {model}", total=None, loss=float("nan"))
-
-        def on_step(step, total, loss):
-            bar.update(task, completed=step, total=total, loss=loss)
-
-        metrics = train_model(work_dir, cfg, model, resume=resume, device=device, iterations=iterations,
-                              on_step=on_step)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("val_"))
-    if not quiet:
-        console.print(f"[green]trained[/] {model}: step {metrics.get('step')}; {shown or 'no validation split'}")
-    return metrics
 
 
 @app.command()
@@ -314,19 +184,6 @@ def calibrate(
     run_calibrate(work_dir, resolve_device(device), samples)
 
 
-def run_calibrate(work_dir: Path, device: str, samples: int | None = None) -> dict:
-    from pseudohealthy.detect.run import calibrate as calibrate_model
-
-    with _progress() as bar:
-        task = bar.add_task("calibrate on validation subjects", total=None)
-        result = calibrate_model(work_dir, device, on_subject=lambda pid: bar.advance(task), samples=samples)
-    console.print(f"[green]calibrated[/]: threshold {result['threshold']:.4f} for {result['samples']} sample(s) "
-                  f"on {len(result['chosen_on'])} "
-                  f"validation subjects (Dice {result['val_dice']:.3f}, AUPRC {result['val_auprc']:.3f}); "
-                  f"{Path(work_dir) / 'calibration.json'}")
-    return result
-
-
 @app.command()
 def detect(
     bids_dir: Path = typer.Argument(..., help="BIDS dataset root (read only)."),
@@ -355,7 +212,7 @@ def detect(
     """
     if analysis_level != "participant":
         raise UserError(f"analysis level '{analysis_level}' is not supported; use 'participant'")
-    _validate(bids_dir, skip_validation)
+    validate(bids_dir, skip_validation)
     run_detect(bids_dir, out_dir, model, participant_label, overwrite, resolve_device(device), allow_2d_flair, samples,
                nprocs, work)
 
@@ -387,27 +244,6 @@ def detect_pair(
                   f"{result['top']}; report: {Path(out_dir) / (result['participant_id'] + '.html')}")
 
 
-def run_detect(bids_dir: Path, out_dir: Path, work_dir: Path, labels: list[str] | None, overwrite: bool,
-               device: str = "cpu", allow_2d_flair: bool = False, samples: int | None = None, nprocs: int = 1,
-               work_root: Path | None = None) -> list[dict]:
-    from pseudohealthy.bundle.archive import opened_model
-    from pseudohealthy.detect.run import detect as detect_subjects
-
-    with _progress() as bar, opened_model(work_dir) as model:
-        task = bar.add_task("detect", total=None)
-
-        def on_subject(pid, error):
-            if error:
-                bar.console.print(f"[yellow]skipped {pid}[/]: {error}", highlight=False)
-            bar.advance(task)
-
-        results = detect_subjects(bids_dir, out_dir, model, labels, overwrite, device, allow_2d_flair,
-                                  on_start=lambda n: bar.update(task, total=n), on_subject=on_subject,
-                                  samples=samples, nprocs=nprocs, work_root=work_root)
-    console.print(f"[green]detected[/] {len(results)} subject(s); report: {Path(out_dir) / 'index.html'}")
-    return results
-
-
 @app.command("export-model")
 def export_model(
     work_dir: Path = typer.Argument(..., help="Work folder with trained models and a calibration."),
@@ -419,7 +255,7 @@ def export_model(
     The archive holds the resolved config, the calibration, the EMA weights of every network the method uses (plain tensors, loaded with weights_only), a model card (preset, training data, steps, validation figures, versions, date; JSON and Markdown) and SHA-256 checksums of every file. Damaged, altered or incompatible archives are refused when opened.
     """
     from pseudohealthy.bundle.archive import export_model as export
-    from pseudohealthy.bundle.card import card_summary
+    from pseudohealthy.models.card import card_summary
 
     card = export(work_dir, archive, overwrite)
     size = archive.stat().st_size / 1e6
@@ -438,65 +274,9 @@ def demo(
 
     Steps finished in an earlier run are reused, so an interrupted demo continues where it stopped. Ends by printing the report's path and the headline figures (method vs a no-model reference).
     """
-    from pseudohealthy.data.bids import unit_subject
-    from pseudohealthy.data.splits import read_splits
+    from pseudohealthy.cli.demo import run_demo
 
-    start = time.perf_counter()
-    work_dir = Path(work_dir)
-    bids = work_dir / "bids"
-    truth_dir = work_dir / "bids_truth"
-    if (truth_dir / "truth.json").is_file() and bids.is_dir():
-        console.print(f"[cyan]phantom[/]: reusing {bids}")
-    else:
-        run_phantom(bids, patients, controls, seed, jobs, True, truth_dir, overwrite=True)
-    model_dir = work_dir / "model"
-    run_prepare(bids, model_dir, "quick", None, jobs)
-    for kind in ("classifier", "translator"):
-        checkpoint = model_dir / "models" / kind / "checkpoint.pt"
-        run_train(model_dir, kind, None, resume=checkpoint.exists(), device="cpu")
-    run_calibrate(model_dir, "cpu")
-    test_ids = sorted({unit_subject(unit) for unit, _, role in read_splits(model_dir) if role == "test"})
-    out_dir = work_dir / "derivatives"
-    results = run_detect(bids, out_dir, model_dir, test_ids, overwrite=True)
-    _print_summary(results, model_dir, out_dir, time.perf_counter() - start)
-
-
-def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds: float) -> None:
-    from pseudohealthy.config import load_config
-    from pseudohealthy.detect.pipeline import load_calibration
-    from pseudohealthy.evaluation.outputs import score_unit, summarise_outputs
-    from pseudohealthy.evaluation.run import template_score
-    from pseudohealthy.evaluation.scores import summarise_method
-    from pseudohealthy.io.atomic import write_json_atomic
-
-    cfg = load_config(model_dir / "config.yaml")
-    threshold = load_calibration(model_dir)["threshold"]
-    template = summarise_method([template_score(model_dir, r["participant_id"], r["maps"], threshold, cfg)
-                                 for r in results], n_resamples=0)
-    outputs = summarise_outputs([score_unit(out_dir, r["participant_id"], r["lesion_mask"] and Path(r["lesion_mask"]))
-                                 for r in results])
-    summary = {"outputs": outputs, "template_grid": template, "seconds": round(seconds)}
-    write_json_atomic(out_dir / "demo_summary.json", summary)
-    console.print(f"[bold]demo finished[/] in {seconds / 60:.1f} min. Report: {out_dir / 'index.html'}")
-    _print_figures(summary)
-    console.print(f"figures in {out_dir / 'demo_summary.json'}")
-
-
-def _print_figures(summary: dict) -> None:
-    """Detection as a user finds it in the derivatives (native FLAIR space, ``evaluation.outputs``), then
-    the template-grid figures of the same maps."""
-    outputs, template = summary["outputs"], summary["template_grid"]
-    where = f" in {summary['derivatives']}" if "derivatives" in summary else ""
-    console.print(f"from the derivatives{where} (native FLAIR space, {outputs['patients']} test patient(s), "
-                  f"{outputs['controls']} test control(s)):", highlight=False)
-    console.print(f"  lesion hit by a cluster above the threshold {outputs['detected']:.2f} (top-1 {outputs['top1']:.2f}, "
-                  f"top-3 {outputs['top3']:.2f}); strongest region (cluster or candidate) on the lesion "
-                  f"{outputs['ranked_top1']:.2f}; any listed region {outputs['ranked_any']:.2f}; clusters per "
-                  f"control {outputs['fp_clusters_per_control']:.1f}; Dice {outputs['dice']:.3f}; native pixel "
-                  f"AUPRC {outputs['native_auprc']:.3f}", highlight=False)
-    console.print(f"on the template grid, same maps: pixel AUPRC {template['auprc']:.3f}, R@5 {template['r@5']:.3f}, "
-                  f"Dice at the validation threshold {template['dice_val']:.3f} (oracle {template['dice_oracle']:.3f})",
-                  highlight=False)
+    run_demo(work_dir, patients, controls, seed, jobs)
 
 
 @app.command()
@@ -521,11 +301,11 @@ def evaluate(
     from pseudohealthy.io.atomic import write_json_atomic
 
     overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
-    with _progress() as bar, opened_model(model) if model else nullcontext() as model_root:
+    with progress_bar() as bar, opened_model(model) if model else nullcontext() as model_root:
         task = bar.add_task("evaluate (validation, then test subjects)", total=None)
         summary = evaluate_work(work_dir, overrides, resolve_device(device), on_subject=lambda pid: bar.advance(task),
                                 model_root=model_root)
-    _print_figures(summary)
+    print_figures(summary)
     if out:
         write_json_atomic(out, summary)
         console.print(f"figures in {out}")
@@ -559,13 +339,13 @@ def tune(
                           highlight=False)
         bar.advance(task)
 
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("tune on validation subjects", total=len(points) * len(seeds))
         result = tune_work(work_dir, points, seeds, out, base, resolve_device(device), on_point)
     chosen = result["chosen"]
     console.print(f"[green]chosen[/]: {chosen['point']} (validation AUPRC {chosen['val_auprc_mean']:.3f} ± "
                   f"{chosen['val_auprc_sd']:.3f} over {len(chosen['seeds'])} seed(s)); "
-                  f"{Path(out or Path(work_dir) / 'tune') / 'chosen.yaml'}", highlight=False)
+                  f"{Path(out or workdir.tune_dir(work_dir)) / 'chosen.yaml'}", highlight=False)
 
 
 @app.command()
@@ -610,8 +390,8 @@ def benchmark(
 
     specs = select_methods(methods)
     if report_only:
-        out = out or work_dir / "benchmark"
-        if not (work_dir / "config.yaml").is_file():
+        out = out or workdir.benchmark_dir(work_dir)
+        if not workdir.config_file(work_dir).is_file():
             raise UserError(f"{work_dir}: not a prepared work folder; --report-only needs the folder the benchmark ran on")
         results = stored_results(out, specs)
         write_report(results, out, work_dir)
@@ -619,7 +399,7 @@ def benchmark(
                       f"figures: {out / 'figures'}", highlight=False)
         return
     overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
-    if not (work_dir / "config.yaml").is_file():
+    if not workdir.config_file(work_dir).is_file():
         if bids is None:
             raise UserError(f"{work_dir}: not prepared; pass --bids BIDS_DIR to prepare it, or run "
                             f"`pseudohealthy prepare BIDS_DIR {work_dir}` first")
@@ -627,7 +407,7 @@ def benchmark(
     elif preset and load_work_config(work_dir).name != preset:
         raise UserError(f"{work_dir} was prepared with preset '{load_work_config(work_dir).name}', not '{preset}'; "
                         "use another WORK_DIR for another preset")
-    out = out or work_dir / "benchmark"
+    out = out or workdir.benchmark_dir(work_dir)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("benchmark", total=None)

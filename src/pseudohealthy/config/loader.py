@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from pseudohealthy import workdir
 from pseudohealthy.config.schema import Config
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_text_atomic
@@ -111,7 +112,7 @@ def save_config(cfg: Config, path: Path) -> None:
 def load_work_config(work_dir: Path, preset: str | Path | None = None) -> Config:
     """The config a work folder was prepared with (``WORK_DIR/config.yaml``), or ``preset`` when given,
     which must then agree with it on the data settings."""
-    saved = Path(work_dir) / "config.yaml"
+    saved = workdir.config_file(work_dir)
     if preset is None:
         if not saved.is_file():
             raise UserError(f"{work_dir}: no config.yaml; it is not a work folder made by `pseudohealthy prepare`")

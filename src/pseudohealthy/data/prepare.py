@@ -13,9 +13,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pseudohealthy import workdir
 from pseudohealthy.config import Config, load_config, save_config
 from pseudohealthy.data.bids import Inventory, SubjectInputs, SubjectSkipped, build_inventory
-from pseudohealthy.data.preprocess import is_done, load_meta, preprocess_subject, subject_dir
+from pseudohealthy.data.preprocess import is_done, load_meta, preprocess_subject
 from pseudohealthy.data.qc import registration_qc
 from pseudohealthy.data.slices import SliceCache, build_slice_cache
 from pseudohealthy.data.splits import assign_roles
@@ -40,7 +41,7 @@ def check_work_dir(bids_dir: Path, work_dir: Path, cfg: Config) -> None:
     if work == bids or bids in work.parents:
         raise UserError(f"WORK_DIR {work_dir} is inside BIDS_DIR {bids_dir}; choose a folder outside the dataset "
                         "(the input dataset is never written to)")
-    saved = work / "config.yaml"
+    saved = workdir.config_file(work)
     if saved.is_file():
         previous = load_config(saved)
         if previous.data != cfg.data:
@@ -53,10 +54,10 @@ def check_work_dir(bids_dir: Path, work_dir: Path, cfg: Config) -> None:
 def _run_one(args: tuple[SubjectInputs, Config, str]) -> tuple[str, str | None]:
     """Preprocess one unit (subject or session, in a worker); returns (unit, reason it was skipped or None)."""
     inputs, cfg, work_dir = args
-    out = subject_dir(Path(work_dir), inputs.unit)
+    out = workdir.subject_dir(work_dir, inputs.unit)
     try:
         preprocess_subject(inputs, cfg.data, out)
-        registration_qc(out, Path(work_dir) / "qc" / f"{inputs.unit}_registration.png",
+        registration_qc(out, workdir.registration_qc_file(work_dir, inputs.unit),
                         f"{inputs.unit} ({inputs.group})")
         return inputs.unit, None
     except SubjectSkipped as exc:
@@ -87,11 +88,11 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
     check_work_dir(bids_dir, work_dir, cfg)
     inventory = build_inventory(bids_dir, participant_labels, allow_2d_flair)
     work_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, work_dir / "config.yaml")
+    save_config(cfg, workdir.config_file(work_dir))
     result = PrepareResult(inventory)
     todo = []
     for inputs in inventory.subjects:
-        out = subject_dir(work_dir, inputs.unit)
+        out = workdir.subject_dir(work_dir, inputs.unit)
         if is_done(out, cfg.data):
             result.reused.append(inputs.unit)
         else:
@@ -112,14 +113,14 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
     inventory.skipped.update(result.failed)
     usable = result.processed + result.reused
     inventory.subjects = [s for s in inventory.subjects if s.unit in usable]
-    write_text_atomic(work_dir / "inventory.tsv", inventory.to_tsv())
+    write_text_atomic(workdir.inventory_file(work_dir), inventory.to_tsv())
     if not usable:
         pid, reason = next(iter(inventory.skipped.items()), ("", "no subjects selected"))
         raise UserError(f"no usable subject in {bids_dir}: {pid}: {reason} "
-                        f"(all reasons: {work_dir / 'inventory.tsv'})")
-    metas = [load_meta(subject_dir(work_dir, pid)) for pid in sorted(usable)]
+                        f"(all reasons: {workdir.inventory_file(work_dir)})")
+    metas = [load_meta(workdir.subject_dir(work_dir, pid)) for pid in sorted(usable)]
     result.roles = assign_roles(metas, cfg.data, cfg.seed)
-    write_text_atomic(work_dir / "splits.tsv", "participant_id\tgroup\trole\n" + "".join(
+    write_text_atomic(workdir.splits_file(work_dir), "participant_id\tgroup\trole\n" + "".join(
         f"{m['participant_id']}\t{m['group']}\t{result.roles[m['participant_id']]}\n" for m in metas))
     result.slices = build_slice_cache(work_dir, metas, result.roles, cfg.data)
     return result

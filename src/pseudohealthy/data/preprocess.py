@@ -19,11 +19,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from pseudohealthy import workdir
 from pseudohealthy.config.schema import DataConfig
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, check_lesion_mask
 from pseudohealthy.data.registration import (
@@ -40,8 +42,14 @@ from pseudohealthy.templates.lobes import load_lobe_atlas
 from pseudohealthy.templates.mni import load_tissue_priors
 
 VOLUMES = ("t1", "flair", "brain", "lesion", "lobe", "hemisphere")
-META = "meta.json"  # written last: its presence marks a finished subject
 VERSION = 3  # bump when the outputs change, so older work folders are redone (3: auto -> deepbet)
+
+# Where a prepared unit's brain mask came from (meta.json ``brain_mask_source``; ``brain_mask`` says it in words).
+BrainMaskSource = Literal["provided", "nonzero", "deepbet", "template"]
+# How ``brain_mask`` begins for each source: what tells them apart in units prepared before
+# ``brain_mask_source`` was written (same VERSION, so they are not prepared again).
+_DESCRIPTION_OPENINGS: dict[BrainMaskSource, str] = {
+    "provided": "provided (", "nonzero": "input nonzero", "deepbet": "deepbet", "template": "MNI152 template"}
 
 
 @dataclass(frozen=True)
@@ -96,14 +104,9 @@ def _resample(img: sitk.Image, ref: sitk.Image, transform: sitk.Transform, linea
     return from_sitk(out)[0]
 
 
-def subject_dir(work_dir: Path, unit: str) -> Path:
-    """A unit's (``sub-X`` or ``sub-X_ses-Y``) preprocessed folder in a work folder."""
-    return Path(work_dir) / "subjects" / unit
-
-
 def is_done(out: Path, cfg: DataConfig) -> bool:
     """A finished subject made by this version with the same data settings."""
-    if not (out / META).is_file():
+    if not workdir.meta_file(out).is_file():
         return False
     meta = load_meta(out)
     return meta.get("version") == VERSION and meta.get("data_config") == cfg.model_dump(mode="json")
@@ -154,22 +157,23 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
     flair_data = np.asanyarray(flair_img.dataobj)
     stripped = cfg.brain_mask == "nonzero" or (
         cfg.brain_mask == "auto" and looks_skull_stripped(flair_data, abs(np.linalg.det(flair_img.affine[:3, :3]))))
+    brain_source: BrainMaskSource
     if inputs.brain_mask is not None and cfg.brain_mask != "template":
         try:
             user_mask = np.asanyarray(load_volume(inputs.brain_mask, f"{pid} brain mask").dataobj) > 0
         except InputError as exc:
             raise SubjectSkipped(str(exc)) from None
         brain = _resample(to_sitk(user_mask.astype(np.float32), flair_img.affine), ref, template_to_flair) > 0.5
-        brain_source = f"provided ({inputs.brain_mask.name})"
+        brain_source, brain_description = "provided", f"provided ({inputs.brain_mask.name})"
     elif stripped:
         brain = _resample(to_sitk((flair_data != 0).astype(np.float32), flair_img.affine), ref,
                           template_to_flair) > 0.5
-        brain_source = "input nonzero (skull-stripped)"
+        brain_source, brain_description = "nonzero", "input nonzero (skull-stripped)"
     elif cfg.brain_mask in ("deepbet", "auto"):  # auto: a whole-head input gets a learned brain extraction
         brain = _resample(nib_to_sitk(learned_brain_mask(t1_img)), ref, template_to_t1) > 0.5
-        brain_source = "deepbet on the T1w"
+        brain_source, brain_description = "deepbet", "deepbet on the T1w"
     else:
-        brain_source = "MNI152 template mask"
+        brain_source, brain_description = "template", "MNI152 template mask"
         priors = load_tissue_priors()
         brain = _resample(to_sitk(priors.brain.astype(np.float32), priors.affine), ref, sitk.Transform()) > 0.5
     atlas = load_lobe_atlas()
@@ -189,9 +193,9 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
 
     out.mkdir(parents=True, exist_ok=True)
     for name, data in volumes.items():
-        save_nifti(out / f"{name}.nii.gz", data, affine)
-    _save_transform(flair_to_t1, out / "flair_to_t1.h5")
-    _save_transform(template_to_t1, out / "template_to_t1.h5")
+        save_nifti(workdir.volume_file(out, name), data, affine)
+    _save_transform(flair_to_t1, workdir.flair_to_t1_file(out))
+    _save_transform(template_to_t1, workdir.template_to_t1_file(out))
     meta = {
         "version": VERSION,
         "participant_id": inputs.unit,  # the unit of work: sub-X, or sub-X_ses-Y for one session
@@ -207,12 +211,13 @@ def preprocess_subject(inputs: SubjectInputs, cfg: DataConfig, out: Path) -> dic
         "native_flair": {"shape": list(flair_img.shape[:3]), "affine": np.asarray(flair_img.affine).tolist()},
         "template_grid": {"shape": list(shape), "affine": affine.tolist()},
         "normalisation": {k: asdict(v) for k, v in norms.items()},
-        "brain_mask": brain_source,
+        "brain_mask": brain_description,
+        "brain_mask_source": brain_source,
         "lesion_voxels_template": int((lesion > 0.5).sum()),
         "data_config": cfg.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    write_json_atomic(out / META, meta)
+    write_json_atomic(workdir.meta_file(out), meta)
     return meta
 
 
@@ -235,7 +240,18 @@ def _save_transform(transform: sitk.Transform, path: Path) -> None:
 
 
 def load_meta(out: Path) -> dict:
-    return json.loads((Path(out) / META).read_text())
+    return json.loads(workdir.meta_file(out).read_text())
+
+
+def brain_mask_source(meta: dict) -> BrainMaskSource:
+    """Where a prepared unit's brain mask came from (its ``meta``); for a unit prepared before meta.json held
+    ``brain_mask_source``, read from how its description (``brain_mask``) begins."""
+    if "brain_mask_source" in meta:
+        return meta["brain_mask_source"]
+    for source, opening in _DESCRIPTION_OPENINGS.items():
+        if meta["brain_mask"].startswith(opening):
+            return source
+    raise ValueError(f"brain mask {meta['brain_mask']!r}: not a description that prepare writes")
 
 
 def prepared_inputs(out: Path) -> SubjectInputs:
@@ -265,8 +281,8 @@ def learned_brain_mask(t1w: nib.Nifti1Image) -> nib.Nifti1Image:
 
 def template_to_flair_transform(out: Path) -> sitk.Transform:
     """The saved mapping template points -> native FLAIR points for a preprocessed subject."""
-    flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))
-    template_to_t1 = sitk.ReadTransform(str(Path(out) / "template_to_t1.h5"))
+    flair_to_t1 = sitk.ReadTransform(str(workdir.flair_to_t1_file(out)))
+    template_to_t1 = sitk.ReadTransform(str(workdir.template_to_t1_file(out)))
     return sitk.CompositeTransform([flair_to_t1.GetInverse(), template_to_t1])
 
 
@@ -302,7 +318,7 @@ class NativeMapper:
     def t1_on_flair_grid(self, out: Path, t1w: Path) -> nib.Nifti1Image:
         """The subject's own T1w (whole head, not bias-corrected) resampled onto its FLAIR grid through the
         saved rigid registration: for the report, and to check that registration by eye."""
-        flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))  # FLAIR points -> T1 points
+        flair_to_t1 = sitk.ReadTransform(str(workdir.flair_to_t1_file(out)))  # FLAIR points -> T1 points
         data = _resample(nib_to_sitk(load_volume(t1w, "T1w")), self.native_ref, flair_to_t1)
         return nib.Nifti1Image(data.astype(np.float32), self.native_affine)
 
@@ -310,7 +326,7 @@ class NativeMapper:
 def t1_mask_on_flair_grid(out: Path, mask: nib.Nifti1Image, flair: nib.Nifti1Image) -> np.ndarray:
     """A mask on the T1w grid (e.g. ``learned_brain_mask``) carried onto the FLAIR grid through the subject's
     saved rigid registration (bool)."""
-    flair_to_t1 = sitk.ReadTransform(str(Path(out) / "flair_to_t1.h5"))  # FLAIR points -> T1 points
+    flair_to_t1 = sitk.ReadTransform(str(workdir.flair_to_t1_file(out)))  # FLAIR points -> T1 points
     return _resample(nib_to_sitk(mask), reference(flair.shape[:3], flair.affine), flair_to_t1) > 0.5
 
 

@@ -13,6 +13,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 
+from pseudohealthy import workdir  # noqa: E402
 from pseudohealthy.io.atomic import write_with_atomic  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def _qc_figure(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, lesion: np.
 def registration_qc(subject_dir: Path, out_png: Path, title: str) -> None:
     """QC of a preprocessed subject on the template grid (``prepare``): T1w -> FLAIR alignment and the brain
     mask (MNI alignment), through the lesion or the brain's centre."""
-    vols = {n: np.asanyarray(nib.load(Path(subject_dir) / f"{n}.nii.gz").dataobj).astype(np.float32)
+    vols = {n: np.asanyarray(nib.load(workdir.volume_file(subject_dir, n)).dataobj).astype(np.float32)
             for n in ("t1", "flair", "brain", "lesion")}
     lesion = vols["lesion"] > 0.5
     point = np.argwhere(lesion).mean(axis=0) if lesion.any() else np.argwhere(vols["brain"] > 0).mean(axis=0)

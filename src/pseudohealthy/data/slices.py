@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pseudohealthy import workdir
 from pseudohealthy.config.schema import DataConfig
 from pseudohealthy.io.atomic import atomic_directory
 
@@ -46,18 +47,19 @@ def build_slice_cache(work_dir: Path, metas: list[dict], roles: dict[str, str], 
     work_dir = Path(work_dir)
     plan = []
     for meta in sorted(metas, key=lambda m: m["participant_id"]):
-        sdir = work_dir / "subjects" / meta["participant_id"]
-        brain = np.asanyarray(nib.load(sdir / "brain.nii.gz").dataobj) > 0
+        sdir = workdir.subject_dir(work_dir, meta["participant_id"])
+        brain = np.asanyarray(nib.load(workdir.volume_file(sdir, "brain")).dataobj) > 0
         plan.append((meta, sdir, _kept_slices(brain, cfg.min_brain_fraction)))
     n = sum(len(k) for _, _, k in plan)
     size = cfg.image_size
-    with atomic_directory(work_dir / "slices") as staging:
-        out = {name: np.lib.format.open_memmap(staging / f"{name}.npy", mode="w+", dtype=dt, shape=(n, size, size))
+    with atomic_directory(workdir.slices_dir(work_dir)) as staging:
+        out = {name: np.lib.format.open_memmap(workdir.slice_array_file(staging, name), mode="w+", dtype=dt,
+                                               shape=(n, size, size))
                for name, dt in ARRAYS.items()}
         index = []
         row = 0
         for meta, sdir, kept in plan:
-            vols = {name: np.asanyarray(nib.load(sdir / f"{name}.nii.gz").dataobj) for name in ARRAYS}
+            vols = {name: np.asanyarray(nib.load(workdir.volume_file(sdir, name)).dataobj) for name in ARRAYS}
             vols["lesion"] = (vols["lesion"] > 0.5).astype(np.uint8)
             for z in kept:
                 for name in ARRAYS:
@@ -74,7 +76,7 @@ def build_slice_cache(work_dir: Path, metas: list[dict], roles: dict[str, str], 
         for arr in out.values():
             arr.flush()
         del out
-        with open(staging / "index.tsv", "w", newline="") as fh:
+        with open(workdir.slice_index_file(staging), "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS, delimiter="\t", lineterminator="\n")
             writer.writeheader()
             writer.writerows(index)
@@ -82,9 +84,9 @@ def build_slice_cache(work_dir: Path, metas: list[dict], roles: dict[str, str], 
 
 
 def open_slice_cache(work_dir: Path) -> SliceCache:
-    folder = Path(work_dir) / "slices"
-    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
-    with open(folder / "index.tsv", newline="") as fh:
+    folder = workdir.slices_dir(work_dir)
+    arrays = {name: np.load(workdir.slice_array_file(folder, name), mmap_mode="r") for name in ARRAYS}
+    with open(workdir.slice_index_file(folder), newline="") as fh:
         index = []
         for r in csv.DictReader(fh, delimiter="\t"):
             for key in ("z", "label", "lesion_pixels"):

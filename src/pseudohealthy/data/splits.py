@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pseudohealthy import workdir
 from pseudohealthy.config.schema import DataConfig
 
 ROLES = ("train", "val", "test")
@@ -60,5 +61,10 @@ def _subject_roles(subjects: list[dict], cfg: DataConfig, seed: int) -> dict[str
 
 def read_splits(work_dir: Path) -> list[tuple[str, str, str]]:
     """(participant_id, group, role) rows of WORK_DIR/splits.tsv, as ``prepare`` wrote them."""
-    path = Path(work_dir) / "splits.tsv"
+    path = workdir.splits_file(work_dir)
     return [tuple(line.split("\t")[:3]) for line in path.read_text().splitlines()[1:] if line.strip()]
+
+
+def roles(work_dir: Path) -> dict[str, str]:
+    """participant_id -> train | val | test, from WORK_DIR/splits.tsv."""
+    return {pid: role for pid, _, role in read_splits(work_dir)}

@@ -1,4 +1,4 @@
-"""The method on one preprocessed subject, and calibration of the decision threshold.
+"""The method on one preprocessed subject: the models a config needs, and ``analyse``.
 
 Template-space steps are shared by ``calibrate`` (validation subjects, already preprocessed) and
 ``detect`` (new subjects, preprocessed on the fly).
@@ -6,27 +6,21 @@ Template-space steps are shared by ``calibrate`` (validation subjects, already p
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from pseudohealthy.anomaly.clusters import count_clusters
+from pseudohealthy import workdir
 from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
-from pseudohealthy.anomaly.normative import NORMATIVE, NormativeStats, fit_normative, load_normative, save_normative
+from pseudohealthy.anomaly.normative import NormativeStats, fit_normative, load_normative, save_normative
 from pseudohealthy.config import Config, with_overrides
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
-from pseudohealthy.detect.synthesis import Models, Synthesis, brain_slices, reconstruct, synthesize
+from pseudohealthy.detect.synthesis import Synthesis, brain_slices, reconstruct, synthesize
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.metrics import dice, threshold_candidates
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.io.atomic import write_json_atomic
-from pseudohealthy.training.trainer import load_trained, model_dir
-
-CALIBRATION = "calibration.json"
+from pseudohealthy.models.trained import Models, load_networks, normative_key
 
 
 @dataclass
@@ -46,23 +40,11 @@ class SubjectMaps:
             self.sample_maps = self.anomaly[None]
 
 
-def required_models(cfg: Config) -> list[str]:
-    """The trained model kinds ``cfg``'s detector uses (their folders: ``training.trainer.model_name``)."""
-    if cfg.method.detector in ("control_zscore", "flair_zscore"):
-        return []
-    if cfg.method.detector == "autoencoder":
-        return ["autoencoder"]
-    return ["translator"] + (["classifier"] if cfg.method.guidance != "none" else [])
-
-
 def load_models(work_dir: Path, cfg: Config, device: str = "cpu") -> Models:
-    models = Models()
-    for kind in required_models(cfg):
-        if not (model_dir(work_dir, kind, cfg) / "checkpoint.pt").is_file():
-            hint = " (or set method.guidance: none)" if kind == "classifier" else ""
-            raise UserError(f"{model_dir(work_dir, kind, cfg)}: no trained {kind} for this configuration; run "
-                            f"`pseudohealthy train {work_dir} --model {kind}` with it{hint}")
-        setattr(models, kind, load_trained(work_dir, cfg, kind))
+    """What ``cfg``'s detector needs from WORK_DIR: its trained networks (``models.trained.load_networks``),
+    then the statistics fitted on the work folder's training controls: the control z-score's and, with
+    ``method.normative``, the normative residual's (``normative_for``, which runs the detector itself)."""
+    models = load_networks(work_dir, cfg)
     if cfg.method.detector == "control_zscore":
         models.controls = fit_control_stats(work_dir)
     if cfg.method.normative:
@@ -70,46 +52,24 @@ def load_models(work_dir: Path, cfg: Config, device: str = "cpu") -> Models:
     return models
 
 
-# Method settings applied after the draws; everything else (and the networks) decides what the draws are.
-POST_DRAW = frozenset({"histogram_matching", "normative", "anomaly", "smoothing_mm", "slice_standardise",
-                       "min_cluster_mm3", "rank_by", "confidence_radius_mm", "max_control_clusters"})
-
-
-def draw_key(work_dir: Path, cfg: Config, keep: frozenset[str] = frozenset()) -> str:
-    """A digest of what a subject's draws depend on: the networks' checkpoints and every setting but the
-    post-draw ones (except those in ``keep``) and the report's."""
-    settings = cfg.model_dump(mode="json")
-    settings.pop("report")
-    for key in POST_DRAW - keep:
-        settings["method"].pop(key)
-    digests = [hashlib.sha256((model_dir(work_dir, kind, cfg) / "checkpoint.pt").read_bytes()).hexdigest()
-               for kind in required_models(cfg)]
-    return hashlib.sha256(json.dumps({"settings": settings, "models": digests}, sort_keys=True).encode()).hexdigest()
-
-
-def normative_key(work_dir: Path, cfg: Config) -> str:
-    """What the normative stats depend on: the draws and how they are matched to the FLAIR."""
-    return draw_key(work_dir, cfg, keep=frozenset({"histogram_matching"}))
-
-
 def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cpu") -> NormativeStats:
     """The normative residual's stats for ``cfg``: WORK_DIR/normative.npz when it was fitted for these
     settings and networks, else fitted now on the work folder's training controls (and saved)."""
-    path = Path(work_dir) / NORMATIVE
+    path = workdir.normative_file(work_dir)
     key = normative_key(work_dir, cfg)
     if path.is_file():
         stats, stored = load_normative(path)
         if stored == key:
             return stats
     controls = [pid for pid, group, role in read_splits(work_dir) if group == "hc" and role == "train"] \
-        if (Path(work_dir) / "splits.tsv").is_file() else []
+        if workdir.splits_file(work_dir).is_file() else []
     if len(controls) < 2:
         raise UserError(f"{work_dir}: method.normative needs the residuals of at least 2 training controls under "
                         "these settings; none are stored for them and the folder has no training controls to fit "
                         "them on (an exported model keeps the settings it was calibrated with)")
     residuals, brains = [], []
     for pid in controls:
-        volumes = SubjectVolumes.load(Path(work_dir) / "subjects" / pid)
+        volumes = SubjectVolumes.load(workdir.subject_dir(work_dir, pid))
         maps = maps_from_synthesis(volumes, pseudo_healthy(volumes, models, cfg, device), models,
                                    with_overrides(cfg, {"method": {"normative": False}}))
         residuals.append(volumes.flair - maps.pseudo_healthy)
@@ -120,7 +80,7 @@ def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cp
 
 
 def _volume(subject_dir: Path, name: str) -> np.ndarray:
-    return np.asanyarray(nib.load(Path(subject_dir) / f"{name}.nii.gz").dataobj)
+    return np.asanyarray(nib.load(workdir.volume_file(subject_dir, name)).dataobj)
 
 
 def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu", **overrides) -> SubjectMaps:
@@ -193,40 +153,3 @@ def maps_from_synthesis(volumes: SubjectVolumes, syn: Synthesis, models: Models,
 
 def smoothing_voxels(cfg: Config) -> float:
     return cfg.method.smoothing_mm / cfg.data.template_voxel_mm
-
-
-def choose_threshold(maps: list[SubjectMaps], cfg: Config, candidates: int = 200) -> tuple[float, float]:
-    """Threshold maximising the mean Dice over validation patients; (threshold, that Dice).
-
-    Candidates are ``threshold_candidates`` of the anomaly scores inside the brains (the oracle's grid,
-    dense in the far tail where a lesion of 0.1 % of the brain puts the best threshold), and Dice is
-    counted over brain voxels, as the oracle's. Where validation controls exist, only thresholds that
-    leave them at most ``method.max_control_clusters`` clusters on average are allowed (the highest
-    candidate if none does), so a threshold that fits one small lesion cannot flood healthy brains with
-    clusters. Among equal Dice (e.g. 0 everywhere), the lowest allowed threshold wins.
-    """
-    patients = [m for m in maps if m.lesion.any()]
-    controls = [m for m in maps if not m.lesion.any()]
-    qs = threshold_candidates(np.concatenate([m.anomaly[m.brain] for m in maps]), candidates)
-    limit = cfg.method.max_control_clusters
-    if controls and limit is not None:
-        min_voxels = cfg.method.min_cluster_mm3 / cfg.data.template_voxel_mm ** 3
-        allowed = np.array([np.mean([count_clusters(m.anomaly, q, min_voxels) for m in controls]) <= limit
-                            for q in qs])
-        qs = qs[allowed] if allowed.any() else qs[-1:]
-    if not patients:
-        return float(qs[0]), float("nan")
-    scores = [np.mean([dice(m.anomaly[m.brain] > q, m.lesion[m.brain]) for m in patients]) for q in qs]
-    best = int(np.argmax(scores))
-    return float(qs[best]), float(scores[best])
-
-
-def save_calibration(work_dir: Path, calibration: dict) -> None:
-    write_json_atomic(Path(work_dir) / CALIBRATION, calibration)
-
-
-def load_calibration(work_dir: Path) -> dict:
-    path = Path(work_dir) / CALIBRATION
-    if not path.is_file():
-        raise UserError(f"{path}: not found; run `pseudohealthy calibrate {work_dir}` first")
-    return json.loads(path.read_text())

@@ -1,4 +1,5 @@
-"""HTML reports: one page per subject (overlays and the cluster table) and an index page."""
+"""The report: per unit its figures and an HTML page (overlays, the tables of clusters and candidates, a
+three-view figure per region, quality control), and an index page of all units."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pseudohealthy.anomaly.clusters import Cluster  # noqa: E402
+from pseudohealthy.anomaly.clusters import Cluster, relative_peak  # noqa: E402
+from pseudohealthy.config import Config  # noqa: E402
+from pseudohealthy.data.bids import SubjectInputs, unit_path  # noqa: E402
+from pseudohealthy.data.qc import native_qc  # noqa: E402
+from pseudohealthy.detect.derivatives import NativeFindings  # noqa: E402
 from pseudohealthy.io.atomic import write_text_atomic, write_with_atomic  # noqa: E402
+from pseudohealthy.models.card import card_summary  # noqa: E402
 
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
@@ -24,6 +30,74 @@ _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-co
 def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
     c = nib.as_closest_canonical(img)
     return np.asarray(c.dataobj, dtype=np.float32), c.affine
+
+
+def write_subject_report(out_dir: Path, inputs: SubjectInputs, found: NativeFindings, flair: nib.Nifti1Image,
+                         t1w: nib.Nifti1Image, brain_mask: str, classifier: str, threshold: float,
+                         card: dict | None, cfg: Config) -> None:
+    """The unit's report: OUT_DIR/<unit>.html and its figures in OUT_DIR/<unit path>/figures (the overview,
+    a three-view figure per shown region, the brain mask and registration check). ``t1w``: the subject's
+    T1w on its FLAIR grid; ``brain_mask``: where the brain mask came from; ``threshold``: the anomaly score
+    at 0.5 on the probseg map."""
+    pid = inputs.unit
+    affine, clusters, candidates = found.affine, found.clusters, found.candidates
+    figure_dir = out_dir / unit_path(pid) / "figures"
+    truth = nib.load(inputs.lesion_mask) if inputs.lesion_mask else None
+    images = {"pseudo": nib.Nifti1Image(found.pseudo, affine), "score": nib.Nifti1Image(found.score, affine),
+              "labels": nib.Nifti1Image(found.labels, affine), "t1w": t1w}
+    overlay_figure(flair, images["pseudo"], images["score"], images["labels"], clusters, truth,
+                   figure_dir / f"{pid}_overlays.png", dpi=cfg.report.dpi)
+    images["labels"] = nib.Nifti1Image(found.labels + found.candidate_labels, affine)  # outlines in the three views
+    cluster_figures = _cluster_figures(pid, flair, images, truth, clusters, candidates, found.score, affine,
+                                       figure_dir, cfg)
+    native_qc(flair, images["t1w"], found.brain, figure_dir / f"{pid}_qc.png",
+              f"{pid}: brain mask ({brain_mask}) and T1w -> FLAIR registration", cfg.report.dpi)
+    info = {"FLAIR": inputs.flair.name, "T1w": inputs.t1w.name, "brain mask": brain_mask,
+            "classifier's lobe prediction": classifier,
+            "threshold (validation-chosen)": f"anomaly {threshold:.3f} (0.5 on the probseg map)",
+            "clusters above threshold": len(clusters),
+            "candidates below threshold": len(candidates),
+            "pseudo-healthy draws per slice (confidence needs 2 or more)": found.samples}
+    if inputs.notes:
+        info["input notes"] = "; ".join(inputs.notes)
+    if card:
+        info["model"] = card_summary(card)
+    synthetic = card and card["training_data"]["source"]["synthetic"]
+    warning = ("This model was trained on synthetic phantom data only: its output on a real scan means "
+               "nothing until it is retrained on real data." if synthetic else None)
+    figures_rel = f"{unit_path(pid).as_posix()}/figures"
+    subject_page(out_dir / f"{pid}.html", pid, f"{figures_rel}/{pid}_overlays.png", clusters + candidates, info,
+                 cluster_figures, warning, qc_rel=f"{figures_rel}/{pid}_qc.png")
+
+
+def _region_caption(c: Cluster) -> str:
+    confidence = "" if c.confidence is None else f", confidence {c.confidence:.0%}"
+    if c.above_threshold:
+        return (f"cluster {c.rank}: {c.hemisphere} {c.lobe}, {c.volume_mm3:.0f} mm³, peak score {c.peak_score:.2f}"
+                f"{confidence}")
+    return (f"candidate {c.rank} (below threshold): {c.hemisphere} {c.lobe}, {c.volume_mm3:.0f} mm³, peak "
+            f"{relative_peak(c):.0%} of the threshold{confidence}")
+
+
+def _cluster_figures(pid: str, flair: nib.Nifti1Image, images: dict, truth, clusters: list[Cluster],
+                     candidates: list[Cluster], score: np.ndarray, affine: np.ndarray, figures: Path,
+                     cfg: Config) -> list[tuple[str, str]]:
+    """One three-view PNG per shown cluster (the top ``report.clusters``) and per candidate below the
+    threshold; with neither, one through the map's global maximum so a reader still sees where it peaks."""
+    out = []
+    targets = [(c.rank, c.peak_mm, _region_caption(c)) for c in clusters[:cfg.report.clusters] + candidates]
+    if not targets:
+        peak = np.unravel_index(int(np.argmax(score)), score.shape)
+        peak_mm = [float(v) for v in affine[:3, :3] @ np.asarray(peak) + affine[:3, 3]]
+        targets = [(None, peak_mm, f"no cluster above the threshold: the map's maximum ({score.max():.2f}, "
+                                   "threshold 0.5)")]
+    for rank, peak_mm, caption in targets:
+        name = f"{pid}_cluster-{rank}.png" if rank else f"{pid}_maximum.png"
+        cluster_figure(flair, images["t1w"], images["pseudo"], images["score"], images["labels"], truth, peak_mm,
+                       rank, caption, figures / name, cfg.report.dpi,
+                       display_floor=cfg.report.candidate_floor / (1 + cfg.report.candidate_floor))
+        out.append((f"{unit_path(pid).as_posix()}/figures/{name}", caption))
+    return out
 
 
 def overlay_figure(flair: nib.Nifti1Image, pseudo: nib.Nifti1Image, score: nib.Nifti1Image,
@@ -142,11 +216,6 @@ def _coordinates(values: list[float] | None) -> str:
     return ", ".join(f"{v:.0f}" for v in values) if values else "n/a"
 
 
-def relative_peak(cluster: Cluster) -> float:
-    """A region's peak anomaly score over the threshold, from its probseg peak p = s / (s + t): s / t = p / (1 - p)."""
-    return cluster.peak_score / max(1.0 - cluster.peak_score, 1e-12)
-
-
 def _region_table(regions: list[Cluster], empty: str) -> str:
     if not regions:
         return f"<p>{empty}</p>"
@@ -216,3 +285,14 @@ def index_page(out_html: Path, entries: list[dict]) -> None:
 <table><tr><th>subject</th><th>clusters</th><th>top cluster</th><th>classifier's lobe</th></tr>{rows}</table>
 </body></html>"""
     write_text_atomic(out_html, body)
+
+
+def write_index(out_dir: Path, results: list[dict]) -> None:
+    """OUT_DIR/index.html: this run's units (``results``) plus those of earlier runs into the same folder (by
+    their pages)."""
+    seen = {r["participant_id"]: r for r in results}
+    for page in Path(out_dir).glob("sub-*.html"):
+        pid = page.stem
+        if pid not in seen:
+            seen[pid] = {"participant_id": pid, "n_clusters": "see page", "top": "", "classifier": ""}
+    index_page(out_dir / "index.html", list(seen.values()))

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pseudohealthy.anomaly.normative import NormativeStats
-from pseudohealthy.baselines.control_zscore import ControlStats
 from pseudohealthy.config import Config
 from pseudohealthy.diffusion.ddim import ddim_decode, ddim_encode_path, one_step_x0, timestep_ladder
 from pseudohealthy.diffusion.guidance import guided_eps, x_step
@@ -22,17 +20,7 @@ from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.diffusion.simplex import simplex_noise
 from pseudohealthy.errors import UserError
 from pseudohealthy.models.networks import translator_input
-
-
-@dataclass
-class Models:
-    """What a configuration's detector needs (``method.detector``); the others are None."""
-
-    translator: torch.nn.Module | None = None
-    classifier: torch.nn.Module | None = None  # None when guidance is off
-    autoencoder: torch.nn.Module | None = None
-    controls: ControlStats | None = None
-    normative: NormativeStats | None = None  # method.normative: the training controls' residual stats
+from pseudohealthy.models.trained import Models
 
 
 @dataclass

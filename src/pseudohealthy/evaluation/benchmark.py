@@ -6,7 +6,7 @@ For every selected method (``evaluation.methods``):
 2. choose its settings by ``tune`` on the validation subjects only (its own grid, its own threshold);
 3. for each seed: choose the threshold on the validation subjects with the chosen settings, run
    ``detect_subject`` (the code that makes a user's derivatives) on every test unit, and score the written
-   native-space outputs (``evaluation.outputs``) against the dataset's lesion masks; the template-grid
+   native-space outputs (``evaluation.native_scores``) against the dataset's lesion masks; the template-grid
    figures of the same maps (AUPRC, R@k, Dice at the validation and oracle thresholds) go beside them;
 4. summarise over seeds (mean, seed SD, 95 % CIs over subjects and seeds) and by conspicuity stratum.
 
@@ -28,30 +28,32 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from pseudohealthy import __version__
+from pseudohealthy import __version__, workdir
 from pseudohealthy.config import Config, config_to_yaml, save_config, with_overrides
 from pseudohealthy.config.loader import deep_update
-from pseudohealthy.detect.pipeline import load_models, required_models
-from pseudohealthy.detect.run import analyse_role, calibration_from, roles
+from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.calibration import analyse_role, calibration_from
+from pseudohealthy.detect.pipeline import load_models
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.methods import TRANSFER_NAME, MethodSpec, method_config, transfer_spec
-from pseudohealthy.evaluation.outputs import (
+from pseudohealthy.evaluation.native_scores import (
     OutputScore,
     load_scores,
     pr_curve,
     save_histograms,
-    seed_subject_cis,
     stratified,
     summarise_outputs,
 )
 from pseudohealthy.evaluation.report import json_safe, nan_for_null
 from pseudohealthy.evaluation.run import require_same_preprocessing, score_test_units
-from pseudohealthy.evaluation.scores import summarise_method
+from pseudohealthy.evaluation.template_scores import summarise_method
 from pseudohealthy.evaluation.tune import parse_grid, recorded_total, tune
 from pseudohealthy.io.atomic import write_json_atomic, write_with_atomic
+from pseudohealthy.metrics import seed_subject_cis
+from pseudohealthy.models.checkpoint import load_checkpoint
+from pseudohealthy.models.trained import model_dir, model_name, required_models
 from pseudohealthy.provenance import machine, package_digest, source_commit
-from pseudohealthy.training.checkpoint import load_checkpoint
-from pseudohealthy.training.trainer import model_dir, model_name, train
+from pseudohealthy.training.trainer import train
 
 # Read from detect's native outputs (mean, seed SD, CI over subjects and seeds) ...
 OUTPUT_FIGURES = ("native_auprc", "detected", "top1", "top3", "ranked_top1", "ranked_top3", "ranked_any",
@@ -79,7 +81,7 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
     ``trainable=False``: the models must be there already (another dataset's networks, used as they are)."""
     out = {}
     for kind in required_models(cfg):
-        path = model_dir(work_dir, kind, cfg) / "checkpoint.pt"
+        path = workdir.checkpoint_file(model_dir(work_dir, kind, cfg))
         name = model_name(kind, cfg)
         if not trainable and not path.is_file():
             raise UserError(f"{work_dir}: has no trained {name}, which this method needs; it is used as it is, "
@@ -95,9 +97,10 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
     return out
 
 
-# Package code that cannot change a stored (method, seed) result: the command line, model archives, the phantom
-# generator (the data are fixed by the prepared work folder) and the report writers (run afresh on every call).
-PRESENTATION_CODE = ("cli/", "bundle/", "phantom/", "evaluation/report.py", "detect/report.py")
+# Package code that cannot change a stored (method, seed) result: the command line, model archives and their
+# card, the phantom generator (the data are fixed by the prepared work folder) and the report writers (run
+# afresh on every call).
+PRESENTATION_CODE = ("cli/", "bundle/", "models/card.py", "phantom/", "evaluation/report.py", "detect/report.py")
 
 
 def _fingerprint(cfg: Config, checkpoints: dict, split_sha: str) -> str:
@@ -113,7 +116,7 @@ def example_slice(work_dir: Path) -> tuple[str, int]:
     method's overlay shows this same slice."""
     best = ("", -1, -1)
     for pid, role in roles(work_dir).items():
-        path = Path(work_dir) / "subjects" / pid / "lesion.nii.gz"
+        path = workdir.volume_file(workdir.subject_dir(work_dir, pid), "lesion")
         if role != "test" or not path.is_file():
             continue
         area = (np.asanyarray(nib.load(path).dataobj) > 0.5).sum(axis=(0, 1))
@@ -172,7 +175,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
     for point in grid:  # a grid over training knobs (the autoencoder's noise) trains one model per point
         checkpoints.update(ensure_trained(model_root, with_overrides(cfg0, point, "grid"), device, on_event, on_step,
                                           trainable=model_root == work_dir))
-    split_sha = _sha256(work_dir / "splits.tsv")
+    split_sha = _sha256(workdir.splits_file(work_dir))
     tune_dir = out_dir / "tune" / f"{spec.name}-{_fingerprint(cfg0, checkpoints, split_sha)[:12]}"
     if on_event:
         on_event("tune", spec.name)
@@ -234,7 +237,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         "example": {"participant_id": unit, "z": z},
         "provenance": {"config": str(config_path.relative_to(out_dir)), "config_sha256": _sha256(config_path),
                        "checkpoints": {k: v for r in records for k, v in r["checkpoints"].items()},
-                       "split": "splits.tsv", "split_sha256": split_sha,
+                       "split": workdir.SPLITS, "split_sha256": split_sha,
                        "test_subjects": [s.unit for s in runs[0]], "validation_subjects":
                            records[0]["calibration"]["chosen_on"], "seeds": list(seeds),
                        "commit": source_commit(), "code_sha256": package_digest(), "version": __version__,
@@ -263,7 +266,7 @@ def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, over
     from pseudohealthy.evaluation.report import write_report
 
     work_dir, out_dir = Path(work_dir), Path(out_dir)
-    if not (work_dir / "config.yaml").is_file() or not (work_dir / "splits.tsv").is_file():
+    if not workdir.config_file(work_dir).is_file() or not workdir.splits_file(work_dir).is_file():
         raise UserError(f"{work_dir}: not a prepared work folder; run `pseudohealthy prepare BIDS_DIR {work_dir}` "
                         "or pass --bids BIDS_DIR")
     (out_dir / "methods").mkdir(parents=True, exist_ok=True)

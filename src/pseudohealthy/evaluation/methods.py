@@ -2,7 +2,7 @@
 pipeline, given as overrides of the work folder's config, never a copied pipeline.
 
 Models are shared where the configurations agree: a model's folder is named after what defines it
-(``training.trainer.model_name``), so e.g. the no-T1 ablation and Wolleb's baseline use one FLAIR-only
+(``models.trained.model_name``), so e.g. the no-T1 ablation and Wolleb's baseline use one FLAIR-only
 translator, and every ablation that keeps T1 conditioning uses the method's own translator.
 """
 

@@ -16,13 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pseudohealthy.config import load_work_config  # noqa: E402
-from pseudohealthy.evaluation.outputs import (  # noqa: E402
-    OutputScore,
-    load_scores,
-    paired_difference_cis,
-    summarise_outputs,
-)
+from pseudohealthy.evaluation.native_scores import OutputScore, load_scores, summarise_outputs  # noqa: E402
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic, write_with_atomic  # noqa: E402
+from pseudohealthy.metrics import paired_difference_cis  # noqa: E402
 from pseudohealthy.provenance import source_commit  # noqa: E402
 
 # figure -> header. Native: from detect's outputs, mean ± seed SD [95 % CI over subjects and seeds].
@@ -177,7 +173,7 @@ def _stored_runs(out_dir: Path, name: str, seeds: list[int]) -> list[list[Output
 
 def paired_comparisons(results: list[dict], out_dir: Path, n_resamples: int = 1000) -> list[dict]:
     """``full`` minus each other method on the same test units and seeds: the difference of the table's means
-    and its paired 95 % CI over subjects and seeds (``outputs.paired_difference_cis``), from the stored runs.
+    and its paired 95 % CI over subjects and seeds (``metrics.paired_difference_cis``), from the stored runs.
     Empty without ``full`` or when the seeds differ."""
     ours = next((r for r in results if r["name"] == REFERENCE_METHOD), None)
     if ours is None:

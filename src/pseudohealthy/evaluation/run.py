@@ -1,8 +1,8 @@
 """Evaluate a trained WORK_DIR on its test subjects under given settings: choose the threshold on the
 validation subjects with those settings (never on the test set), run ``detect``'s own per-subject code on
-the test subjects and score the native-space derivatives it writes (``evaluation.outputs``), with the
-template-grid figures of the same maps beside them (``evaluation.scores``). ``evaluate``, ``benchmark``
-and ``make demo`` all score through here or through ``evaluation.outputs``: one scoring path."""
+the test subjects and score the native-space derivatives it writes (``evaluation.native_scores``), with the
+template-grid figures of the same maps beside them (``evaluation.template_scores``). ``evaluate``, ``benchmark``
+and ``make demo`` all score through here or through ``evaluation.native_scores``: one scoring path."""
 
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ import nibabel as nib
 import numpy as np
 import yaml
 
+from pseudohealthy import workdir
 from pseudohealthy.config import Config, load_config
 from pseudohealthy.data.preprocess import prepared_inputs
+from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.calibration import analyse_role, calibration_from
 from pseudohealthy.detect.pipeline import SubjectMaps, load_models
-from pseudohealthy.detect.run import analyse_role, calibration_from, detect_subject, roles
+from pseudohealthy.detect.run import detect_subject
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.outputs import OutputScore, score_unit, summarise_outputs
-from pseudohealthy.evaluation.scores import SubjectScore, score_subject, summarise_method
+from pseudohealthy.evaluation.native_scores import OutputScore, score_unit, summarise_outputs
+from pseudohealthy.evaluation.template_scores import SubjectScore, score_subject, summarise_method
 from pseudohealthy.templates.grid import template_grid
 
 
@@ -42,12 +45,12 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 
 def truth_class(work_dir: Path, unit: str) -> int:
     """The unit's lesion class (lobe code) from its prepared meta.json; 0 for controls."""
-    meta = json.loads((Path(work_dir) / "subjects" / unit / "meta.json").read_text())
+    meta = json.loads(workdir.meta_file(workdir.subject_dir(work_dir, unit)).read_text())
     return int(meta.get("label") or 0) if meta.get("group") == "fcd" else 0
 
 
 def lobe_map(work_dir: Path, unit: str) -> np.ndarray | None:
-    path = Path(work_dir) / "subjects" / unit / "lobe.nii.gz"
+    path = workdir.volume_file(workdir.subject_dir(work_dir, unit), "lobe")
     return np.asanyarray(nib.load(path).dataobj) if path.is_file() else None
 
 
@@ -69,9 +72,9 @@ def score_test_units(work_dir: Path, cfg: Config, models, calibration: dict, out
         raise UserError(f"{work_dir}: no test subjects in splits.tsv")
     outputs, template, kept = [], [], None
     for unit in units:
-        inputs = prepared_inputs(work_dir / "subjects" / unit)
-        maps = detect_subject(inputs, out_dir, cfg, models, calibration, device, work_root=work_dir / "subjects",
-                              figures=False)["maps"]
+        inputs = prepared_inputs(workdir.subject_dir(work_dir, unit))
+        maps = detect_subject(inputs, out_dir, cfg, models, calibration, device,
+                              work_root=workdir.subjects_dir(work_dir), figures=False)["maps"]
         template.append(template_score(work_dir, unit, maps, calibration["threshold"], cfg))
         outputs.append(score_unit(out_dir, unit, inputs.lesion_mask, inputs.flair))
         kept = maps if unit == keep else kept
@@ -83,8 +86,8 @@ def score_test_units(work_dir: Path, cfg: Config, models, calibration: dict, out
 def require_same_preprocessing(work_dir: Path, model_root: Path) -> None:
     """Refuse a model (a work folder or unpacked archive) whose input was prepared otherwise than WORK_DIR's
     subjects; how the subjects were split into roles may differ."""
-    model_cfg = load_config(Path(model_root) / "config.yaml")
-    if load_config(Path(work_dir) / "config.yaml").data.preprocessing() != model_cfg.data.preprocessing():
+    model_cfg = load_config(workdir.config_file(model_root))
+    if load_config(workdir.config_file(work_dir)).data.preprocessing() != model_cfg.data.preprocessing():
         raise UserError(f"{work_dir} was prepared with other data settings than the model's; prepare the data "
                         f"with the model's preset ({model_cfg.name})")
 
@@ -96,14 +99,14 @@ def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: st
     WORK_DIR/evaluate/derivatives); ``model_root``: networks and config from there (an unpacked archive,
     which must use WORK_DIR's data settings) instead of WORK_DIR's own."""
     work_dir = Path(work_dir)
-    if not (work_dir / "config.yaml").is_file():
+    if not workdir.config_file(work_dir).is_file():
         raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare` and `train` first")
-    cfg = load_config(Path(model_root or work_dir) / "config.yaml", overrides=overrides)
+    cfg = load_config(workdir.config_file(model_root or work_dir), overrides=overrides)
     if model_root is not None:
         require_same_preprocessing(work_dir, model_root)
     models = load_models(model_root or work_dir, cfg, device)
     calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
-    out_dir = Path(out_dir) if out_dir else work_dir / "evaluate" / "derivatives"
+    out_dir = Path(out_dir) if out_dir else workdir.evaluate_dir(work_dir)
     outputs, template, _ = score_test_units(work_dir, cfg, models, calibration, out_dir, device, on_subject)
     return {"overrides": overrides or {}, "calibration": calibration, "derivatives": str(out_dir),
             "outputs": summarise_outputs(outputs), "template_grid": summarise_method(template, n_resamples=0),

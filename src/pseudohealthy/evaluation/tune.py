@@ -22,14 +22,16 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pseudohealthy import workdir
 from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.loader import deep_update
-from pseudohealthy.detect.pipeline import load_models, required_models
-from pseudohealthy.detect.run import analyse_role, calibration_from, roles
+from pseudohealthy.data.splits import roles
+from pseudohealthy.detect.calibration import analyse_role, calibration_from
+from pseudohealthy.detect.pipeline import load_models
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
-from pseudohealthy.training.trainer import model_dir
+from pseudohealthy.models.trained import model_dir, required_models
 
 METRICS = ("val_auprc", "val_dice")
 
@@ -69,7 +71,7 @@ def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: 
     cfg0 = load_work_config(work_dir)
     if "val" not in roles(work_dir).values():
         raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
-    out_dir = Path(out_dir) if out_dir else work_dir / "tune"
+    out_dir = Path(out_dir) if out_dir else workdir.tune_dir(work_dir)
     done = {(r["point"], r["seed"]): r for r in _load(out_dir / "grid.json")}
     rows = []
     models_for: dict[str, Any] = {}

@@ -1,1 +1,2 @@
-"""Networks (MONAI) and their construction from the config."""
+"""A trained model: its networks (MONAI), their checkpoint format, where a work folder keeps them and how
+they load (``trained``), and its model card."""

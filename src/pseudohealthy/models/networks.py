@@ -61,6 +61,10 @@ def build_autoencoder(cfg: Config) -> UNet:
                 strides=(2,) * (len(net.channels) - 1), num_res_units=net.num_res_blocks, norm="instance")
 
 
+def build_model(kind: str, cfg: Config) -> torch.nn.Module:
+    return {"translator": build_translator, "classifier": build_classifier, "autoencoder": build_autoencoder}[kind](cfg)
+
+
 def translator_input(noisy_flair: torch.Tensor, t1: torch.Tensor, flair: torch.Tensor, cfg: Config) -> torch.Tensor:
     """The network input: noisy FLAIR, plus the clean conditioning image the config names."""
     if cfg.method.condition == "none":

@@ -4,7 +4,7 @@ Many FCD II, IIa above all, change FLAIR only a little and show mainly as cortic
 blurred grey–white junction; IIb add balloon cells, more FLAIR signal and often the transmantle sign
 (Colombo et al., AJNR 2003; AJNR 2012;33:1932). The plan gives each lesion an intended volume and an intended
 FLAIR contrast: the ratio of the lesion to a shell around it, as the benchmark measures it
-(``evaluation.metrics.lesion_contrast``). Every test split gets at least one lesion in each size and each
+(``metrics.lesion_contrast``). Every test split gets at least one lesion in each size and each
 contrast stratum of the benchmark. Drawing a lesion then scales its shape to the volume and sets the
 amount of FLAIR-bright dysplastic tissue so that the contrast, computed on the template grid without
 confounds, is the intended one; where the surroundings alone already exceed it (sulcal CSF in the shell
@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
-from pseudohealthy.evaluation.metrics import lesion_contrast
+from pseudohealthy.metrics import lesion_contrast
 from pseudohealthy.phantom.contrast import FLAIR, TISSUES, realistic_tissues, tissue_signals
 from pseudohealthy.phantom.lesion import (
     LesionSpec,
@@ -67,7 +67,7 @@ def radius_mm(volume: float) -> float:
 
 
 def stratum(value: float, strata: tuple, cm3: bool = False) -> int:
-    """Index of the stratum (evaluation.outputs.SIZE_STRATA or CONTRAST_STRATA) holding ``value`` (a volume
+    """Index of the stratum (evaluation.native_scores.SIZE_STRATA or CONTRAST_STRATA) holding ``value`` (a volume
     in cm³ when ``cm3``, else a contrast)."""
     v = value * 1000.0 if cm3 else value
     return next(k for k, (_, lo, hi) in enumerate(strata) if lo <= v < hi)

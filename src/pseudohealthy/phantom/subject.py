@@ -13,9 +13,9 @@ from scipy import ndimage as ndi
 from scipy.special import expit
 
 from pseudohealthy import __version__
-from pseudohealthy.evaluation.metrics import lesion_contrast
 from pseudohealthy.io.atomic import write_json_atomic
 from pseudohealthy.io.nifti import save_nifti
+from pseudohealthy.metrics import lesion_contrast
 from pseudohealthy.phantom import artefacts
 from pseudohealthy.phantom.contrast import (
     FLAIR,

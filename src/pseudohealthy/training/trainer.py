@@ -20,48 +20,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pseudohealthy import workdir
 from pseudohealthy.baselines.synthetic_anomalies import add_anomalies, anomaly_fields
 from pseudohealthy.config import Config, save_config
-from pseudohealthy.config.schema import MethodConfig, TrainConfig
+from pseudohealthy.config.schema import TrainConfig
 from pseudohealthy.data.slices import SliceCache, open_slice_cache
 from pseudohealthy.diffusion.schedule import NoiseSchedule
 from pseudohealthy.diffusion.simplex import simplex_noise
 from pseudohealthy.errors import UserError
-from pseudohealthy.models.networks import (
-    build_autoencoder,
-    build_classifier,
-    build_translator,
-    classifier_classes,
-    translator_input,
-)
-from pseudohealthy.training.checkpoint import load_checkpoint, save_checkpoint
+from pseudohealthy.models.checkpoint import load_checkpoint, save_checkpoint
+from pseudohealthy.models.networks import build_model, classifier_classes, translator_input
+from pseudohealthy.models.trained import model_dir, model_name, network_signature
 from pseudohealthy.training.distributed import Rank, barrier, init_distributed, mean_over_ranks
 
 KINDS = ("translator", "classifier", "autoencoder")
-
-
-def model_name(kind: str, cfg: Config) -> str:
-    """The folder name of the ``kind`` model that ``cfg`` needs: the kind, plus what makes this variant
-    differ from the method's own model (so baselines and ablations train beside it, never over it)."""
-    method = cfg.method
-    parts = [kind]
-    if kind == "translator":
-        parts += [method.condition] if method.condition != "t1" else []
-        parts += ["simplex"] if method.noise == "simplex" else []
-        parts += ["synthetic"] if method.synthetic_anomalies else []
-    if kind in ("translator", "autoencoder") and method.train_on == "healthy":
-        parts.append("healthy")
-    defaults = MethodConfig()
-    if kind == "autoencoder" and (method.denoising_noise_std, method.denoising_noise_cells) != (
-            defaults.denoising_noise_std, defaults.denoising_noise_cells):
-        parts.append(f"noise{method.denoising_noise_std:g}x{method.denoising_noise_cells}")
-    if kind == "classifier" and classifier_classes(cfg) == 2:
-        parts.append("binary")
-    return "-".join(parts)
-
-
-def model_dir(work_dir: Path, kind: str, cfg: Config) -> Path:
-    return Path(work_dir) / "models" / model_name(kind, cfg)
 
 
 def coarse_noise(gen: torch.Generator, n: int, size: int, cells: int, std: float) -> torch.Tensor:
@@ -166,17 +138,6 @@ class _Task:
         return F.cross_entropy(logits, batch.labels), {"acc": (logits.argmax(1) == batch.labels).float().mean().item()}
 
 
-def build_model(kind: str, cfg: Config) -> torch.nn.Module:
-    return {"translator": build_translator, "classifier": build_classifier, "autoencoder": build_autoencoder}[kind](cfg)
-
-
-def _network_signature(cfg: Config, kind: str) -> dict:
-    """What a checkpoint must match to be resumed or loaded: network, slice size and model variant."""
-    net = cfg.classifier if kind == "classifier" else cfg.translator
-    return {"network": net.model_dump(mode="json"), "image_size": cfg.data.image_size,
-            "variant": model_name(kind, cfg)}
-
-
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
@@ -227,7 +188,7 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
     if kind not in KINDS:
         raise UserError(f"--model must be one of {', '.join(KINDS)}, not '{kind}'")
     work_dir = Path(work_dir)
-    if not (work_dir / "slices" / "index.tsv").is_file():
+    if not workdir.slice_index_file(workdir.slices_dir(work_dir)).is_file():
         raise UserError(f"{work_dir}: no prepared slices; run `pseudohealthy prepare BIDS_DIR {work_dir}` first")
     cache = open_slice_cache(work_dir)
     task = _Task(kind, cfg, cache)
@@ -241,8 +202,8 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
         raise UserError(f"batch_size {task.train.batch_size} is not divisible by the {rank.world} processes; "
                         "choose a batch size that is a multiple of --nproc_per_node x nodes")
     out_dir = model_dir(work_dir, kind, cfg)
-    ckpt_path = out_dir / "checkpoint.pt"
-    signature = _network_signature(cfg, kind)
+    ckpt_path = workdir.checkpoint_file(out_dir)
+    signature = network_signature(cfg, kind)
 
     torch.manual_seed(cfg.seed)
     model = task.build().to(dev)
@@ -261,10 +222,10 @@ def train(work_dir: Path, cfg: Config, kind: str, resume: bool = False, device: 
         opt.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
         metrics = dict(ckpt.get("metrics", {}))
-    metrics_path = out_dir / "metrics.csv"
+    metrics_path = workdir.metrics_file(out_dir)
     if rank.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
+        save_config(cfg, workdir.config_file(out_dir))
         _truncate_metrics(metrics_path, step)
     net = _parallel(model, rank, dev)
 
@@ -335,13 +296,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.unlink()
     for r in rows:
         _append_metrics(path, r)
-
-
-def load_trained(work_dir: Path, cfg: Config, kind: str, use_ema: bool = True) -> torch.nn.Module:
-    """The trained network (EMA weights by default) in eval mode; checks it matches ``cfg``."""
-    ckpt_path = model_dir(work_dir, kind, cfg) / "checkpoint.pt"
-    signature = _network_signature(cfg, kind)
-    ckpt = load_checkpoint(ckpt_path, expect_kind=kind, expect_preset=signature["network"])
-    net = build_model(kind, cfg)
-    net.load_state_dict(ckpt["ema" if use_ema else "model"])
-    return net.eval()

@@ -1,4 +1,5 @@
-"""Every number of EVALUATION.md for one method on the test subjects, with 95 % bootstrap CIs.
+"""Every number of EVALUATION.md for one method on the test subjects, on the template grid, with 95 % bootstrap
+CIs.
 
 Per subject, ``score_subject`` reduces the template-grid maps to what the metrics need; ``aggregate``
 turns a list of those into the headline figures, so resampling subjects (the bootstrap) only re-runs
@@ -15,7 +16,8 @@ from pseudohealthy.anomaly.clusters import find_clusters
 from pseudohealthy.config import Config
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.detect.pipeline import SubjectMaps
-from pseudohealthy.evaluation.metrics import (
+from pseudohealthy.evaluation.native_scores import peaks_near_lesion
+from pseudohealthy.metrics import (
     bootstrap_cis,
     dice,
     distance_to_lesion_mm,
@@ -25,7 +27,6 @@ from pseudohealthy.evaluation.metrics import (
     pixel_auroc,
     recall_at_k,
 )
-from pseudohealthy.evaluation.outputs import peaks_near_lesion
 
 RECALL_K = (5, 10)  # the paper's k, in pixels of its 256 px ≈ 1 mm slices
 CI_METRICS = ("auprc", "r@5", "r@10", "dice_val", "top1")  # the headline figures, with bootstrap CIs

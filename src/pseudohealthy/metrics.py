@@ -1,7 +1,10 @@
-"""Evaluation metrics (../docs/EVALUATION.md): pixel, image (R@k) and subject level, with bootstrap CIs.
+"""Metrics: pixel, image (R@k) and subject level, with bootstrap CIs (over subjects, and over subjects and
+seeds).
 
-Every function takes plain arrays so it can be checked against hand-computed answers. Scores and
-masks are restricted to the brain by the caller.
+Every function takes plain arrays (the bootstraps: items and a statistic of them) so it can be checked
+against hand-computed answers. Scores and masks are restricted to the brain by the caller. Nothing of the
+package is imported here, so calibration (``detect``), the evaluation and the phantom's ground truth all
+measure with the same code from below.
 """
 
 from __future__ import annotations
@@ -135,3 +138,36 @@ def bootstrap_ci(items: Sequence, statistic: Callable[[list], float], n_resample
     """Percentile CI of ``statistic`` over subjects resampled with replacement (NaN resamples dropped)."""
     cis = bootstrap_cis(items, lambda sample: {"value": statistic(sample)}, n_resamples, seed, level)
     return cis.get("value", (float("nan"), float("nan")))
+
+
+def seed_subject_cis(runs: Sequence[Sequence], statistic: Callable[[list], dict],
+                     n_resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % CIs over subjects and seeds: ``runs`` holds one list per seed with the same units in the same
+    order (e.g. ``evaluation.native_scores.OutputScore``); each resample draws units with replacement and, for
+    each drawn unit, one of its seeds' results."""
+    if not runs or any(len(r) != len(runs[0]) for r in runs):
+        raise ValueError("every seed's run must score the same units")
+    by_unit = list(zip(*runs, strict=True))
+    rng = np.random.default_rng([seed, 1])
+    return bootstrap_cis(by_unit, lambda sample: statistic([unit[rng.integers(len(unit))] for unit in sample]),
+                         n_resamples, seed)
+
+
+def paired_difference_cis(runs_a: Sequence[Sequence], runs_b: Sequence[Sequence],
+                          statistic: Callable[[list], dict], n_resamples: int = 1000,
+                          seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95 % CIs of ``statistic(A) - statistic(B)`` over subjects and seeds for two methods scored on the same
+    units (one list per seed each, same units in the same order; each score names its ``unit``): each resample
+    draws units with replacement, the same units for both methods (paired), and for each drawn unit one of each
+    method's seeds."""
+    if not runs_a or not runs_b or [s.unit for s in runs_a[0]] != [s.unit for s in runs_b[0]]:
+        raise ValueError("a paired comparison needs both methods scored on the same units in the same order")
+    by_unit = list(zip(zip(*runs_a, strict=True), zip(*runs_b, strict=True), strict=True))
+    rng = np.random.default_rng([seed, 2])
+
+    def difference(sample) -> dict:
+        a = statistic([unit_a[rng.integers(len(unit_a))] for unit_a, _ in sample])
+        b = statistic([unit_b[rng.integers(len(unit_b))] for _, unit_b in sample])
+        return {key: a[key] - b[key] for key in a if isinstance(a[key], float)}
+
+    return bootstrap_cis(by_unit, difference, n_resamples, seed)

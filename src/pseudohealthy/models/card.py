@@ -13,21 +13,20 @@ from pathlib import Path
 
 import torch
 
-from pseudohealthy import __version__
+from pseudohealthy import __version__, workdir
 from pseudohealthy.config import Config
 from pseudohealthy.data.bids import unit_subject
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.detect.pipeline import required_models
-from pseudohealthy.training.checkpoint import load_checkpoint
-from pseudohealthy.training.trainer import model_dir
+from pseudohealthy.models.checkpoint import load_checkpoint
+from pseudohealthy.models.trained import model_dir, required_models
 
 PHANTOM_GENERATOR = "pseudohealthy phantom"
 
 
 def _source_dataset(work_dir: Path) -> dict:
     """Name of the BIDS dataset the work folder was prepared from, and whether our phantom made it."""
-    for meta_path in sorted((Path(work_dir) / "subjects").glob("*/meta.json")):
+    for meta_path in sorted(workdir.subjects_dir(work_dir).glob(f"*/{workdir.META}")):
         t1w = json.loads(meta_path.read_text()).get("inputs", {}).get("t1w")
         if not t1w:
             continue
@@ -51,7 +50,7 @@ def _training_data(work_dir: Path) -> dict:
         per_role["sessions (all roles)"] = len(rows)
     lobes: Counter = Counter()
     for unit, group, role in first_units.values():
-        meta = Path(work_dir) / "subjects" / unit / "meta.json"
+        meta = workdir.meta_file(workdir.subject_dir(work_dir, unit))
         if role == "train" and group == "fcd" and meta.is_file():
             lobes[CLASS_NAMES.get(int(json.loads(meta.read_text()).get("label") or 0), "unknown")] += 1
     return {"subjects": dict(sorted(per_role.items())), "training_patient_lobes": dict(sorted(lobes.items()))}
@@ -60,7 +59,7 @@ def _training_data(work_dir: Path) -> dict:
 def model_card(work_dir: Path, cfg: Config, calibration: dict) -> dict:
     networks = {}
     for kind in required_models(cfg):
-        path = model_dir(work_dir, kind, cfg) / "checkpoint.pt"
+        path = workdir.checkpoint_file(model_dir(work_dir, kind, cfg))
         ckpt = load_checkpoint(path, expect_kind=kind)
         networks[path.parent.name] = {"kind": kind, "steps": int(ckpt["step"]),
                                       "final_metrics": ckpt.get("metrics", {})}

@@ -1,4 +1,4 @@
-"""Detection figures from what ``detect`` writes, in each subject's own FLAIR space.
+"""Detection figures from what ``detect`` writes, in each subject's own (native) FLAIR space.
 
 Reads a unit's clusters TSV (clusters above the threshold, then candidates below it, with their peaks),
 the ``desc-clusters_dseg`` label image (for Dice) and the anomaly probseg, and scores them
@@ -15,7 +15,7 @@ bootstrapping cost nothing and the result equals sklearn's average precision up 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,8 +25,8 @@ from scipy import ndimage as ndi
 
 from pseudohealthy.data.bids import unit_path
 from pseudohealthy.errors import UserError
-from pseudohealthy.evaluation.metrics import bootstrap_cis, dice, lesion_contrast
 from pseudohealthy.io.atomic import write_with_atomic
+from pseudohealthy.metrics import dice, lesion_contrast
 
 BINS = 1 << 16
 HIT_DISTANCE_MM = 10.0  # the paper's R@10 tolerance (10 pixels of about 1 mm)
@@ -206,33 +206,3 @@ def load_scores(rows: list[dict], path: Path) -> list[OutputScore]:
         return [OutputScore(**row, positives=hist[f"positives_{i}"], negatives=hist[f"negatives_{i}"])
                 for i, row in enumerate(rows)]
 
-
-def seed_subject_cis(runs: Sequence[Sequence[OutputScore]], statistic: Callable[[list[OutputScore]], dict],
-                     n_resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95 % CIs over subjects and seeds: ``runs`` holds one list per seed with the same units in the same
-    order; each resample draws units with replacement and, for each drawn unit, one of its seeds' results."""
-    if not runs or any(len(r) != len(runs[0]) for r in runs):
-        raise ValueError("every seed's run must score the same units")
-    by_unit = list(zip(*runs, strict=True))
-    rng = np.random.default_rng([seed, 1])
-    return bootstrap_cis(by_unit, lambda sample: statistic([unit[rng.integers(len(unit))] for unit in sample]),
-                         n_resamples, seed)
-
-
-def paired_difference_cis(runs_a: Sequence[Sequence[OutputScore]], runs_b: Sequence[Sequence[OutputScore]],
-                          statistic: Callable[[list[OutputScore]], dict], n_resamples: int = 1000,
-                          seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95 % CIs of ``statistic(A) - statistic(B)`` over subjects and seeds for two methods scored on the same
-    units (one list per seed each, same units in the same order): each resample draws units with replacement,
-    the same units for both methods (paired), and for each drawn unit one of each method's seeds."""
-    if not runs_a or not runs_b or [s.unit for s in runs_a[0]] != [s.unit for s in runs_b[0]]:
-        raise ValueError("a paired comparison needs both methods scored on the same units in the same order")
-    by_unit = list(zip(zip(*runs_a, strict=True), zip(*runs_b, strict=True), strict=True))
-    rng = np.random.default_rng([seed, 2])
-
-    def difference(sample) -> dict:
-        a = statistic([unit_a[rng.integers(len(unit_a))] for unit_a, _ in sample])
-        b = statistic([unit_b[rng.integers(len(unit_b))] for _, unit_b in sample])
-        return {key: a[key] - b[key] for key in a if isinstance(a[key], float)}
-
-    return bootstrap_cis(by_unit, difference, n_resamples, seed)
