@@ -50,7 +50,7 @@ def _reloaded(root: Path, cfg: Config, calibration: dict | None, card: dict | No
     return Detector(root, cfg, load_models(root, cfg), calibration, card, key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Detector:
     """A trained model ready to run on preprocessed subjects.
 
@@ -95,8 +95,9 @@ class Detector:
         return cls(root, cfg, load_models(root, cfg, device))
 
     def with_config(self, cfg: Config, device: str = "cpu") -> "Detector":
-        """This detector under other inference settings, uncalibrated: the same networks (and fitted
-        statistics) when ``cfg`` reads the same model folders, else those ``cfg`` needs, loaded now."""
+        """This detector under other inference settings, uncalibrated: the same networks when ``cfg`` reads
+        the same model folders, else those ``cfg`` needs, loaded now. Kept networks keep their fitted
+        statistics too (``tune``'s points and ``benchmark``'s seeds share them, as fitted for the first)."""
         if _networks(self.root, cfg) == _networks(self.root, self.cfg):
             return Detector(self.root, cfg, self.models)
         return Detector.for_config(self.root, cfg, device)
