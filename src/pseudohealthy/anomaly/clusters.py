@@ -12,6 +12,22 @@ from pseudohealthy.templates.lobes import LOBE_NAMES
 HEMISPHERE_NAMES = {1: "L", 2: "R"}
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What turns an anomaly map into ranked clusters: the threshold on the anomaly score, the smallest cluster
+    reported and the ranking. ``calibrate`` records them in calibration.json (from ``method``) and every reader
+    of a calibrated model, ``detect``'s derivatives and the template-grid scores alike, takes them from there."""
+
+    threshold: float
+    min_cluster_mm3: float
+    rank_by: str = "peak"  # "peak" or "mean" score
+
+    @classmethod
+    def of(cls, calibration: dict) -> "ClusterSettings":
+        """The settings a calibration (calibration.json, or one chosen just now) was made with."""
+        return cls(calibration["threshold"], calibration["min_cluster_mm3"], calibration["rank_by"])
+
+
 @dataclass
 class Cluster:
     rank: int

@@ -45,6 +45,7 @@ def run_demo(work_dir: Path, patients: int, controls: int, seed: int, jobs: int)
 
 def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds: float) -> None:
     """The demo's figures: from the derivatives it wrote and on the template grid, kept in demo_summary.json."""
+    from pseudohealthy.anomaly.clusters import ClusterSettings
     from pseudohealthy.config import load_config
     from pseudohealthy.evaluation.native_scores import score_unit, summarise_outputs
     from pseudohealthy.evaluation.run import template_score
@@ -53,8 +54,8 @@ def _print_summary(results: list[dict], model_dir: Path, out_dir: Path, seconds:
     from pseudohealthy.models.trained import load_calibration
 
     cfg = load_config(workdir.config_file(model_dir))
-    threshold = load_calibration(model_dir)["threshold"]
-    template = summarise_method([template_score(model_dir, r["participant_id"], r["maps"], threshold, cfg)
+    clusters = ClusterSettings.of(load_calibration(model_dir))  # what detect clustered with
+    template = summarise_method([template_score(model_dir, r["participant_id"], r["maps"], clusters, cfg)
                                  for r in results], n_resamples=0)
     outputs = summarise_outputs([score_unit(out_dir, r["participant_id"], r["lesion_mask"] and Path(r["lesion_mask"]))
                                  for r in results])

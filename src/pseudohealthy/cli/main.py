@@ -63,10 +63,6 @@ SAMPLES_HELP = ("N pseudo-healthy draws per slice (diffusion.samples): the map i
                 "uncertainty, each cluster's confidence their agreement. Costs about N times the decoding.")
 
 
-def _samples_override(samples: int | None) -> dict:
-    return {"diffusion": {"samples": samples}} if samples is not None else {}
-
-
 def _default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
@@ -296,15 +292,14 @@ def evaluate(
     With --set, inference settings change for this run only (models are not retrained); the threshold is re-chosen on the validation subjects with the same settings, never on the test set. The test subjects' derivatives go to WORK_DIR/evaluate/derivatives (no figures).
     """
     from pseudohealthy.bundle.archive import opened_model
-    from pseudohealthy.config.loader import deep_update
     from pseudohealthy.evaluation.run import evaluate as evaluate_work, parse_settings
     from pseudohealthy.io.atomic import write_json_atomic
 
-    overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
+    overrides = parse_settings(setting or [])
     with progress_bar() as bar, opened_model(model) if model else nullcontext() as model_root:
         task = bar.add_task("evaluate (validation, then test subjects)", total=None)
         summary = evaluate_work(work_dir, overrides, resolve_device(device), on_subject=lambda pid: bar.advance(task),
-                                model_root=model_root)
+                                model_root=model_root, samples=samples)
     print_figures(summary)
     if out:
         write_json_atomic(out, summary)
@@ -327,12 +322,11 @@ def tune(
 
     Runs every grid point for every seed on the validation patients and controls of WORK_DIR/splits.tsv with the trained models, chooses each point's threshold there, and scores it there (pooled pixel AUPRC, Dice). The chosen point has the best mean validation AUPRC; among points within one seed-SD of it, the first in grid order. Writes OUT/grid.tsv, grid.json and chosen.yaml (use it with --set or in a preset); finished points are reused when run again.
     """
-    from pseudohealthy.config.loader import deep_update
     from pseudohealthy.evaluation.run import parse_settings
     from pseudohealthy.evaluation.tune import parse_grid, tune as tune_work
 
     points = parse_grid(grid)
-    base = deep_update(parse_settings(setting or []), _samples_override(samples))
+    base = parse_settings(setting or [])
 
     def on_point(label, seed, row):
         bar.console.print(f"{label} seed {seed}: validation AUPRC {row['val_auprc']:.3f}, Dice {row['val_dice']:.3f}",
@@ -341,7 +335,7 @@ def tune(
 
     with progress_bar() as bar:
         task = bar.add_task("tune on validation subjects", total=len(points) * len(seeds))
-        result = tune_work(work_dir, points, seeds, out, base, resolve_device(device), on_point)
+        result = tune_work(work_dir, points, seeds, out, base, resolve_device(device), on_point, samples=samples)
     chosen = result["chosen"]
     console.print(f"[green]chosen[/]: {chosen['point']} (validation AUPRC {chosen['val_auprc_mean']:.3f} ± "
                   f"{chosen['val_auprc_sd']:.3f} over {len(chosen['seeds'])} seed(s)); "
@@ -382,7 +376,6 @@ def benchmark(
     For each method: trains the models of its grid that are missing (resuming unfinished ones); chooses its settings by a sweep of its own knobs on the validation subjects only (`tune`; grids and their sources in the table); then, for each seed, chooses the threshold on the validation subjects, runs `detect` on the test subjects and scores the native-space outputs it wrote (ranked-list and above-threshold detection, false-positive clusters per control, Dice, pixel AUPRC) with the template-grid AUPRC, R@5 and Dice (validation and oracle threshold) beside them, by lesion size and contrast too. Mean ± seed SD and 95 % CIs over subjects and seeds. Writes OUT/results.csv, results.json, results.md, figures/, configs/, tune/ and derivatives/ with each row's config, checkpoints, split, seeds and commit. Finished (method, seed) runs are reused when run again.
     """
     from pseudohealthy.config import load_work_config
-    from pseudohealthy.config.loader import deep_update
     from pseudohealthy.evaluation.benchmark import run_benchmark, stored_results
     from pseudohealthy.evaluation.methods import select_methods
     from pseudohealthy.evaluation.report import write_report
@@ -398,7 +391,7 @@ def benchmark(
         console.print(f"{len(results)} methods ({', '.join(r['name'] for r in results)}); table: {out / 'results.md'}; "
                       f"figures: {out / 'figures'}", highlight=False)
         return
-    overrides = deep_update(parse_settings(setting or []), _samples_override(samples))
+    overrides = parse_settings(setting or [])
     if not workdir.config_file(work_dir).is_file():
         if bids is None:
             raise UserError(f"{work_dir}: not prepared; pass --bids BIDS_DIR to prepare it, or run "
@@ -430,7 +423,8 @@ def benchmark(
             bar.update(task, completed=step, total=total)
 
         results = run_benchmark(work_dir, specs, out, overrides, resolve_device(device), on_event, on_step,
-                                seeds=seed or (0, 1, 2), tune_seeds=tune_seed or (0,), transfer=transfer_model)
+                                seeds=seed or (0, 1, 2), tune_seeds=tune_seed or (0,), transfer=transfer_model,
+                                samples=samples)
     for r in results:
         m = r["metrics"]
         console.print(f"  {r['name']:16s} native AUPRC {m['native_auprc']['mean']:.3f} ± {m['native_auprc']['sd']:.3f}"

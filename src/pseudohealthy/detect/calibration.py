@@ -1,4 +1,5 @@
-"""``calibrate``: the decision threshold, chosen on the validation subjects and stored with the N it is for.
+"""``calibrate``: the decision threshold, chosen on the validation subjects and stored with the N it is for
+and the cluster settings it was chosen with (``anomaly.clusters.ClusterSettings``).
 
 The threshold is one anomaly score; ``detect`` writes maps on the scale s / (s + threshold)
 (``anomaly.maps.score_to_unit``), where it sits at 0.5.
@@ -13,9 +14,10 @@ import numpy as np
 
 from pseudohealthy import __version__, workdir
 from pseudohealthy.anomaly.clusters import count_clusters
-from pseudohealthy.config import Config, load_work_config, with_overrides
+from pseudohealthy.config import Config
 from pseudohealthy.data.splits import roles
-from pseudohealthy.detect.pipeline import SubjectMaps, analyse, load_models
+from pseudohealthy.detect.detector import Detector
+from pseudohealthy.detect.pipeline import SubjectMaps, analyse
 from pseudohealthy.errors import UserError
 from pseudohealthy.metrics import dice, pixel_auprc, threshold_candidates
 from pseudohealthy.models.trained import save_calibration
@@ -76,31 +78,15 @@ def calibration_from(maps: dict[str, SubjectMaps], cfg: Config) -> dict:
     }
 
 
-def with_samples(cfg: Config, samples: int | None) -> Config:
-    """``cfg`` with ``diffusion.samples`` set to ``samples`` (unchanged when None)."""
-    return cfg if samples is None else with_overrides(cfg, {"diffusion": {"samples": samples}}, "--samples")
-
-
 def calibrate(work_dir: Path, device: str = "cpu", on_subject: Callable[[str], None] | None = None,
               samples: int | None = None) -> dict:
     """Run the detector on the validation subjects and store the threshold chosen there (for N =
     ``samples``, default the config's ``diffusion.samples``; detection then uses the same N)."""
     work_dir = Path(work_dir)
-    cfg = with_samples(load_work_config(work_dir), samples)
-    models = load_models(work_dir, cfg, device)
+    detector = Detector.for_config(work_dir, Detector.settings(work_dir, samples=samples), device)
     if "val" not in roles(work_dir).values():
         raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
-    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
+    calibration = calibration_from(analyse_role(work_dir, "val", detector.models, detector.cfg, device, on_subject),
+                                   detector.cfg)
     save_calibration(work_dir, calibration)
     return calibration
-
-
-def calibrated_samples(work_dir: Path, calibration: dict, samples: int | None = None) -> int:
-    """The N the threshold was chosen for; asking detection for another N is refused (its maps are on
-    another scale: a mean of more draws is smoother)."""
-    calibrated = int(calibration.get("samples", 1))  # calibrations before samples existed used one draw
-    if samples is not None and samples != calibrated:
-        raise UserError(f"{workdir.calibration_file(work_dir)}: the threshold was chosen for --samples {calibrated}, "
-                        f"not {samples}; run `pseudohealthy calibrate {work_dir} --samples {samples}` first, or drop "
-                        "--samples")
-    return calibrated

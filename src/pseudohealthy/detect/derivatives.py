@@ -29,6 +29,7 @@ from pseudohealthy import __version__, workdir
 from pseudohealthy.anomaly.clusters import (
     Cluster,
     ClusterAgreement,
+    ClusterSettings,
     find_candidates,
     find_clusters,
     peak_regions,
@@ -68,20 +69,21 @@ def native_findings(maps: SubjectMaps, scratch: Path, meta: dict, to_native: Nat
     calibrated threshold and candidates below it, with each region's MNI peak and confidence."""
     norm = Normalisation(**meta["normalisation"]["flair"])
     pseudo_native = np.asarray(to_native(norm.invert(maps.pseudo_healthy) * maps.brain).dataobj)
-    score_native = score_to_unit(np.asarray(to_native(maps.anomaly).dataobj), calibration["threshold"])
+    settings = ClusterSettings.of(calibration)
+    score_native = score_to_unit(np.asarray(to_native(maps.anomaly).dataobj), settings.threshold)
     lobe = np.asarray(to_native(_vol(scratch, "lobe"), linear=False).dataobj)
     hemi = np.asarray(to_native(_vol(scratch, "hemisphere"), linear=False).dataobj)
     brain_native = np.asarray(to_native(maps.brain.astype(np.float32)).dataobj) > 0.5
-    clusters, labels = find_clusters(score_native, affine, 0.5,
-                                     calibration["min_cluster_mm3"], lobe, hemi, calibration["rank_by"])
+    clusters, labels = find_clusters(score_native, affine, 0.5, settings.min_cluster_mm3, lobe, hemi,
+                                     settings.rank_by)
     floor = cfg.report.candidate_floor
     candidates, candidate_labels = find_candidates(
-        score_native, affine, floor / (1 + floor), calibration["min_cluster_mm3"], labels, cfg.report.candidates,
-        lobe, hemi, calibration["rank_by"])  # s > floor * threshold is probseg > floor / (1 + floor)
+        score_native, affine, floor / (1 + floor), settings.min_cluster_mm3, labels, cfg.report.candidates,
+        lobe, hemi, settings.rank_by)  # s > floor * threshold is probseg > floor / (1 + floor)
     for cluster in clusters + candidates:
         cluster.peak_mni = to_native.template_mm(cluster.peak_mm)
     spread_native = _agreement(maps, clusters + candidates, labels + candidate_labels, affine, to_native,
-                               calibration["threshold"], cfg)
+                               settings.threshold, cfg)
     return NativeFindings(affine, pseudo_native, score_native, spread_native, brain_native, clusters, labels,
                           candidates, candidate_labels, len(maps.sample_maps))
 

@@ -89,7 +89,8 @@ def analyse(subject_dir: Path, models: Models, cfg: Config, device: str = "cpu",
     With N samples (``diffusion.samples``) each pseudo-healthy draw is histogram-matched and turned
     into its own anomaly map; the subject's map is their mean (the Monte-Carlo estimate of the expected
     map, whose draw-to-draw variance falls as 1/N) and the N maps are kept for the uncertainty outputs.
-    The subject id (the folder's name) seeds the draws.
+    The subject id (the folder's name) seeds the draws. ``overrides``: the sampler's keywords
+    (``detect.synthesis.synthesize``) for this call, and ``samples``, another N than ``cfg``'s.
     """
     volumes = SubjectVolumes.load(subject_dir)
     return maps_from_synthesis(volumes, pseudo_healthy(volumes, models, cfg, device, **overrides), models, cfg)
@@ -116,6 +117,9 @@ class SubjectVolumes:
 def pseudo_healthy(volumes: SubjectVolumes, models: Models, cfg: Config, device: str = "cpu",
                    **overrides) -> Synthesis:
     """The detector's pseudo-healthy FLAIR draws (the expensive part of ``analyse``)."""
+    if overrides.get("samples") is not None:  # the sampler reads N from the config alone
+        cfg = with_overrides(cfg, {"diffusion": {"samples": overrides["samples"]}}, "samples")
+    overrides.pop("samples", None)
     flair, brain = volumes.flair, volumes.brain
     if cfg.method.detector == "control_zscore":  # the "pseudo-healthy" FLAIR is the training controls' mean
         return Synthesis(models.controls.mean[None], np.zeros((brain.shape[2], 1), np.float32),

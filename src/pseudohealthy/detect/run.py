@@ -8,7 +8,6 @@ written (``detect.derivatives``) with its report (``detect.report``); ``index.ht
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
@@ -20,36 +19,34 @@ from pathlib import Path
 import nibabel as nib
 import torch
 
-from pseudohealthy import workdir
-from pseudohealthy.config import Config, load_work_config
 from pseudohealthy.data.bids import SubjectInputs, SubjectSkipped, build_inventory
 from pseudohealthy.data.preprocess import NativeMapper, is_done, load_meta, preprocess_subject
-from pseudohealthy.detect.calibration import calibrated_samples, with_samples
 from pseudohealthy.detect.derivatives import classifier_summary, native_findings, write_derivatives, write_description
-from pseudohealthy.detect.pipeline import analyse, load_models
+from pseudohealthy.detect.detector import Detector
+from pseudohealthy.detect.pipeline import analyse
 from pseudohealthy.detect.report import write_index, write_subject_report
-from pseudohealthy.detect.resume import mark_done, output_state, run_key, state_dir, unmark_done
+from pseudohealthy.detect.resume import mark_done, output_state, state_dir, unmark_done
 from pseudohealthy.errors import UserError
-from pseudohealthy.models.card import model_card
-from pseudohealthy.models.trained import load_calibration
 
 
-def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, calibration: dict,
-                   device: str = "cpu", run_key_value: str | None = None, card: dict | None = None,
+def detect_subject(inputs: SubjectInputs, out_dir: Path, detector: Detector, device: str = "cpu",
                    work_root: Path | None = None, figures: bool = True) -> dict:
-    """Preprocess, synthesise, map back to native space, cluster, and write the subject's derivatives.
+    """Preprocess, synthesise, map back to native space, cluster, and write the subject's derivatives with
+    the calibrated ``detector``.
 
     Preprocessing goes to ``work_root/<subject>`` (default OUT_DIR/sourcedata/work); the marker that says
-    the subject is finished always lives in OUT_DIR/sourcedata/work/<subject>. ``figures=False`` writes
-    the images and tables only, no PNGs or HTML report (the benchmark scores hundreds of runs).
+    the subject is finished always lives in OUT_DIR/sourcedata/work/<subject>, written when the detector
+    has a run fingerprint (a stored model's). ``figures=False`` writes the images and tables only, no PNGs
+    or HTML report (the benchmark scores hundreds of runs).
     """
+    cfg, calibration = detector.cfg, detector.calibration
     pid = inputs.unit  # sub-X, or sub-X_ses-Y: one session of a subject with sessions
     state = state_dir(out_dir, pid)
     state.mkdir(parents=True, exist_ok=True)
     scratch = Path(work_root) / pid if work_root else state
     if not is_done(scratch, cfg.data):
         preprocess_subject(inputs, cfg.data, scratch)
-    maps = analyse(scratch, models, cfg, device)
+    maps = analyse(scratch, detector.models, cfg, device)
     meta = load_meta(scratch)
     flair_native = nib.load(inputs.flair)
     to_native = NativeMapper(scratch)
@@ -59,9 +56,9 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, cfg: Config, models, ca
     unmark_done(state)
     if figures:
         write_subject_report(out_dir, inputs, found, flair_native, to_native.t1_on_flair_grid(scratch, inputs.t1w),
-                             meta["brain_mask"], classifier, calibration["threshold"], card, cfg)
-    if run_key_value:
-        mark_done(state, run_key_value)
+                             meta["brain_mask"], classifier, calibration["threshold"], detector.card, cfg)
+    if detector.run_key:
+        mark_done(state, detector.run_key)
     clusters, candidates = found.clusters, found.candidates
     top = (f"{clusters[0].hemisphere} {clusters[0].lobe}, {clusters[0].volume_mm3:.0f} mm³" if clusters else "none")
     return {"participant_id": pid, "n_clusters": len(clusters), "top": top, "classifier": classifier,
@@ -125,19 +122,14 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
                 device: str, on_start: Callable[[int], None] | None = None,
                 on_subject: Callable[[str, str | None], None] | None = None,
                 samples: int | None = None, nprocs: int = 1, work_root: Path | None = None) -> list[dict]:
-    calibration = load_calibration(work_dir)
-    cfg = with_samples(load_work_config(work_dir), calibrated_samples(work_dir, calibration, samples))
-    card_path = workdir.model_card_file(work_dir)  # in exported archives; made afresh for a work folder
-    card = json.loads(card_path.read_text()) if card_path.is_file() else model_card(work_dir, cfg, calibration)
-    models = load_models(work_dir, cfg)
-    key = run_key(work_dir, cfg)
-    states = {s.unit: output_state(out_dir, s.unit, key) for s in subjects}
+    detector = Detector.load(work_dir, samples)
+    states = {s.unit: output_state(out_dir, s.unit, detector.run_key) for s in subjects}
     if not overwrite:
         clash = [pid for pid, state in states.items() if state == "foreign"]
         if clash:
             raise UserError(f"{out_dir}: outputs for {', '.join(clash[:5])} already exist; pass --overwrite to "
                             "replace them or choose another OUT_DIR")
-    write_description(out_dir, source_uri, card)
+    write_description(out_dir, source_uri, detector.card)
     if on_start:
         on_start(len(subjects))
     todo = []
@@ -147,9 +139,9 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
                 on_subject(inputs.unit, "already done with this model (--overwrite redoes it)")
         else:
             todo.append(inputs)
-    job = SubjectJob(out_dir, work_dir, cfg, calibration, device, key, card, work_root)
+    job = SubjectJob(out_dir, detector, device, work_root)
     results = []
-    for pid, result, error in _run_subjects(job, todo, models, nprocs):
+    for pid, result, error in _run_subjects(job, todo, nprocs):
         if result is not None:
             results.append(result)
         if on_subject:
@@ -160,21 +152,17 @@ def _detect_all(subjects: list[SubjectInputs], out_dir: Path, work_dir: Path, so
 
 @dataclass(frozen=True)
 class SubjectJob:
-    """What every subject of one ``detect`` run shares (picklable, for worker processes)."""
+    """What every subject of one ``detect`` run shares (picklable, for worker processes: the detector's
+    networks are loaded again in each)."""
 
     out_dir: Path
-    work_dir: Path
-    cfg: Config
-    calibration: dict
+    detector: Detector
     device: str
-    run_key: str
-    card: dict
     work_root: Path | None
 
-    def run(self, inputs: SubjectInputs, models) -> tuple[str, dict | None, str | None]:
+    def run(self, inputs: SubjectInputs) -> tuple[str, dict | None, str | None]:
         try:
-            return inputs.unit, detect_subject(inputs, self.out_dir, self.cfg, models, self.calibration,
-                                                         self.device, self.run_key, self.card, self.work_root), None
+            return inputs.unit, detect_subject(inputs, self.out_dir, self.detector, self.device, self.work_root), None
         except SubjectSkipped as exc:
             return inputs.unit, None, str(exc)
 
@@ -184,21 +172,21 @@ _worker: dict = {}
 
 def _worker_start(job: SubjectJob, threads: int) -> None:
     torch.set_num_threads(threads)
-    _worker.update(job=job, models=load_models(job.work_dir, job.cfg))
+    _worker.update(job=job)
 
 
 def _worker_run(inputs: SubjectInputs) -> tuple[str, dict | None, str | None]:
-    return _worker["job"].run(inputs, _worker["models"])
+    return _worker["job"].run(inputs)
 
 
-def _run_subjects(job: SubjectJob, subjects: list[SubjectInputs], models,
+def _run_subjects(job: SubjectJob, subjects: list[SubjectInputs],
                   nprocs: int) -> Iterator[tuple[str, dict | None, str | None]]:
     """(subject, result or None, skip reason or None) per subject, as each finishes. With ``nprocs`` > 1
     subjects run in that many worker processes (spawned; each loads the models once and uses its share
     of the CPU threads). Outputs are the same as serial: every subject's draws are seeded by its own id."""
     if nprocs <= 1 or len(subjects) <= 1:
         for inputs in subjects:
-            yield job.run(inputs, models)
+            yield job.run(inputs)
         return
     threads = max(1, torch.get_num_threads() // nprocs)
     context = multiprocessing.get_context("spawn")

@@ -62,10 +62,10 @@ def is_stochastic(cfg: Config, eta: float | None = None) -> bool:
 def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Models, cfg: Config,
                subject: str = "", device: str = "cpu", batch_size: int | None = None,
                guidance_scale: float | None = None, noise_level: int | None = None, steps: int | None = None,
-               eta: float | None = None, seed: int | None = None, samples: int | None = None) -> Synthesis:
+               eta: float | None = None, seed: int | None = None) -> Synthesis:
     """Run the method on one subject's template-space volumes. Overrides default to the config.
 
-    Each slice is inverted once to L and decoded ``samples`` times (``diffusion.samples``). Every random
+    Each slice is inverted once to L and decoded N = ``diffusion.samples`` times. Every random
     draw of a (slice, sample) row comes from its own generator seeded by (seed, ``subject``, slice index,
     sample index), so the result does not depend on ``batch_size`` or on what else is processed.
     ``batch_size`` bounds the rows of one network call (slices x samples).
@@ -77,7 +77,7 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
     if cfg.method.guidance == "none":
         scale = 0.0
     eta = cfg.diffusion.eta if eta is None else eta
-    n_samples = (samples or cfg.diffusion.samples) if is_stochastic(cfg, eta) else 1
+    n_samples = cfg.diffusion.samples if is_stochastic(cfg, eta) else 1
     batch_size = batch_size or cfg.diffusion.batch_size
     precision = inference_dtype(cfg.diffusion.precision, dev)
     if precision is torch.float16 and dev.type != "cuda":

@@ -33,7 +33,7 @@ from pseudohealthy.config import Config, config_to_yaml, save_config, with_overr
 from pseudohealthy.config.loader import deep_update
 from pseudohealthy.data.splits import roles
 from pseudohealthy.detect.calibration import analyse_role, calibration_from
-from pseudohealthy.detect.pipeline import load_models
+from pseudohealthy.detect.detector import Detector, with_samples
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.methods import TRANSFER_NAME, MethodSpec, method_config, transfer_spec
 from pseudohealthy.evaluation.native_scores import (
@@ -127,15 +127,16 @@ def example_slice(work_dir: Path) -> tuple[str, int]:
     return best[0], best[1]
 
 
-def _seed_run(work_dir: Path, cfg: Config, models, out_dir: Path, device: str, on_event: Progress | None,
+def _seed_run(work_dir: Path, detector: Detector, out_dir: Path, device: str, on_event: Progress | None,
               example: tuple[str, int], calibration: dict | None = None) -> tuple[dict, list[OutputScore], dict, dict]:
     """One seed: the validation threshold (``calibration``: the sweep's own for these settings and seed, else
     run on the validation subjects), then the test units through ``score_test_units``; returns
     (calibration, native scores, template-grid summary, the arrays of the ``example`` (unit, slice))."""
+    cfg = detector.cfg
     if calibration is None:
-        calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device), cfg)
+        calibration = calibration_from(analyse_role(work_dir, "val", detector.models, cfg, device), cfg)
     example_unit, z = example
-    outputs, template, maps = score_test_units(work_dir, cfg, models, calibration, out_dir, device,
+    outputs, template, maps = score_test_units(work_dir, detector.calibrated(calibration), out_dir, device,
                                                 (lambda unit: on_event("subject", unit)) if on_event else None,
                                                 keep=example_unit)
     example = {"flair": maps.flair[:, :, z], "lesion": maps.lesion[:, :, z], "brain": maps.brain[:, :, z],
@@ -160,16 +161,17 @@ def _summary_over_seeds(runs: list[list[OutputScore]], template: list[dict], see
 def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[str, Any] | None = None,
                device: str = "cpu", on_event: Progress | None = None,
                on_step: Callable[[int, int, float], None] | None = None, seeds: Sequence[int] = (0, 1, 2),
-               tune_seeds: Sequence[int] = (0,), model_root: Path | None = None) -> dict:
+               tune_seeds: Sequence[int] = (0,), model_root: Path | None = None, samples: int | None = None) -> dict:
     """Train, tune on validation, then test with every seed; each seed cached in OUT/methods/<name>/.
-    ``model_root``: use the networks there (trained on another dataset; an unpacked archive or a work
-    folder) as they are, instead of WORK_DIR's own: the generalisation row."""
+    ``overrides`` (``--set``) and ``samples`` (``--samples``) apply to every point; ``model_root``: use the
+    networks there (trained on another dataset; an unpacked archive or a work folder) as they are, instead
+    of WORK_DIR's own: the generalisation row."""
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     model_root = Path(model_root) if model_root else work_dir
     if model_root != work_dir:
         require_same_preprocessing(work_dir, model_root)
     base = deep_update(spec.overrides, overrides or {})
-    cfg0 = method_config(work_dir, spec, overrides)
+    cfg0 = with_samples(method_config(work_dir, spec, overrides), samples)
     grid = parse_grid(list(spec.grid)) if spec.grid else [{}]
     checkpoints = {}
     for point in grid:  # a grid over training knobs (the autoencoder's noise) trains one model per point
@@ -181,10 +183,10 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         on_event("tune", spec.name)
     tuned = tune(work_dir, grid, list(tune_seeds), tune_dir, base=base, device=device,
                  on_point=(lambda label, seed, row: on_event("point", f"{spec.name} {label}")) if on_event else None,
-                 model_root=model_root)
+                 model_root=model_root, samples=samples)
     chosen = tuned["chosen"]["overrides"]
     cfg = with_overrides(cfg0, chosen, "chosen on validation")
-    models = None
+    detector = None  # the chosen settings' networks, loaded once for every seed that runs
     unit, z = example_slice(work_dir)
     records, runs = [], []
     method_dir = out_dir / "methods" / spec.name
@@ -202,9 +204,9 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
                 continue
         if on_event:
             on_event("method", f"{spec.name} seed {seed}")
-        models = models or load_models(model_root, cfg)
+        detector = detector or Detector.for_config(model_root, cfg)
         started = time.perf_counter()
-        calibration, outputs, template, example = _seed_run(work_dir, cfg_s, models,
+        calibration, outputs, template, example = _seed_run(work_dir, detector.with_config(cfg_s),
                                                             out_dir / "derivatives" / spec.name / f"seed-{seed}",
                                                             device, on_event, (unit, z),
                                                             tuned["calibrations"].get(seed))
@@ -258,9 +260,10 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
 def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, overrides: dict[str, Any] | None = None,
                   device: str = "cpu", on_event: Progress | None = None,
                   on_step: Callable[[int, int, float], None] | None = None, seeds: Sequence[int] = (0, 1, 2),
-                  tune_seeds: Sequence[int] = (0,), transfer: Path | None = None) -> list[dict]:
+                  tune_seeds: Sequence[int] = (0,), transfer: Path | None = None,
+                  samples: int | None = None) -> list[dict]:
     """Every method in turn (see ``run_method``), each followed by the table and figures so far
-    (``evaluation.report``). ``transfer``: a model trained on other subjects (work folder or MODEL.zip),
+    (``evaluation.report``); ``samples``: N draws (``--samples``) for every method. ``transfer``: a model trained on other subjects (work folder or MODEL.zip),
     scored after the methods as ``full_transfer`` without retraining (``methods.transfer_spec``)."""
     from pseudohealthy.bundle.archive import opened_model
     from pseudohealthy.evaluation.report import write_report
@@ -276,12 +279,13 @@ def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, over
             require_same_preprocessing(work_dir, model_root)
     results = []
     for spec in methods:  # the table is rewritten after each method: a long run has a readable partial table
-        results.append(run_method(work_dir, spec, out_dir, overrides, device, on_event, on_step, seeds, tune_seeds))
+        results.append(run_method(work_dir, spec, out_dir, overrides, device, on_event, on_step, seeds, tune_seeds,
+                                  samples=samples))
         write_report(results, out_dir, work_dir)
     if transfer is not None:
         with opened_model(transfer) as model_root:
             results.append(run_method(work_dir, transfer_spec(transfer), out_dir, overrides, device, on_event,
-                                      on_step, seeds, tune_seeds, model_root=model_root))
+                                      on_step, seeds, tune_seeds, model_root=model_root, samples=samples))
         write_report(results, out_dir, work_dir)
     return results
 

@@ -16,11 +16,14 @@ import numpy as np
 import yaml
 
 from pseudohealthy import workdir
+from pseudohealthy.anomaly.clusters import ClusterSettings
 from pseudohealthy.config import Config, load_config
+from pseudohealthy.config.loader import deep_update
 from pseudohealthy.data.preprocess import prepared_inputs
 from pseudohealthy.data.splits import roles
 from pseudohealthy.detect.calibration import analyse_role, calibration_from
-from pseudohealthy.detect.pipeline import SubjectMaps, load_models
+from pseudohealthy.detect.detector import Detector
+from pseudohealthy.detect.pipeline import SubjectMaps
 from pseudohealthy.detect.run import detect_subject
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.native_scores import OutputScore, score_unit, summarise_outputs
@@ -54,18 +57,20 @@ def lobe_map(work_dir: Path, unit: str) -> np.ndarray | None:
     return np.asanyarray(nib.load(path).dataobj) if path.is_file() else None
 
 
-def template_score(work_dir: Path, unit: str, maps: SubjectMaps, threshold: float, cfg: Config) -> SubjectScore:
-    """The template-grid figures of one unit's maps (AUPRC pooling, R@k, Dice, lobe)."""
+def template_score(work_dir: Path, unit: str, maps: SubjectMaps, clusters: ClusterSettings,
+                   cfg: Config) -> SubjectScore:
+    """The template-grid figures of one unit's maps (AUPRC pooling, R@k, Dice, lobe) under the calibration's
+    cluster settings (``Detector.clusters``), the ones ``detect`` wrote its clusters with."""
     _, affine = template_grid(cfg.data.template_voxel_mm, cfg.data.image_size)
-    return score_subject(unit, maps, threshold, cfg, affine, lobe_map(work_dir, unit), truth_class(work_dir, unit))
+    return score_subject(unit, maps, clusters, cfg, affine, lobe_map(work_dir, unit), truth_class(work_dir, unit))
 
 
-def score_test_units(work_dir: Path, cfg: Config, models, calibration: dict, out_dir: Path, device: str = "cpu",
-                      on_subject: Callable[[str], None] | None = None, keep: str | None = None
-                      ) -> tuple[list[OutputScore], list[SubjectScore], SubjectMaps | None]:
-    """Every test unit of WORK_DIR through ``detect_subject`` (the code that writes a user's derivatives,
-    here without figures) into ``out_dir``, scored from what it wrote; returns (native scores, template-grid
-    scores of the same maps, the maps of unit ``keep``)."""
+def score_test_units(work_dir: Path, detector: Detector, out_dir: Path, device: str = "cpu",
+                     on_subject: Callable[[str], None] | None = None, keep: str | None = None
+                     ) -> tuple[list[OutputScore], list[SubjectScore], SubjectMaps | None]:
+    """Every test unit of WORK_DIR through ``detect_subject`` with the calibrated ``detector`` (the code that
+    writes a user's derivatives, here without figures) into ``out_dir``, scored from what it wrote; returns
+    (native scores, template-grid scores of the same maps, the maps of unit ``keep``)."""
     work_dir = Path(work_dir)
     units = [unit for unit, role in roles(work_dir).items() if role == "test"]
     if not units:
@@ -73,9 +78,9 @@ def score_test_units(work_dir: Path, cfg: Config, models, calibration: dict, out
     outputs, template, kept = [], [], None
     for unit in units:
         inputs = prepared_inputs(workdir.subject_dir(work_dir, unit))
-        maps = detect_subject(inputs, out_dir, cfg, models, calibration, device,
-                              work_root=workdir.subjects_dir(work_dir), figures=False)["maps"]
-        template.append(template_score(work_dir, unit, maps, calibration["threshold"], cfg))
+        maps = detect_subject(inputs, out_dir, detector, device, work_root=workdir.subjects_dir(work_dir),
+                              figures=False)["maps"]
+        template.append(template_score(work_dir, unit, maps, detector.clusters, detector.cfg))
         outputs.append(score_unit(out_dir, unit, inputs.lesion_mask, inputs.flair))
         kept = maps if unit == keep else kept
         if on_subject:
@@ -94,20 +99,23 @@ def require_same_preprocessing(work_dir: Path, model_root: Path) -> None:
 
 def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: str = "cpu",
              on_subject: Callable[[str], None] | None = None, model_root: Path | None = None,
-             out_dir: Path | None = None) -> dict:
+             out_dir: Path | None = None, samples: int | None = None) -> dict:
     """Figures on WORK_DIR's test subjects, from the derivatives written to ``out_dir`` (default
-    WORK_DIR/evaluate/derivatives); ``model_root``: networks and config from there (an unpacked archive,
-    which must use WORK_DIR's data settings) instead of WORK_DIR's own."""
+    WORK_DIR/evaluate/derivatives); ``overrides`` (``--set``) and ``samples`` (``--samples``, N draws)
+    apply to this run only; ``model_root``: networks and config from there (an unpacked archive, which
+    must use WORK_DIR's data settings) instead of WORK_DIR's own."""
     work_dir = Path(work_dir)
     if not workdir.config_file(work_dir).is_file():
         raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare` and `train` first")
-    cfg = load_config(workdir.config_file(model_root or work_dir), overrides=overrides)
+    root = Path(model_root or work_dir)
+    cfg = Detector.settings(root, overrides, samples)
     if model_root is not None:
         require_same_preprocessing(work_dir, model_root)
-    models = load_models(model_root or work_dir, cfg, device)
-    calibration = calibration_from(analyse_role(work_dir, "val", models, cfg, device, on_subject), cfg)
+    detector = Detector.for_config(root, cfg, device)
+    calibration = calibration_from(analyse_role(work_dir, "val", detector.models, cfg, device, on_subject), cfg)
     out_dir = Path(out_dir) if out_dir else workdir.evaluate_dir(work_dir)
-    outputs, template, _ = score_test_units(work_dir, cfg, models, calibration, out_dir, device, on_subject)
-    return {"overrides": overrides or {}, "calibration": calibration, "derivatives": str(out_dir),
+    outputs, template, _ = score_test_units(work_dir, detector.calibrated(calibration), out_dir, device, on_subject)
+    asked = deep_update(overrides or {}, {"diffusion": {"samples": samples}} if samples is not None else {})
+    return {"overrides": asked, "calibration": calibration, "derivatives": str(out_dir),
             "outputs": summarise_outputs(outputs), "template_grid": summarise_method(template, n_resamples=0),
             "per_subject": [s.row() for s in outputs]}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pseudohealthy.anomaly.clusters import find_clusters
+from pseudohealthy.anomaly.clusters import ClusterSettings, find_clusters
 from pseudohealthy.config import Config
 from pseudohealthy.data.labels import CLASS_NAMES
 from pseudohealthy.detect.pipeline import SubjectMaps
@@ -49,13 +49,19 @@ class SubjectScore:
     classifier_lobe_correct: float  # the 9-class classifier's lobe at its most abnormal slice (NaN: n/a)
 
 
-def score_subject(pid: str, maps: SubjectMaps, threshold: float, cfg: Config, affine: np.ndarray,
-                  lobe: np.ndarray | None, truth_class: int) -> SubjectScore:
-    """``lobe``: the subject's template-grid lobe map; ``truth_class``: its lesion class (0 for controls)."""
+def score_subject(pid: str, maps: SubjectMaps, threshold: float | ClusterSettings, cfg: Config,
+                  affine: np.ndarray, lobe: np.ndarray | None, truth_class: int) -> SubjectScore:
+    """``threshold``: a calibration's cluster settings (``ClusterSettings.of``, what ``detect`` clusters
+    with), or a bare threshold for maps scored without one (smallest cluster and ranking then from
+    ``cfg.method``, as ``calibrate`` records them); ``lobe``: the subject's template-grid lobe map;
+    ``truth_class``: its lesion class (0 for controls)."""
+    settings = threshold if isinstance(threshold, ClusterSettings) else ClusterSettings(
+        threshold, cfg.method.min_cluster_mm3, cfg.method.rank_by)
+    threshold = settings.threshold
     voxel_mm = cfg.data.template_voxel_mm
     patient = bool(maps.lesion.any())
-    clusters, _ = find_clusters(maps.anomaly, affine, threshold, cfg.method.min_cluster_mm3, lobe,
-                                rank_by=cfg.method.rank_by)
+    clusters, _ = find_clusters(maps.anomaly, affine, threshold, settings.min_cluster_mm3, lobe,
+                                rank_by=settings.rank_by)
     hits = peaks_near_lesion([c.peak_mm for c in clusters], maps.lesion, affine)
     recalled = {}
     distance = lobe_ok = float("nan")

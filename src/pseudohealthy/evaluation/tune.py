@@ -27,11 +27,10 @@ from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.config.loader import deep_update
 from pseudohealthy.data.splits import roles
 from pseudohealthy.detect.calibration import analyse_role, calibration_from
-from pseudohealthy.detect.pipeline import load_models
+from pseudohealthy.detect.detector import Detector, with_samples
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.io.atomic import write_json_atomic, write_text_atomic
-from pseudohealthy.models.trained import model_dir, required_models
 
 METRICS = ("val_auprc", "val_dice")
 
@@ -62,31 +61,31 @@ def _label(overrides: dict[str, Any], prefix: str = "") -> str:
 
 def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: Path | None = None,
          base: dict[str, Any] | None = None, device: str = "cpu",
-         on_point: Callable[[str, int, dict], None] | None = None, model_root: Path | None = None) -> dict:
+         on_point: Callable[[str, int, dict], None] | None = None, model_root: Path | None = None,
+         samples: int | None = None) -> dict:
     """Run every grid point for every seed on the validation subjects; write and return the table and
-    the choice. ``base``: overrides applied under every point (e.g. ``--samples``); ``model_root``: the
-    networks come from there (another work folder or an unpacked model archive), not from WORK_DIR."""
+    the choice. ``base``: overrides applied under every point (``--set``), then ``samples`` (``--samples``);
+    ``model_root``: the networks come from there (another work folder or an unpacked model archive), not
+    from WORK_DIR."""
     work_dir = Path(work_dir)
     model_root = Path(model_root) if model_root else work_dir
-    cfg0 = load_work_config(work_dir)
+    cfg0 = with_samples(with_overrides(load_work_config(work_dir), base or {}, "--grid"), samples)
     if "val" not in roles(work_dir).values():
         raise UserError(f"{work_dir}: no validation subjects in splits.tsv; add subjects and re-run prepare")
     out_dir = Path(out_dir) if out_dir else workdir.tune_dir(work_dir)
     done = {(r["point"], r["seed"]): r for r in _load(out_dir / "grid.json")}
     rows = []
-    models_for: dict[str, Any] = {}
+    detector = None  # one set of networks at a time, kept while the points read the same model folders
     for overrides in grid:
         label = _label(overrides)
         for seed in seeds:
             if (label, seed) in done:
                 rows.append(done[(label, seed)])
                 continue
-            cfg = with_overrides(cfg0, deep_update(deep_update(base or {}, overrides), {"seed": seed}), "--grid")
-            key = " ".join(str(model_dir(model_root, kind, cfg)) for kind in required_models(cfg))
-            if key not in models_for:
-                models_for = {key: load_models(model_root, cfg)}  # one set of networks at a time
+            cfg = with_overrides(cfg0, deep_update(overrides, {"seed": seed}), "--grid")
+            detector = detector.with_config(cfg) if detector else Detector.for_config(model_root, cfg)
             started = time.perf_counter()
-            calibration = calibration_from(analyse_role(work_dir, "val", models_for[key], cfg, device), cfg)
+            calibration = calibration_from(analyse_role(work_dir, "val", detector.models, cfg, device), cfg)
             row = {"point": label, "overrides": overrides, "seed": seed, "threshold": calibration["threshold"],
                    "val_auprc": calibration["val_auprc"], "val_dice": calibration["val_dice"],
                    "subjects": calibration["chosen_on"], "calibration": calibration,
