@@ -58,7 +58,7 @@ def test_archive_holds_config_calibration_weights_card_and_checksums(trained, ar
             "models/translator-t500/checkpoint.pt", "models/classifier/checkpoint.pt"} <= names
     assert set(manifest["files"]) == names - {MANIFEST}
     assert "ema" in ckpt and "optimizer" not in ckpt and "model" not in ckpt  # EMA weights only
-    assert card["networks"]["translator"]["steps"] == 3 and card["method"]["samples"] == 2
+    assert card["networks"]["translator-t500"]["steps"] == 3 and card["method"]["samples"] == 2
     assert card["training_data"]["source"]["synthetic"] is True
     rows = [line.split("\t") for line in (trained / "splits.tsv").read_text().splitlines()[1:]]
     assert card["training_data"]["subjects"]["train patients"] == sum(r[1:3] == ["fcd", "train"] for r in rows)
