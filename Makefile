@@ -76,8 +76,7 @@ bench-split: $(STAMP)
 
 # How many pseudo-healthy draws per slice: N = 1, 2, 4, 8 over 3 seeds (chosen on validation subjects).
 bench-samples: benchmark-data
-	for k in classifier translator; do $(BIN)/pseudohealthy train $(BENCH_DIR)/model --model $$k \
-		$$(test -f $(BENCH_DIR)/model/models/$$k/checkpoint.pt && echo --resume); done
+	for k in classifier translator; do $(BIN)/pseudohealthy train $(BENCH_DIR)/model --model $$k --resume; done
 	$(BIN)/python -u benchmarks/bench_samples.py $(BENCH_DIR)/model
 
 # The development set (docs/experiments.md): every choice is iterated on here and on validation subjects,

@@ -53,12 +53,12 @@ def test_archive_holds_config_calibration_weights_card_and_checksums(trained, ar
         names = set(zf.namelist())
         manifest = json.loads(zf.read(MANIFEST))
         card = json.loads(zf.read("model_card.json"))
-        ckpt = torch.load(io.BytesIO(zf.read("models/translator/checkpoint.pt")), weights_only=True)
+        ckpt = torch.load(io.BytesIO(zf.read("models/translator-t500/checkpoint.pt")), weights_only=True)
     assert {"config.yaml", "calibration.json", "model_card.json", "MODEL_CARD.md",
-            "models/translator/checkpoint.pt", "models/classifier/checkpoint.pt"} <= names
+            "models/translator-t500/checkpoint.pt", "models/classifier/checkpoint.pt"} <= names
     assert set(manifest["files"]) == names - {MANIFEST}
     assert "ema" in ckpt and "optimizer" not in ckpt and "model" not in ckpt  # EMA weights only
-    assert card["networks"]["translator"]["steps"] == 3 and card["method"]["samples"] == 2
+    assert card["networks"]["translator-t500"]["steps"] == 3 and card["method"]["samples"] == 2
     assert card["training_data"]["source"]["synthetic"] is True
     rows = [line.split("\t") for line in (trained / "splits.tsv").read_text().splitlines()[1:]]
     assert card["training_data"]["subjects"]["train patients"] == sum(r[1:3] == ["fcd", "train"] for r in rows)
@@ -113,11 +113,11 @@ def test_archive_with_pickled_code_is_refused_without_running_it(archive, tmp_pa
     import hashlib
 
     def change(name, data):
-        if name == "models/translator/checkpoint.pt":
+        if name == "models/translator-t500/checkpoint.pt":
             return evil_bytes
         if name == MANIFEST:
             manifest = json.loads(data)
-            manifest["files"]["models/translator/checkpoint.pt"] = hashlib.sha256(evil_bytes).hexdigest()
+            manifest["files"]["models/translator-t500/checkpoint.pt"] = hashlib.sha256(evil_bytes).hexdigest()
             return json.dumps(manifest).encode()
         return data
 

@@ -22,6 +22,7 @@ from pseudohealthy.detect.synthesis import Synthesis
 from pseudohealthy.evaluation.benchmark import run_benchmark
 from pseudohealthy.evaluation.methods import select_methods
 from pseudohealthy.evaluation.template_scores import aggregate, score_subject, summarise_method
+from pseudohealthy.models.trained import model_dir
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     assert full_result["per_seed"][0]["calibration"]["threshold"] == fresh["threshold"]
     # the autoencoder's grid is over a training knob: one model per noise setting
     trained = {d for e, d in events if e == "train"}
-    assert {"translator", "autoencoder-healthy", "autoencoder-healthy-noise0.4x16"} <= trained
+    assert {"translator-t500", "autoencoder-healthy", "autoencoder-healthy-noise0.4x16"} <= trained
     assert [r["name"] for r in results] == ["full", "no_histmatch", "denoising_ae"]
     for r in results:
         m = r["metrics"]
@@ -120,9 +121,10 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     for row in rows:
         assert row["commit"] and json.loads(row["seeds"]) == [0, 1] and len(row["split_sha256"]) == 64
         assert (out / row["config"]).is_file()
-    assert set(json.loads(rows[0]["checkpoints"])) == {"translator", "classifier"}
+    assert set(json.loads(rows[0]["checkpoints"])) == {"translator-t500", "classifier"}
     # the two translator methods share the method's own weights
-    assert json.loads(rows[0]["checkpoints"])["translator"] == json.loads(rows[1]["checkpoints"])["translator"]
+    full_models, ablation_models = (json.loads(row["checkpoints"]) for row in rows[:2])
+    assert full_models["translator-t500"] == ablation_models["translator-t500"]
     table = (out / "results.md").read_text()
     assert sum(line.startswith("| ") and "(`" in line for line in table.splitlines()) == 3
     assert "ranked list" in table and "oracle" in table and "cm³" in table and "Kascenas" in table
@@ -161,9 +163,10 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     other = tmp_path / "other"
     (other / "models").mkdir(parents=True)
     shutil.copy(bench_work / "config.yaml", other / "config.yaml")
+    full_cfg = load_config(bench_work / "config.yaml")
     for kind in ("translator", "classifier"):
-        shutil.copytree(bench_work / "models" / kind, other / "models" / kind)
-    path = other / "models" / "translator" / "checkpoint.pt"
+        shutil.copytree(model_dir(bench_work, kind, full_cfg), model_dir(other, kind, full_cfg))
+    path = model_dir(other, "translator", full_cfg) / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=False)
     ckpt["ema"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
     torch.save(ckpt, path)
@@ -175,8 +178,8 @@ def test_benchmark_tunes_on_validation_scores_detect_outputs_and_reuses_results(
     assert not [e for e in events if e[0] == "train"]
     assert calibrated_on and all(units == val for units in calibrated_on)
     used = moved[0]["provenance"]["checkpoints"]
-    assert used["translator"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert used["translator"]["sha256"] != json.loads(rows[0]["checkpoints"])["translator"]["sha256"]
+    assert used["translator-t500"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert used["translator-t500"]["sha256"] != json.loads(rows[0]["checkpoints"])["translator-t500"]["sha256"]
     assert (out / "derivatives" / "full_transfer" / "seed-0").is_dir()
 
 

@@ -58,6 +58,15 @@ def test_inconsistent_values_are_rejected(tmp_path):
         load_config(_write(tmp_path, data))
 
 
+def test_decoding_from_a_noise_level_the_translator_never_learnt_is_refused():
+    with pytest.raises(UserError, match=r"noise_level \(L = 600\) is above train_translator.max_timestep \(500\)"):
+        load_config("quick", overrides={"diffusion": {"noise_level": 600}, "train_translator": {"max_timestep": 500}})
+    # every level learnt, or no translator used: nothing to refuse
+    load_config("quick", overrides={"diffusion": {"noise_level": 600}, "train_translator": {"max_timestep": None}})
+    load_config("quick", overrides={"diffusion": {"noise_level": 600}, "train_translator": {"max_timestep": 500},
+                                    "method": {"detector": "flair_zscore"}})
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(UserError, match="neither a preset"):
         load_config(tmp_path / "nope.yaml")

@@ -42,6 +42,31 @@ def test_resume_reaches_the_same_weights(work, tmp_path, kind):
     assert [line.split(",")[0] for line in lines[1:]] == ["2", "4"]  # no duplicated rows after resume
 
 
+def test_the_noise_levels_trained_on_bound_the_draws_and_name_the_model():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pseudohealthy.models.trained import model_name
+    from pseudohealthy.training.trainer import _Task
+
+    def drawn_t(cfg):
+        task = _Task("translator", cfg, SimpleNamespace(labels=np.zeros(4, np.int64)))
+        return task.draw_noise(torch.Generator().manual_seed(0), 4000).t
+
+    focused = load_config("quick", overrides={"train_translator": {"max_timestep": 300}})
+    t = drawn_t(focused)
+    assert int(t.min()) == 1 and int(t.max()) == 300
+    uniform = load_config("quick", overrides={"train_translator": {"max_timestep": None}})
+    assert int(drawn_t(uniform).max()) > 900
+    assert model_name("translator", focused) == "translator-t300" and model_name("classifier", focused) == "classifier"
+    assert model_name("translator", uniform) == "translator"  # a uniform model is never trained over
+    every = load_config("quick", overrides={"train_translator": {"max_timestep": 1000}})
+    assert model_name("translator", every) == "translator"  # [1, T] is all of them
+    assert model_name("classifier", load_config("quick", overrides={"train_classifier": {"max_timestep": 300}})) \
+        == "classifier-t300"
+
+
 def test_existing_checkpoint_needs_resume_and_matching_preset(work):
     cfg = load_config("quick", overrides=TINY)
     train(work, cfg, "classifier", iterations=2)

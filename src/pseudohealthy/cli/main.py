@@ -153,7 +153,9 @@ def train(
                                                    "(the noise-aware lobe classifier) or autoencoder (the "
                                                    "DenoisingAE baseline)."),
     preset: str | None = typer.Option(None, "--preset", help="Preset or YAML file (default: WORK_DIR/config.yaml)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from WORK_DIR/models/<model>/checkpoint.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the model's checkpoint in WORK_DIR/models/ "
+                                                         "if there is one (its folder: the model and its variant, "
+                                                         "e.g. translator-t500)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Override the preset's iterations."),
     setting: list[str] | None = typer.Option(None, "--set", help="Train a variant, e.g. --set method.condition=none "

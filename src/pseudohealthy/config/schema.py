@@ -115,7 +115,9 @@ class TrainConfig(_Strict):
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     checkpoint_every: int = Field(default=100, ge=1)
     bf16: bool = False
-    max_timestep: int | None = Field(default=None, ge=1, description="train on t in [1, max_timestep] (None: T)")
+    max_timestep: int | None = Field(
+        default=None, ge=1, description="train on t in [1, max_timestep] (None: T); the model's folder name carries "
+                                        "it (translator-t500), and detection refuses an L above it")
 
 
 class MethodConfig(_Strict):
@@ -201,3 +203,12 @@ class Config(_Strict):
     train_classifier: TrainConfig
     method: MethodConfig = MethodConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "Config":
+        trained_to = self.train_translator.max_timestep
+        if self.method.detector == "diffusion" and trained_to is not None and self.diffusion.noise_level > trained_to:
+            raise ValueError(f"diffusion.noise_level (L = {self.diffusion.noise_level}) is above "
+                             f"train_translator.max_timestep ({trained_to}): the translator never learnt that "
+                             f"noise level; lower L or raise max_timestep (and train again)")
+        return self

@@ -26,8 +26,9 @@ from pseudohealthy.models.networks import build_model, classifier_classes
 
 
 def model_name(kind: str, cfg: Config) -> str:
-    """The folder name of the ``kind`` model that ``cfg`` needs: the kind, plus what makes this variant
-    differ from the method's own model (so baselines and ablations train beside it, never over it)."""
+    """The folder name of the ``kind`` model that ``cfg`` needs: the kind, plus each training choice that
+    makes a different network (conditioning, noise, slices, noise levels learnt), so baselines and ablations
+    train beside the method's model, never over it, and changing one of them trains anew."""
     method = cfg.method
     parts = [kind]
     if kind == "translator":
@@ -42,6 +43,10 @@ def model_name(kind: str, cfg: Config) -> str:
         parts.append(f"noise{method.denoising_noise_std:g}x{method.denoising_noise_cells}")
     if kind == "classifier" and classifier_classes(cfg) == 2:
         parts.append("binary")
+    if kind in ("translator", "classifier"):  # the noise levels it learnt, when not all of [1, T]
+        trained_to = (cfg.train_classifier if kind == "classifier" else cfg.train_translator).max_timestep
+        if trained_to is not None and trained_to < cfg.diffusion.timesteps:
+            parts.append(f"t{trained_to}")
     return "-".join(parts)
 
 
