@@ -72,6 +72,7 @@ def test_anomaly_fields_and_pasting_into_the_brain():
     ("no_histmatch", ["translator-t500", "classifier"]),
     ("no_guidance", ["translator-t500"]),
     ("binary_guidance", ["translator-t500", "classifier-binary"]),
+    ("normative", ["translator-t500", "classifier"]),  # the method's networks; its statistics come from controls
     ("denoising_ae", ["autoencoder-healthy"]),
     ("anoddpm", ["translator-none-simplex-healthy"]),  # baselines train on every noise level, as published
     ("wolleb", ["translator-none", "classifier-binary"]),

@@ -216,7 +216,7 @@ def _pr_figure(results: list[dict], path: Path) -> None:
     for r in results:
         curve = r["pr_curve"]
         if curve["recall"]:
-            style = "-" if r["role"] == "method" else ("--" if r["role"] == "ablation" else ":")
+            style = {"method": "-", "ablation": "--", "option": "-."}.get(r["role"], ":")
             ax.plot(curve["recall"], curve["precision"], style, lw=2 if r["role"] == "method" else 1.2,
                     label=f"{r['name']} (AP {r['metrics']['native_auprc']['mean']:.3f})")
     ax.set_xlabel("recall (lesion voxels, native FLAIR space)")
