@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-work
 BENCH_WORK ?= $(DEMO_DIR)/model
 
-.PHONY: demo test test-slow bench bench-split benchmark benchmark-data bench-samples dev-data bench-budget clean-venv
+.PHONY: demo test test-slow bench bench-split benchmark benchmark-data bench-samples dev-data bench-budget bench-confounds clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -97,6 +97,13 @@ dev-data: $(STAMP)
 BUDGET_SETTINGS ?= diffusion.samples=4
 bench-budget: dev-data
 	$(BIN)/python -u benchmarks/bench_budget.py $(DEV_DIR) --settings "$(BUDGET_SETTINGS)"
+
+# What each confound of the realistic phantom costs whom (docs/phantom.md): the development phantom rendered again
+# with one confound at a time, scored by the two no-learning references and by our networks trained once on the
+# full development phantom (trained here if missing). Hours on 2 cores; resumable (re-run to continue).
+bench-confounds: dev-data
+	for k in classifier translator; do $(BIN)/pseudohealthy train $(DEV_DIR)/model --model $$k --resume; done
+	$(BIN)/python -u benchmarks/bench_confounds.py $(DEV_DIR) --model $(DEV_DIR)/model
 
 clean-venv:
 	rm -rf $(VENV)
