@@ -89,6 +89,21 @@ def test_each_method_names_the_models_it_shares(tmp_path, name, models):
     assert [model_name(kind, cfg) for kind in required_models(cfg)] == models
 
 
+def test_baselines_run_as_published_and_our_rows_keep_our_defaults(tmp_path):
+    """Reinsertion and the t <= 500 training range are ours (E4, E6): no diffusion baseline gets them, every
+    ablation and option of ours keeps them."""
+    from pseudohealthy.config import save_config
+
+    save_config(load_config("quick"), tmp_path / "config.yaml")
+    for spec in METHODS.values():
+        cfg = method_config(tmp_path, spec)
+        if cfg.method.detector != "diffusion":
+            continue
+        ours = spec.role != "baseline"
+        assert cfg.diffusion.reinsert is ours, spec.name
+        assert (cfg.train_translator.max_timestep == 500) is ours, spec.name
+
+
 def test_every_grid_point_of_every_method_is_a_valid_config_and_models_are_named_by_their_knobs(tmp_path):
     from pseudohealthy.config import save_config, with_overrides
     from pseudohealthy.evaluation.tune import parse_grid
@@ -115,7 +130,8 @@ def test_method_selection_and_user_settings(tmp_path):
     cfg = method_config(tmp_path, METHODS["anoddpm"], {"diffusion": {"steps": 5}, "method": {"smoothing_mm": 0}})
     assert (cfg.diffusion.steps, cfg.diffusion.noise_level, cfg.method.noise, cfg.method.smoothing_mm) == \
         (5, 250, "simplex", 0)
-    assert METHODS["anoddpm"].overrides["diffusion"] == {"noise_level": 250, "eta": 1.0}  # not mutated
+    # not mutated by the user's settings
+    assert METHODS["anoddpm"].overrides["diffusion"] == {"noise_level": 250, "eta": 1.0, "reinsert": False}
 
 
 def _write_subject(work, pid, flair):
@@ -172,7 +188,7 @@ def test_anoddpm_and_imgcond_sampling_paths_run_and_are_seeded():
     brain = np.ones(flair.shape, bool)
     for method in ({"condition": "none", "noise": "simplex", "encode": "noise", "guidance": "none"},
                    {"condition": "flair", "synthetic_anomalies": True, "encode": "noise", "guidance": "none"}):
-        diffusion = {"steps": 2, "noise_level": 50, "samples": 1}
+        diffusion = {"steps": 2, "noise_level": 50, "samples": 1, "reinsert": False}  # forward noising: no path
         cfg = load_config("quick", overrides={"method": method, "diffusion": diffusion})
         torch.manual_seed(0)
         models = Models(translator=build_model("translator", cfg))

@@ -67,6 +67,13 @@ def test_decoding_from_a_noise_level_the_translator_never_learnt_is_refused():
                                     "method": {"detector": "flair_zscore"}})
 
 
+def test_reinsertion_without_an_inversion_path_is_refused():
+    for change in ({"method": {"encode": "noise"}}, {"diffusion": {"estimator": "one_step"}}):
+        with pytest.raises(UserError, match="diffusion.reinsert .* set diffusion.reinsert=false"):
+            load_config("quick", overrides={**change, "diffusion": {**change.get("diffusion", {}), "reinsert": True}})
+        load_config("quick", overrides={**change, "diffusion": {**change.get("diffusion", {}), "reinsert": False}})
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(UserError, match="neither a preset"):
         load_config(tmp_path / "nope.yaml")

@@ -14,7 +14,7 @@ from skimage.exposure import match_histograms
 
 from pseudohealthy.anomaly.clusters import ClusterAgreement, find_clusters, peak_regions
 from pseudohealthy.anomaly.maps import histogram_match
-from pseudohealthy.config import load_config, save_config
+from pseudohealthy.config import load_config, save_config, with_overrides
 from pseudohealthy.data.splits import roles
 from pseudohealthy.detect.pipeline import analyse, load_models
 from pseudohealthy.diffusion.noise import RowNoise, row_seed
@@ -56,17 +56,25 @@ def test_row_noise_is_the_same_whatever_rows_share_the_batch():
     assert row_seed(0, "sub-01", 0, 0) != row_seed(0, "sub-02", 0, 0)
 
 
-def test_maps_do_not_depend_on_batch_size(work):
+# Reinsertion's weight divides the residual by its 95th percentile over the slice (small where the prediction
+# agrees), so it magnifies the float rounding in which batched network calls differ: 2e-7 becomes about 6e-5 in
+# the pseudo-healthy FLAIR (measured on this fixture); still far below any visible change.
+TOLERANCE = {False: 1e-5, True: 2e-3}
+
+
+@pytest.mark.parametrize("reinsert", [False, True])
+def test_maps_do_not_depend_on_batch_size(work, reinsert):
     work, cfg = work
+    cfg = with_overrides(cfg, {"diffusion": {"reinsert": reinsert}})
     models = load_models(work, cfg)
     subject = _subjects(work)[0]
     maps = {b: analyse(subject, models, cfg, batch_size=b) for b in (1, 7, 64)}
     assert maps[1].sample_maps.shape[0] == 2
     assert not np.allclose(maps[1].sample_maps[0], maps[1].sample_maps[1])  # the draws differ
     for b in (7, 64):
-        assert np.abs(maps[b].anomaly - maps[1].anomaly).max() <= 1e-5
-        assert np.abs(maps[b].sample_maps - maps[1].sample_maps).max() <= 1e-5
-        assert np.abs(maps[b].pseudo_healthy - maps[1].pseudo_healthy).max() <= 1e-5
+        assert np.abs(maps[b].anomaly - maps[1].anomaly).max() <= TOLERANCE[reinsert]
+        assert np.abs(maps[b].sample_maps - maps[1].sample_maps).max() <= TOLERANCE[reinsert]
+        assert np.abs(maps[b].pseudo_healthy - maps[1].pseudo_healthy).max() <= TOLERANCE[reinsert] / 10
 
 
 def test_maps_do_not_depend_on_subjects_processed_before(work):
@@ -79,14 +87,16 @@ def test_maps_do_not_depend_on_subjects_processed_before(work):
     assert np.abs(alone.anomaly - after.anomaly).max() <= 1e-5
 
 
-def test_sample_k_is_the_same_draw_for_any_n_and_the_map_is_their_mean(work):
+@pytest.mark.parametrize("reinsert", [False, True])
+def test_sample_k_is_the_same_draw_for_any_n_and_the_map_is_their_mean(work, reinsert):
     work, cfg = work
+    cfg = with_overrides(cfg, {"diffusion": {"reinsert": reinsert}})
     models = load_models(work, cfg)
     subject = _subjects(work)[0]
     one = analyse(subject, models, cfg, samples=1)
     three = analyse(subject, models, cfg, samples=3)
     assert one.sample_maps.shape[0] == 1 and three.sample_maps.shape[0] == 3
-    assert np.abs(three.sample_maps[0] - one.sample_maps[0]).max() <= 1e-5
+    assert np.abs(three.sample_maps[0] - one.sample_maps[0]).max() <= TOLERANCE[reinsert]
     np.testing.assert_allclose(three.anomaly, three.sample_maps.mean(axis=0), atol=1e-6)
 
 

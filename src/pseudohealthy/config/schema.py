@@ -206,8 +206,13 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
+        if self.method.detector != "diffusion":
+            return self
+        if self.diffusion.reinsert and (self.method.encode != "invert" or self.diffusion.estimator != "ddim"):
+            raise ValueError("diffusion.reinsert puts back the DDIM inversion's path while decoding: it needs "
+                             "method.encode: invert and diffusion.estimator: ddim; set diffusion.reinsert=false")
         trained_to = self.train_translator.max_timestep
-        if self.method.detector == "diffusion" and trained_to is not None and self.diffusion.noise_level > trained_to:
+        if trained_to is not None and self.diffusion.noise_level > trained_to:
             raise ValueError(f"diffusion.noise_level (L = {self.diffusion.noise_level}) is above "
                              f"train_translator.max_timestep ({trained_to}): the translator never learnt that "
                              f"noise level; lower L or raise max_timestep (and train again)")

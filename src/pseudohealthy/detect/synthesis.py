@@ -129,9 +129,7 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
                 top = torch.full((len(x0_rows),), ladder[-1], dtype=torch.long, device=dev)
                 x_top = schedule.q_sample(x0_rows, top, noise(tuple(x0_rows.shape)).to(dev))
             reinsert = None
-            if cfg.diffusion.reinsert:
-                if path is None:
-                    raise UserError("diffusion.reinsert needs method.encode: invert (it puts back the inversion's path)")
+            if cfg.diffusion.reinsert:  # the config allows it with method.encode: invert only, so path is there
                 reinsert = reinsertion({t: x.repeat_interleave(n_samples, 0) for t, x in zip(ladder, path)}, x0_rows)
             healed = ddim_decode(x_top, decode_eps, schedule, ladder, eta, noise, guide, reinsert)
         healed = healed[:, 0].reshape(len(chunk), n_samples, *healed.shape[2:]).cpu().numpy()

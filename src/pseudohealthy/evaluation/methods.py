@@ -35,6 +35,7 @@ _NO_EXTRAS = {"guidance": "none", "histogram_matching": "none"}  # baselines are
 # Their diffusion models train on every noise level, as their authors' do (anoddpm and wolleb decode from
 # L = 500-800); our presets train the method's translator on t <= 500 only (docs/experiments.md E4).
 _UNIFORM_T = {"train_translator": {"max_timestep": None}}
+_NO_REINSERT = {"reinsert": False}  # THOR-like reinsertion is ours (E6), not part of any baseline
 # The method's own knobs: the noise level it inverts to and the guidance strength (quick preset: L = 200, s = 5).
 _OURS = ("diffusion.noise_level=200,100,300", "diffusion.guidance_scale=5,20")
 _OURS_SOURCE = "our preset (L = 200, s = 5) and one step either side"
@@ -65,21 +66,22 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
     MethodSpec("anoddpm", "baseline", "AnoDDPM, simplex noise (Wyatt et al. 2022)",
                {"method": {**_NO_EXTRAS, "condition": "none", "noise": "simplex", "encode": "noise",
                            "train_on": "healthy"},
-                "diffusion": {"noise_level": 250, "eta": 1.0}, **_UNIFORM_T},
+                "diffusion": {"noise_level": 250, "eta": 1.0, **_NO_REINSERT}, **_UNIFORM_T},
                ("diffusion.noise_level=250,500,800", "diffusion.steps=10,25"),
                "authors' code and paper: λ = 800 (args28.json), 250 (paper)"),
     # FLAIR-only DDPM trained on all slices, binary classifier guidance, deterministic DDIM both ways. Wolleb et
     # al.'s README (JuliaWolleb/diffusion-anomaly): --classifier_scale 100 --noise_level 500, ddim1000.
     MethodSpec("wolleb", "baseline", "DDPM-DDIM, binary guidance (Wolleb et al. 2022)",
                {"method": {"condition": "none", "guidance": "binary", "histogram_matching": "none"},
-                "diffusion": {"eta": 0.0}, **_UNIFORM_T},
+                "diffusion": {"eta": 0.0, **_NO_REINSERT}, **_UNIFORM_T},
                ("diffusion.noise_level=500,200", "diffusion.guidance_scale=100,30,5"),
                "authors' README: classifier_scale 100, noise_level 500"),
     # The same baseline with guidance in the form of the FCD authors' code (Li et al., CodePYJ/FCD-Detection
     # ddpm2.py, mode cg: x += s * grad log p(y=0 | x) after every DDIM step, eta 0, s = 5).
     MethodSpec("wolleb_x", "baseline", "DDPM-DDIM, binary guidance in x-space (Wolleb et al. 2022, Li et al.'s form)",
                {"method": {"condition": "none", "guidance": "binary", "histogram_matching": "none"},
-                "diffusion": {"eta": 0.0, "guidance_form": "x", "guidance_scale": 5.0}, **_UNIFORM_T},
+                "diffusion": {"eta": 0.0, "guidance_form": "x", "guidance_scale": 5.0, **_NO_REINSERT},
+                **_UNIFORM_T},
                ("diffusion.noise_level=500,200", "diffusion.guidance_scale=5,1,20"),
                "Li et al.'s code: s = 5 in x-space; Wolleb's README: noise_level 500"),
     # Conditioned on the input FLAIR, trained to remove synthetic anomalies from healthy slices; the input is
@@ -87,7 +89,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
     # index searched); the grid brackets ours.
     MethodSpec("imgcond", "baseline", "ImgCondDDPM (Baugh et al. 2024)",
                {"method": {**_NO_EXTRAS, "condition": "flair", "synthetic_anomalies": True, "train_on": "healthy",
-                           "encode": "noise"}, **_UNIFORM_T},
+                           "encode": "noise"}, "diffusion": _NO_REINSERT, **_UNIFORM_T},
                ("diffusion.noise_level=200,100,400",), "no authors' default found; brackets ours"),
     MethodSpec("control_zscore", "reference", "voxel-wise FLAIR z-score vs training controls (no learning)",
                {"method": {**_NO_EXTRAS, "detector": "control_zscore"}},
