@@ -20,10 +20,8 @@ from pseudohealthy.cli.steps import (
 def run_demo(work_dir: Path, patients: int, controls: int, seed: int, jobs: int) -> None:
     """phantom -> prepare -> train -> calibrate -> detect in WORK_DIR (steps finished earlier are reused), then
     the figures of the test subjects' derivatives, printed and written to derivatives/demo_summary.json."""
-    from pseudohealthy.config import load_work_config
     from pseudohealthy.data.bids import unit_subject
     from pseudohealthy.data.splits import read_splits
-    from pseudohealthy.models.trained import model_dir as trained_model_dir
 
     start = time.perf_counter()
     work_dir = Path(work_dir)
@@ -35,10 +33,8 @@ def run_demo(work_dir: Path, patients: int, controls: int, seed: int, jobs: int)
         run_phantom(bids, patients, controls, seed, jobs, True, truth_dir, overwrite=True)
     model_dir = work_dir / "model"
     run_prepare(bids, model_dir, "quick", None, jobs)
-    cfg = load_work_config(model_dir)
-    for kind in ("classifier", "translator"):
-        checkpoint = workdir.checkpoint_file(trained_model_dir(model_dir, kind, cfg))
-        run_train(model_dir, kind, None, resume=checkpoint.exists(), device="cpu")
+    for kind in ("classifier", "translator"):  # resume: continue a checkpoint if there is one, else start
+        run_train(model_dir, kind, None, resume=True, device="cpu")
     run_calibrate(model_dir, "cpu")
     test_ids = sorted({unit_subject(unit) for unit, _, role in read_splits(model_dir) if role == "test"})
     out_dir = work_dir / "derivatives"
