@@ -9,7 +9,7 @@ thresholds as there), beside the FLAIR z-score of the same grid. Every finished 
 skipped when the script is started again. Results: benchmarks/results/dev_budget.json, docs/budget.png.
 
 Usage: python benchmarks/bench_budget.py DEV_DIR [--steps 640 2560 10240] [--fine-steps 640 2560]
-       [--settings "diffusion.samples=4 ..."] [--seeds 0 1]
+       [--settings "diffusion.samples=4 ..."] [--seeds 0 1] [--set train_translator.max_timestep=500 ...]
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ def prepared(dev: Path, grid: str) -> Path:
     return work
 
 
-def trained_point(base: Path, dev: Path, grid: str, steps: int) -> Path:
+def trained_point(base: Path, dev: Path, grid: str, steps: int, settings: list[str]) -> Path:
     """A work folder sharing ``base``'s data whose translator was trained for ``steps`` (continuing the grid's
-    run) and whose classifier is the grid's preset-budget one."""
+    run) and whose classifier is the grid's preset-budget one; ``settings`` (``SECTION.KEY=VALUE``) change the
+    work folder's config for training and scoring alike (e.g. the translator's t range of a folder prepared
+    before the preset changed)."""
     runner = dev / f"budget-{grid}"
     if not runner.exists():
-        share(base, runner, [])
+        share(base, runner, settings)
     cfg = load_work_config(runner)
     for kind, iterations in (("classifier", None), ("translator", steps)):
         checkpoint = model_dir(runner, kind, cfg) / "checkpoint.pt"
@@ -58,7 +60,7 @@ def trained_point(base: Path, dev: Path, grid: str, steps: int) -> Path:
         train(runner, cfg, kind, resume=checkpoint.is_file(), iterations=iterations)
     point = dev / f"budget-{grid}-{steps}"
     if not point.exists():
-        share(base, point, [])
+        share(base, point, settings)
         for kind in ("translator", "classifier"):
             shutil.copytree(model_dir(runner, kind, cfg), model_dir(point, kind, cfg))
     return point
@@ -71,11 +73,14 @@ def main() -> None:
     parser.add_argument("--fine-steps", type=int, nargs="+", default=[640, 2560])
     parser.add_argument("--settings", default="", help="overrides of every point, e.g. 'diffusion.samples=4'")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change the config the translators are trained and scored with; repeatable")
     args = parser.parse_args()
-    result = earlier_result("dev_budget") or {"provenance": provenance(), "settings": args.settings, "points": {}}
-    if result.get("settings") != args.settings:
-        sys.exit(f"benchmarks/results/dev_budget.json was made with --settings {result.get('settings')!r}; move it "
-                 "away to start again with other settings")
+    result = earlier_result("dev_budget") or {"provenance": provenance(), "settings": args.settings,
+                                              "set": args.set, "points": {}}
+    if (result.get("settings"), result.get("set", [])) != (args.settings, args.set):
+        sys.exit(f"benchmarks/results/dev_budget.json was made with --settings {result.get('settings')!r} and --set "
+                 f"{result.get('set', [])}; move it away to start again with other settings")
     cache = args.dev_dir / "model" / "dev_signal" / "cache"
     for grid, budgets in (("3mm", args.steps), ("2mm", args.fine_steps)):
         base = prepared(args.dev_dir, grid)
@@ -88,7 +93,7 @@ def main() -> None:
             key = f"{grid} {steps}"
             if key in result["points"]:
                 continue
-            point = trained_point(base, args.dev_dir, grid, steps)
+            point = trained_point(base, args.dev_dir, grid, steps, args.set)
             variant = Variant(f"{key} {args.settings}", point)
             result["points"][key] = summarise({s: run_variant(variant, s, cache, print) for s in args.seeds})
             write_result("dev_budget", result)

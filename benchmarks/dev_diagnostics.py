@@ -9,7 +9,8 @@ label effect ‖ε(y = lobe) − ε(y = 0)‖ / ‖ε(y = 0)‖ on lesion slices
 
 ``guidance WORK --variant ... --against ...``: how far guidance moves lesion pixels and healthy pixels,
 from the same cached draws ``dev_signal.py`` made (same seeds and noise, so the difference is guidance's).
-Results: benchmarks/results/dev_diag_<command>.json and a table on stdout.
+Results: benchmarks/results/dev_<NAME>_diag_<command>.json (``--name``, e.g. ``real`` for the realistic set, so
+runs on different development sets do not overwrite each other) and a table on stdout.
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--against")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--name", required=True, help="the development set's name: results go to "
+                        "benchmarks/results/dev_NAME_diag_COMMAND.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.command == "guidance":
@@ -139,7 +142,7 @@ def main() -> None:
     else:
         fn = eps_mse if args.command == "eps" else classifier
         result = {str(w): fn(w) for w in args.work}
-    write_result(f"dev_diag_{args.command}", {"provenance": provenance(), "result": result})
+    write_result(f"dev_{args.name}_diag_{args.command}", {"provenance": provenance(), "result": result})
     for key, value in result.items():
         print(key, value)
 

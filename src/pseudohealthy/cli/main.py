@@ -12,7 +12,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pseudohealthy import __version__, workdir
 from pseudohealthy.cli.steps import (
@@ -23,12 +22,14 @@ from pseudohealthy.cli.steps import (
     run_detect,
     run_phantom,
     run_prepare,
+    run_benchmark_command,
     run_prepare_dry,
     run_train,
     validate,
 )
 from pseudohealthy.devices import DEVICE_HELP, resolve_device
 from pseudohealthy.errors import UserError
+from pseudohealthy.evaluation.methods import METHODS
 
 app = typer.Typer(
     name="pseudohealthy",
@@ -270,7 +271,7 @@ def demo(
 ) -> None:
     """Run the main job end to end on a built-in synthetic dataset: phantom -> prepare -> train -> calibrate -> detect -> evaluate.
 
-    Steps finished in an earlier run are reused, so an interrupted demo continues where it stopped. Ends by printing the report's path and the headline figures (method vs a no-model reference).
+    Steps finished in an earlier run are reused, so an interrupted demo continues where it stopped. Ends by printing the report's path and the headline figures of the test subjects, read from the derivatives it wrote (native space) and on the template grid; they are kept in derivatives/demo_summary.json.
     """
     from pseudohealthy.cli.demo import run_demo
 
@@ -347,10 +348,8 @@ def tune(
 @app.command()
 def benchmark(
     work_dir: Path = typer.Argument(..., help="Work folder made by `prepare` (made here from --bids if missing)."),
-    methods: str = typer.Option("all", "--methods", help="'all' or a comma-separated list of: full, no_t1, "
-                                                         "no_histmatch, no_guidance, binary_guidance, denoising_ae, "
-                                                         "anoddpm, wolleb, imgcond, control_zscore, "
-                                                         "flair_zscore."),
+    methods: str = typer.Option("all", "--methods", help="'all' or a comma-separated list of: "
+                                                         f"{', '.join(METHODS)}."),
     bids: Path | None = typer.Option(None, "--bids", help="BIDS dataset to prepare WORK_DIR from when it has not "
                                                           "been prepared."),
     preset: str | None = typer.Option(None, "--preset", help="Preset for preparing from --bids (default quick); "
@@ -377,64 +376,9 @@ def benchmark(
 
     For each method: trains the models of its grid that are missing (resuming unfinished ones); chooses its settings by a sweep of its own knobs on the validation subjects only (`tune`; grids and their sources in the table); then, for each seed, chooses the threshold on the validation subjects, runs `detect` on the test subjects and scores the native-space outputs it wrote (ranked-list and above-threshold detection, false-positive clusters per control, Dice, pixel AUPRC) with the template-grid AUPRC, R@5 and Dice (validation and oracle threshold) beside them, by lesion size and contrast too. Mean ± seed SD and 95 % CIs over subjects and seeds. Writes OUT/results.csv, results.json, results.md, figures/, configs/, tune/ and derivatives/ with each row's config, checkpoints, split, seeds and commit. Finished (method, seed) runs are reused when run again.
     """
-    from pseudohealthy.config import load_work_config
-    from pseudohealthy.evaluation.benchmark import run_benchmark, stored_results
-    from pseudohealthy.evaluation.methods import select_methods
-    from pseudohealthy.evaluation.report import write_report
-    from pseudohealthy.evaluation.run import parse_settings
-
-    specs = select_methods(methods)
-    if report_only:
-        out = out or workdir.benchmark_dir(work_dir)
-        if not workdir.config_file(work_dir).is_file():
-            raise UserError(f"{work_dir}: not a prepared work folder; --report-only needs the folder the benchmark ran on")
-        results = stored_results(out, specs)
-        write_report(results, out, work_dir)
-        console.print(f"{len(results)} methods ({', '.join(r['name'] for r in results)}); table: {out / 'results.md'}; "
-                      f"figures: {out / 'figures'}", highlight=False)
-        return
-    overrides = parse_settings(setting or [])
-    if not workdir.config_file(work_dir).is_file():
-        if bids is None:
-            raise UserError(f"{work_dir}: not prepared; pass --bids BIDS_DIR to prepare it, or run "
-                            f"`pseudohealthy prepare BIDS_DIR {work_dir}` first")
-        run_prepare(bids, work_dir, preset or "quick", None, jobs)
-    elif preset and load_work_config(work_dir).name != preset:
-        raise UserError(f"{work_dir} was prepared with preset '{load_work_config(work_dir).name}', not '{preset}'; "
-                        "use another WORK_DIR for another preset")
-    out = out or workdir.benchmark_dir(work_dir)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        task = bar.add_task("benchmark", total=None)
-
-        def on_event(event: str, detail: str) -> None:
-            if event == "train":
-                bar.reset(task, description=f"train {detail}", total=None)
-            elif event == "tune":
-                bar.reset(task, description=f"{detail}: sweep on validation subjects", total=None)
-            elif event == "point":
-                bar.console.print(f"  validation point {detail}", highlight=False)
-            elif event == "method":
-                bar.reset(task, description=f"{detail}: validation, then test subjects", total=None)
-            elif event == "subject":
-                bar.advance(task)
-            elif event in ("trained", "done"):
-                bar.console.print(f"[green]{event}[/] {detail}")
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.update(task, completed=step, total=total)
-
-        results = run_benchmark(work_dir, specs, out, overrides, resolve_device(device), on_event, on_step,
-                                seeds=seed or (0, 1, 2), tune_seeds=tune_seed or (0,), transfer=transfer_model,
-                                samples=samples)
-    for r in results:
-        m = r["metrics"]
-        console.print(f"  {r['name']:16s} native AUPRC {m['native_auprc']['mean']:.3f} ± {m['native_auprc']['sd']:.3f}"
-                      f"  top-1 (ranked) {m['ranked_top1']['mean']:.2f}  detected {m['detected']['mean']:.2f}  "
-                      f"FP/control {m['fp_clusters_per_control']['mean']:.1f}  "
-                      f"template AUPRC {m['template_auprc']['mean']:.3f}  chosen: {r['grid']['chosen'] or 'preset'}",
-                      highlight=False)
-    console.print(f"table: {out / 'results.md'}; figures: {out / 'figures'}")
+    run_benchmark_command(work_dir, methods, bids, preset, out, setting or [], resolve_device(device), jobs,
+                          samples, tuple(seed or (0, 1, 2)), tuple(tune_seed or (0,)), transfer_model,
+                          report_only)
 
 
 MULTI_VALUE_OPTIONS = ("--participant-label",)

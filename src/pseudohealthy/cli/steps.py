@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pseudohealthy import workdir
+from pseudohealthy.errors import UserError
 
 console = Console(stderr=True)
 
@@ -204,3 +205,65 @@ def print_figures(summary: dict) -> None:
     console.print(f"on the template grid, same maps: pixel AUPRC {template['auprc']:.3f}, R@5 {template['r@5']:.3f}, "
                   f"Dice at the validation threshold {template['dice_val']:.3f} (oracle {template['dice_oracle']:.3f})",
                   highlight=False)
+
+
+def run_benchmark_command(work_dir: Path, methods: str, bids: Path | None, preset: str | None, out: Path | None,
+                          settings: list[str], device: str, jobs: int, samples: int | None, seeds: tuple[int, ...],
+                          tune_seeds: tuple[int, ...], transfer_model: Path | None, report_only: bool) -> None:
+    """``benchmark``: prepare WORK_DIR from --bids if needed, run every method behind one progress bar (or only
+    write the report again), then one line per method."""
+    from pseudohealthy.config import load_work_config
+    from pseudohealthy.evaluation.benchmark import run_benchmark, stored_results
+    from pseudohealthy.evaluation.methods import select_methods
+    from pseudohealthy.evaluation.report import write_report
+    from pseudohealthy.evaluation.run import parse_settings
+
+    specs = select_methods(methods)
+    out = out or workdir.benchmark_dir(work_dir)
+    if report_only:
+        if not workdir.config_file(work_dir).is_file():
+            raise UserError(f"{work_dir}: not a prepared work folder; --report-only needs the folder the benchmark ran on")
+        results = stored_results(out, specs)
+        write_report(results, out, work_dir)
+        console.print(f"{len(results)} methods ({', '.join(r['name'] for r in results)}); table: {out / 'results.md'}; "
+                      f"figures: {out / 'figures'}", highlight=False)
+        return
+    overrides = parse_settings(settings)
+    if not workdir.config_file(work_dir).is_file():
+        if bids is None:
+            raise UserError(f"{work_dir}: not prepared; pass --bids BIDS_DIR to prepare it, or run "
+                            f"`pseudohealthy prepare BIDS_DIR {work_dir}` first")
+        run_prepare(bids, work_dir, preset or "quick", None, jobs)
+    elif preset and load_work_config(work_dir).name != preset:
+        raise UserError(f"{work_dir} was prepared with preset '{load_work_config(work_dir).name}', not '{preset}'; "
+                        "use another WORK_DIR for another preset")
+    with progress_bar() as bar:
+        task = bar.add_task("benchmark", total=None)
+
+        def on_event(event: str, detail: str) -> None:
+            if event == "train":
+                bar.reset(task, description=f"train {detail}", total=None)
+            elif event == "tune":
+                bar.reset(task, description=f"{detail}: sweep on validation subjects", total=None)
+            elif event == "point":
+                bar.console.print(f"  validation point {detail}", highlight=False)
+            elif event == "method":
+                bar.reset(task, description=f"{detail}: validation, then test subjects", total=None)
+            elif event == "subject":
+                bar.advance(task)
+            elif event in ("trained", "done"):
+                bar.console.print(f"[green]{event}[/] {detail}")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total)
+
+        results = run_benchmark(work_dir, specs, out, overrides, device, on_event, on_step, seeds=seeds,
+                                tune_seeds=tune_seeds, transfer=transfer_model, samples=samples)
+    for r in results:
+        m = r["metrics"]
+        console.print(f"  {r['name']:16s} native AUPRC {m['native_auprc']['mean']:.3f} ± {m['native_auprc']['sd']:.3f}"
+                      f"  top-1 (ranked) {m['ranked_top1']['mean']:.2f}  detected {m['detected']['mean']:.2f}  "
+                      f"FP/control {m['fp_clusters_per_control']['mean']:.1f}  "
+                      f"template AUPRC {m['template_auprc']['mean']:.3f}  chosen: {r['grid']['chosen'] or 'preset'}",
+                      highlight=False)
+    console.print(f"table: {out / 'results.md'}; figures: {out / 'figures'}")

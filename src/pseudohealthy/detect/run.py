@@ -52,8 +52,8 @@ def detect_subject(inputs: SubjectInputs, out_dir: Path, detector: Detector, dev
     to_native = NativeMapper(scratch)
     found = native_findings(maps, scratch, meta, to_native, flair_native.affine, calibration, cfg)
     classifier = classifier_summary(maps)
+    unmark_done(state)  # before the first write: a stop from here on leaves the unit 'interrupted'
     write_derivatives(out_dir, inputs, found, meta, calibration, cfg, classifier)
-    unmark_done(state)
     if figures:
         write_subject_report(out_dir, inputs, found, flair_native, to_native.t1_on_flair_grid(scratch, inputs.t1w),
                              meta["brain_mask"], classifier, calibration["threshold"], detector.card, cfg)
