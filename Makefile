@@ -63,7 +63,7 @@ benchmark-data: $(STAMP)
 BENCH_SAMPLES ?= 1
 BENCH_METHODS ?= all
 DEMO_MODEL ?= $(BENCH_DIR)/demo-model.zip
-$(DEMO_MODEL): | $(STAMP)
+$(DEMO_MODEL): | benchmark-data
 	$(BIN)/pseudohealthy demo $(DEMO_DIR)
 	$(BIN)/pseudohealthy export-model $(DEMO_DIR)/model $(DEMO_MODEL)
 

@@ -9,7 +9,7 @@ thresholds as there), beside the FLAIR z-score of the same grid. Every finished 
 skipped when the script is started again. Results: benchmarks/results/dev_budget.json, docs/budget.png.
 
 Usage: python benchmarks/bench_budget.py DEV_DIR [--steps 640 2560 10240] [--fine-steps 640 2560]
-       [--settings "diffusion.samples=4 ..."] [--seeds 0 1] [--set train_translator.max_timestep=500 ...]
+       [--settings "diffusion.samples=1 ..."] [--seeds 0 1] [--set train_translator.max_timestep=500 ...]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from common import earlier_result, provenance, write_result
 from dev_signal import Variant, run_variant, summarise
 from dev_workdirs import share
 
-from pseudohealthy.config import load_config, load_work_config
+from pseudohealthy.config import load_config, load_work_config, with_overrides
+from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.data.prepare import prepare
 from pseudohealthy.models.trained import model_dir
 from pseudohealthy.training.trainer import train
@@ -44,6 +45,13 @@ def prepared(dev: Path, grid: str) -> Path:
     return work
 
 
+def _same_config(folder: Path, base: Path, settings: list[str]) -> None:
+    """A folder left by an earlier run must hold ``base``'s config with ``settings``, or its networks measure
+    something else."""
+    if load_work_config(folder) != with_overrides(load_work_config(base), parse_settings(settings)):
+        sys.exit(f"{folder}: made with other settings than --set {settings}; move it away to train it again")
+
+
 def trained_point(base: Path, dev: Path, grid: str, steps: int, settings: list[str]) -> Path:
     """A work folder sharing ``base``'s data whose translator was trained for ``steps`` (continuing the grid's
     run) and whose classifier is the grid's preset-budget one; ``settings`` (``SECTION.KEY=VALUE``) change the
@@ -52,6 +60,7 @@ def trained_point(base: Path, dev: Path, grid: str, steps: int, settings: list[s
     runner = dev / f"budget-{grid}"
     if not runner.exists():
         share(base, runner, settings)
+    _same_config(runner, base, settings)
     cfg = load_work_config(runner)
     for kind, iterations in (("classifier", None), ("translator", steps)):
         checkpoint = model_dir(runner, kind, cfg) / "checkpoint.pt"
@@ -61,9 +70,19 @@ def trained_point(base: Path, dev: Path, grid: str, steps: int, settings: list[s
     point = dev / f"budget-{grid}-{steps}"
     if not point.exists():
         share(base, point, settings)
-        for kind in ("translator", "classifier"):
-            shutil.copytree(model_dir(runner, kind, cfg), model_dir(point, kind, cfg))
+    _same_config(point, base, settings)
+    for kind in ("translator", "classifier"):
+        target = model_dir(point, kind, cfg)
+        if not (target / "checkpoint.pt").is_file():  # a copy stopped half-way is made again
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(model_dir(runner, kind, cfg), target)
     return point
+
+
+def point_variant(grid: str, steps: int, settings: str, point: Path) -> Variant:
+    """The detection run that scores one budget point: named ``GRID-STEPS`` (one word: dev_signal's variants
+    read every later word as a setting), with ``settings`` over the point's config."""
+    return Variant(f"{grid}-{steps} {settings}", point)
 
 
 def main() -> None:
@@ -71,7 +90,9 @@ def main() -> None:
     parser.add_argument("dev_dir", type=Path)
     parser.add_argument("--steps", type=int, nargs="+", default=[640, 2560, 10240])
     parser.add_argument("--fine-steps", type=int, nargs="+", default=[640, 2560])
-    parser.add_argument("--settings", default="", help="overrides of every point, e.g. 'diffusion.samples=4'")
+    parser.add_argument("--settings", default="diffusion.samples=1",
+                        help="detection overrides of every point (default: one draw per slice; on a GPU e.g. "
+                             "'diffusion.samples=4')")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change the config the translators are trained and scored with; repeatable")
@@ -94,7 +115,7 @@ def main() -> None:
             if key in result["points"]:
                 continue
             point = trained_point(base, args.dev_dir, grid, steps, args.set)
-            variant = Variant(f"{key} {args.settings}", point)
+            variant = point_variant(grid, steps, args.settings, point)
             result["points"][key] = summarise({s: run_variant(variant, s, cache, print) for s in args.seeds})
             write_result("dev_budget", result)
     figure(result)

@@ -53,7 +53,7 @@ def design(dev: Path) -> dict:
             "n_patients": sum(g == "fcd" for g in groups.values()), "n_controls": sum(g == "hc" for g in groups.values())}
 
 
-def prepared(dev: Path, confound: str) -> Path:
+def confound_work(dev: Path, confound: str) -> Path:
     """DEV_DIR/confounds/CONFOUND/model: the phantom with only ``confound`` on, prepared like DEV_DIR/model."""
     root = dev / "confounds" / confound
     bids, truth = root / "bids", root / "bids_truth"
@@ -63,6 +63,9 @@ def prepared(dev: Path, confound: str) -> Path:
     work = root / "model"
     if not (work / "splits.tsv").is_file():
         prepare(bids, work, load_work_config(dev / "model"), jobs=2)
+    if (work / "splits.tsv").read_text() != (dev / "model" / "splits.tsv").read_text():
+        sys.exit(f"{work}: its split differs from {dev / 'model'}'s, so the networks could score subjects they "
+                 "were trained on; move it away to prepare it again")
     return work
 
 
@@ -88,17 +91,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--confounds", nargs="+", default=["none", *(c for c in CONFOUNDS if c != LESION_MODEL)])
     args = parser.parse_args()
+    unknown = [c for c in args.confounds if c != "none" and c not in CONFOUNDS]
+    if unknown:
+        sys.exit(f"unknown confound(s) {', '.join(unknown)}; choose 'none' or from {', '.join(CONFOUNDS)}")
     result = earlier_result("phantom_costs") or {"provenance": provenance(), "model": str(args.model),
-                                                 "settings": args.settings, "rows": {}}
-    if (result.get("settings"), result.get("model")) != (args.settings, str(args.model)):
-        sys.exit("benchmarks/results/phantom_costs.json was made with another --model or --settings; move it away "
-                 "to start again")
+                                                 "settings": args.settings, "seeds": args.seeds, "rows": {}}
+    made_with = (result.get("settings"), result.get("model"), result.get("seeds", [0]))
+    if made_with != (args.settings, str(args.model), args.seeds):
+        sys.exit("benchmarks/results/phantom_costs.json was made with another --model, --settings or --seeds; move "
+                 "it away to start again")
     for confound in [*args.confounds, FULL]:
-        work = args.dev_dir / "model" if confound == FULL else prepared(args.dev_dir, confound)
         row = result["rows"].setdefault(confound, {})
-        for name, spec in [*REFERENCES.items(), ("ours", f"{args.settings} work={with_networks(work, args.model)}")]:
+        if all(name in row for name in (*REFERENCES, "ours")):
+            continue
+        work = args.dev_dir / "model" if confound == FULL else confound_work(args.dev_dir, confound)
+        for name, spec in [*REFERENCES.items(), ("ours", args.settings)]:
             if name in row:
                 continue
+            if name == "ours":
+                spec = f"{spec} work={with_networks(work, args.model)}"
             variant = Variant(f"{name} {spec}", work)
             runs = {s: run_variant(variant, s, work / "dev_signal" / "cache", print) for s in args.seeds}
             row[name] = summarise(runs)

@@ -60,13 +60,11 @@ def _timed(subjects: list[Path], models, cfg, **overrides) -> dict:
             "slices": int(np.mean([len(m.synthesis.slices) for m in maps])), **overrides}
 
 
-def _authors_form(cfg):
-    """``cfg`` with guidance in the authors' x-space form (CodePYJ/FCD-Detection ``ddpm2.py``, mode ``cg``)."""
-    return cfg.model_copy(update={"diffusion": cfg.diffusion.model_copy(update={"guidance_form": "x"})})
-
-
-def _with_precision(cfg, precision: str):
-    return cfg.model_copy(update={"diffusion": cfg.diffusion.model_copy(update={"precision": precision})})
+def _paper_loop(cfg):
+    """``cfg`` run as the authors' code does (CodePYJ/FCD-Detection ``ddpm2.py``, mode ``cg``, and its config):
+    100 DDIM steps to L = 100 with η = 0, guidance added to x after every step, fp32, no reinsertion."""
+    return with_overrides(cfg, {"diffusion": {"guidance_form": "x", "precision": "float32", "steps": 100,
+                                              "noise_level": 100, "eta": 0.0, "reinsert": False}})
 
 
 def _resumable_rows(name: str, result: dict) -> dict:
@@ -130,11 +128,11 @@ def main() -> None:
     result = {"subjects": patients, **provenance(cfg)}
 
     # speed split by source: every test patient, each seed; one draw per slice everywhere
-    one = cfg.model_copy(update={"diffusion": cfg.diffusion.model_copy(update={"samples": 1})})
+    one = with_overrides(cfg, {"diffusion": {"samples": 1}})
     runs = {"ours": (one, {}),
-            "same_settings_batch1_fp32": (_with_precision(one, "float32"), {"batch_size": 1}),
-            "paper_loop": (_authors_form(_with_precision(one, "float32")),
-                           {"batch_size": 1, "steps": 100, "noise_level": 100, "eta": 0.0})}
+            "same_settings_batch1_fp32": (with_overrides(one, {"diffusion": {"precision": "float32"}}),
+                                          {"batch_size": 1}),
+            "paper_loop": (_paper_loop(one), {"batch_size": 1})}
     split = speed_split(subjects, models, runs, args.seeds, result, name)
     summary = {run: {"seconds_per_subject": float(np.mean([r["seconds_per_subject"] for r in rows])),
                      "auprc_mean": float(np.mean([r["auprc"] for r in rows])),
@@ -156,11 +154,13 @@ def main() -> None:
 
     # sweeps pool the AUPRC over all test patients (one subject's AUPRC varies a lot with the sampling noise)
     steps = [5, 10, 25] if args.quick else [5, 10, 25, 50, 100]  # at the config's L (quick: 200)
-    result["steps_sweep"] = [_timed(subjects, models, cfg, steps=k) for k in steps]
+    result["steps_sweep"] = [{**_timed(subjects, models, with_overrides(cfg, {"diffusion": {"steps": k}})), "steps": k}
+                             for k in steps]
     write_result(name, result)
     batches = [1, 16, 64] if args.quick else [1, 8, 16, 32, 64]
     result["batch_sweep"] = [_timed([subject], models, cfg, batch_size=b) for b in batches]
-    result["precision"] = {p: _timed(subjects, models, _with_precision(cfg, p)) for p in ("float32", "bfloat16")}
+    result["precision"] = {p: _timed(subjects, models, with_overrides(cfg, {"diffusion": {"precision": p}}))
+                           for p in ("float32", "bfloat16")}
     for row in result["steps_sweep"] + result["batch_sweep"]:
         print({k: row[k] for k in row if k in ("steps", "batch_size", "seconds_per_subject", "auprc")})
     print("precision:", {k: (v["seconds_per_subject"], v["auprc"]) for k, v in result["precision"].items()})

@@ -1,4 +1,5 @@
-"""The speed split of `benchmarks/bench_detect.py` resumes by (run, seed) after an interruption."""
+"""Helpers of the benchmark scripts: the speed split of `bench_detect.py` resumes by (run, seed) after an
+interruption; `bench_confounds.py` and `bench_budget.py` read their design and name their runs as intended."""
 
 import json
 import sys
@@ -60,3 +61,28 @@ def test_split_starts_over_when_config_or_subjects_differ(timed_calls):
     assert calls[2:] == [("cfg-a", 2), ("cfg-b", 2)]
     bench_detect.speed_split([], None, RUNS, [0], _result(config="y"), "split")
     assert calls[4:] == [("cfg-a", 0), ("cfg-b", 0)]
+
+
+def test_confound_costs_read_the_design_and_tabulate_each_row(tmp_path):
+    """bench_confounds re-renders the development phantom from the arguments its truth.json records, and its
+    table shows each finished (confound, method) and a dash for one not yet run."""
+    import bench_confounds
+
+    truth = {"seed": 3, "test_share": 0.5, "subtle_test_share": 0.5,
+             "subjects": [{"participant_id": f"sub-{i:02d}", "group": "fcd" if i < 3 else "hc"} for i in range(5)]}
+    (tmp_path / "bids_truth").mkdir()
+    (tmp_path / "bids_truth" / "truth.json").write_text(json.dumps(truth))
+    assert bench_confounds.design(tmp_path) == {"seed": 3, "test_share": 0.5, "subtle_test_share": 0.5,
+                                                "n_patients": 3, "n_controls": 2}
+    summary = {"auprc": [0.1234, 0.01], "top3": [0.25, 0.0], "cnr_median": [1.5, 0.1], "fp_per_control": [0.875, 0.1]}
+    lines = bench_confounds.table({"rows": {"csf_inflow": {"flair_zscore": summary}}}).splitlines()
+    assert lines[2] == "| csf_inflow | 0.123 / 0.25 / 1.50 / 0.88 | — | — |"
+
+
+def test_budget_points_are_named_in_one_word_with_their_settings(tmp_path):
+    """dev_signal reads every word after a variant's name as SECTION.KEY=VALUE: a point's name must be one word."""
+    import bench_budget
+
+    variant = bench_budget.point_variant("3mm", 640, "diffusion.samples=1 diffusion.reinsert=true", tmp_path)
+    assert variant.name == "3mm-640" and variant.work == tmp_path
+    assert variant.overrides == {"diffusion": {"samples": 1, "reinsert": True}}

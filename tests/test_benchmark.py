@@ -190,6 +190,11 @@ def test_benchmark_cli_errors_are_one_line(bench_work, tmp_path):
 
     out = run(str(bench_work), "--methods", "control_zscore", "--transfer-model", str(tmp_path / "nowhere.zip"))
     assert out.returncode == 2 and "nowhere.zip: not found" in out.stderr and "Traceback" not in out.stderr
+    untrained = tmp_path / "untrained"  # another model's folder without the networks `full` needs: refused first
+    untrained.mkdir()
+    shutil.copy(bench_work / "config.yaml", untrained / "config.yaml")
+    out = run(str(bench_work), "--methods", "control_zscore", "--transfer-model", str(untrained))
+    assert out.returncode == 2 and "has no trained translator" in out.stderr and "Traceback" not in out.stderr
     out = run(str(bench_work), "--methods", "full,magic")
     assert out.returncode == 2 and "unknown method" in out.stderr and "Traceback" not in out.stderr
     out = run(str(tmp_path / "nowhere"))

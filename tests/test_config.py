@@ -58,13 +58,18 @@ def test_inconsistent_values_are_rejected(tmp_path):
         load_config(_write(tmp_path, data))
 
 
-def test_decoding_from_a_noise_level_the_translator_never_learnt_is_refused():
+def test_decoding_from_a_noise_level_a_network_never_learnt_is_refused():
     with pytest.raises(UserError, match=r"noise_level \(L = 600\) is above train_translator.max_timestep \(500\)"):
         load_config("quick", overrides={"diffusion": {"noise_level": 600}, "train_translator": {"max_timestep": 500}})
     # every level learnt, or no translator used: nothing to refuse
     load_config("quick", overrides={"diffusion": {"noise_level": 600}, "train_translator": {"max_timestep": None}})
     load_config("quick", overrides={"diffusion": {"noise_level": 600}, "train_translator": {"max_timestep": 500},
                                     "method": {"detector": "flair_zscore"}})
+    # the classifier guides every step from L down: the same holds for it, unless nothing is guided
+    with pytest.raises(UserError, match=r"L = 300\) is above train_classifier.max_timestep \(200\): the classifier"):
+        load_config("quick", overrides={"diffusion": {"noise_level": 300}, "train_classifier": {"max_timestep": 200}})
+    load_config("quick", overrides={"diffusion": {"noise_level": 300}, "train_classifier": {"max_timestep": 200},
+                                    "method": {"guidance": "none"}})
 
 
 def test_reinsertion_without_an_inversion_path_is_refused():

@@ -92,10 +92,10 @@ def test_test_share_sets_the_number_of_test_patients_and_nothing_else():
 # The phantoms the project makes (Makefile, demo): (patients, controls, seed, options).
 PHANTOMS = {
     "demo": (8, 8, 0, {}),
-    "benchmark": (30, 20, 2, {"subtle_test_share": 0.34}),
+    "benchmark (BENCH_SEED)": (30, 20, 4, {"subtle_test_share": 0.34}),
+    "benchmark before session 14": (30, 20, 2, {"subtle_test_share": 0.34}),
     "development": (32, 24, 3, {"test_share": 0.5, "subtle_test_share": 0.5}),
-    "fresh demo-size, seed 4": (8, 8, 4, {}),
-    "fresh benchmark-size, seed 4": (30, 20, 4, {"subtle_test_share": 0.34}),
+    "demo-size, seed 4": (8, 8, 4, {}),
 }
 
 

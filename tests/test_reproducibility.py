@@ -59,7 +59,8 @@ def test_row_noise_is_the_same_whatever_rows_share_the_batch():
 # Reinsertion's weight divides the residual by its 95th percentile over the slice (small where the prediction
 # agrees), so it magnifies the float rounding in which batched network calls differ: 2e-7 becomes about 6e-5 in
 # the pseudo-healthy FLAIR (measured on this fixture); still far below any visible change.
-TOLERANCE = {False: 1e-5, True: 2e-3}
+TOLERANCE = {False: 1e-5, True: 2e-3}  # maps
+PSEUDO_HEALTHY_TOLERANCE = {False: 1e-5, True: 2e-4}  # the matched FLAIR, before the map's scaling
 
 
 @pytest.mark.parametrize("reinsert", [False, True])
@@ -74,7 +75,7 @@ def test_maps_do_not_depend_on_batch_size(work, reinsert):
     for b in (7, 64):
         assert np.abs(maps[b].anomaly - maps[1].anomaly).max() <= TOLERANCE[reinsert]
         assert np.abs(maps[b].sample_maps - maps[1].sample_maps).max() <= TOLERANCE[reinsert]
-        assert np.abs(maps[b].pseudo_healthy - maps[1].pseudo_healthy).max() <= TOLERANCE[reinsert] / 10
+        assert np.abs(maps[b].pseudo_healthy - maps[1].pseudo_healthy).max() <= PSEUDO_HEALTHY_TOLERANCE[reinsert]
 
 
 def test_maps_do_not_depend_on_subjects_processed_before(work):

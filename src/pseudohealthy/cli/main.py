@@ -18,11 +18,11 @@ from pseudohealthy.cli.steps import (
     console,
     print_figures,
     progress_bar,
+    run_benchmark_command,
     run_calibrate,
     run_detect,
     run_phantom,
     run_prepare,
-    run_benchmark_command,
     run_prepare_dry,
     run_train,
     validate,
@@ -164,7 +164,7 @@ def train(
 ) -> None:
     """Train a model on the prepared slices (AdamW, EMA, checkpoints, exact resume).
 
-    Writes WORK_DIR/models/<name>/checkpoint.pt (atomically, every checkpoint_every steps), metrics.csv (loss; validation loss, accuracy, lesion-vs-normal AUROC) and config.yaml. <name> is the model kind, plus what makes a variant (e.g. translator-none for --set method.condition=none), so baselines and ablations never overwrite the method's models.
+    Writes WORK_DIR/models/<name>/checkpoint.pt (atomically, every checkpoint_every steps), metrics.csv (loss; validation loss, accuracy, lesion-vs-normal AUROC) and config.yaml. <name> is the model kind, plus what makes a variant (e.g. translator-none-t500 for --set method.condition=none under the quick preset), so baselines and ablations never overwrite the method's models.
     """
     run_train(work_dir, model, preset, resume, resolve_device(device), iterations, setting)
 
@@ -376,7 +376,7 @@ def benchmark(
 
     For each method: trains the models of its grid that are missing (resuming unfinished ones); chooses its settings by a sweep of its own knobs on the validation subjects only (`tune`; grids and their sources in the table); then, for each seed, chooses the threshold on the validation subjects, runs `detect` on the test subjects and scores the native-space outputs it wrote (ranked-list and above-threshold detection, false-positive clusters per control, Dice, pixel AUPRC) with the template-grid AUPRC, R@5 and Dice (validation and oracle threshold) beside them, by lesion size and contrast too. Mean ± seed SD and 95 % CIs over subjects and seeds. Writes OUT/results.csv, results.json, results.md, figures/, configs/, tune/ and derivatives/ with each row's config, checkpoints, split, seeds and commit. Finished (method, seed) runs are reused when run again.
     """
-    run_benchmark_command(work_dir, methods, bids, preset, out, setting or [], resolve_device(device), jobs,
+    run_benchmark_command(work_dir, methods, bids, preset, out, setting or [], device, jobs,
                           samples, tuple(seed or (0, 1, 2)), tuple(tune_seed or (0,)), transfer_model,
                           report_only)
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pseudohealthy import workdir
+from pseudohealthy.devices import resolve_device
 from pseudohealthy.errors import UserError
 
 console = Console(stderr=True)
@@ -210,8 +211,8 @@ def print_figures(summary: dict) -> None:
 def run_benchmark_command(work_dir: Path, methods: str, bids: Path | None, preset: str | None, out: Path | None,
                           settings: list[str], device: str, jobs: int, samples: int | None, seeds: tuple[int, ...],
                           tune_seeds: tuple[int, ...], transfer_model: Path | None, report_only: bool) -> None:
-    """``benchmark``: prepare WORK_DIR from --bids if needed, run every method behind one progress bar (or only
-    write the report again), then one line per method."""
+    """``benchmark``: prepare WORK_DIR from --bids if needed, run every method behind one progress bar on
+    ``device`` ('auto', 'cpu', 'cuda', ...) (or only write the report again), then one line per method."""
     from pseudohealthy.config import load_work_config
     from pseudohealthy.evaluation.benchmark import run_benchmark, stored_results
     from pseudohealthy.evaluation.methods import select_methods
@@ -237,6 +238,7 @@ def run_benchmark_command(work_dir: Path, methods: str, bids: Path | None, prese
     elif preset and load_work_config(work_dir).name != preset:
         raise UserError(f"{work_dir} was prepared with preset '{load_work_config(work_dir).name}', not '{preset}'; "
                         "use another WORK_DIR for another preset")
+    device = resolve_device(device)  # after --report-only, which runs no network
     with progress_bar() as bar:
         task = bar.add_task("benchmark", total=None)
 

@@ -211,9 +211,12 @@ class Config(_Strict):
         if self.diffusion.reinsert and (self.method.encode != "invert" or self.diffusion.estimator != "ddim"):
             raise ValueError("diffusion.reinsert puts back the DDIM inversion's path while decoding: it needs "
                              "method.encode: invert and diffusion.estimator: ddim; set diffusion.reinsert=false")
-        trained_to = self.train_translator.max_timestep
-        if trained_to is not None and self.diffusion.noise_level > trained_to:
-            raise ValueError(f"diffusion.noise_level (L = {self.diffusion.noise_level}) is above "
-                             f"train_translator.max_timestep ({trained_to}): the translator never learnt that "
-                             f"noise level; lower L or raise max_timestep (and train again)")
+        networks = [("translator", self.train_translator)]
+        if self.method.guidance != "none":  # the classifier guides every decoding step, from L down
+            networks.append(("classifier", self.train_classifier))
+        for kind, train in networks:
+            if train.max_timestep is not None and self.diffusion.noise_level > train.max_timestep:
+                raise ValueError(f"diffusion.noise_level (L = {self.diffusion.noise_level}) is above "
+                                 f"train_{kind}.max_timestep ({train.max_timestep}): the {kind} never learnt that "
+                                 f"noise level; lower L or raise max_timestep (and train again)")
         return self

@@ -49,21 +49,21 @@ def _to_batch(volume: np.ndarray, zs: np.ndarray, device: torch.device) -> torch
     return torch.from_numpy(np.ascontiguousarray(volume[:, :, zs].transpose(2, 0, 1), np.float32)).unsqueeze(1).to(device)
 
 
-def is_stochastic(cfg: Config, eta: float | None = None) -> bool:
+def is_stochastic(cfg: Config) -> bool:
     """Whether the decode draws noise (η > 0, or AnoDDPM's forward noising): only then do several
     samples differ. Deterministic detectors give one sample whatever ``diffusion.samples`` says."""
     if cfg.method.detector != "diffusion":
         return False
     return cfg.method.encode == "noise" or cfg.diffusion.estimator == "one_step" or \
-        (cfg.diffusion.eta if eta is None else eta) > 0
+        cfg.diffusion.eta > 0
 
 
 @torch.no_grad()
 def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Models, cfg: Config,
                subject: str = "", device: str = "cpu", batch_size: int | None = None,
-               guidance_scale: float | None = None, noise_level: int | None = None, steps: int | None = None,
-               eta: float | None = None, seed: int | None = None) -> Synthesis:
-    """Run the method on one subject's template-space volumes. Overrides default to the config.
+               seed: int | None = None) -> Synthesis:
+    """Run the method on one subject's template-space volumes, as ``cfg`` says (a validated config: every
+    setting of the sampler comes from it, so none can bypass its checks); ``seed`` defaults to ``cfg.seed``.
 
     Each slice is inverted once to L and decoded N = ``diffusion.samples`` times. Every random
     draw of a (slice, sample) row comes from its own generator seeded by (seed, ``subject``, slice index,
@@ -72,12 +72,12 @@ def synthesize(flair: np.ndarray, t1: np.ndarray, brain: np.ndarray, models: Mod
     """
     dev = torch.device(device)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
-    ladder = timestep_ladder(noise_level or cfg.diffusion.noise_level, steps or cfg.diffusion.steps)
-    scale = cfg.diffusion.guidance_scale if guidance_scale is None else guidance_scale
+    ladder = timestep_ladder(cfg.diffusion.noise_level, cfg.diffusion.steps)
+    scale = cfg.diffusion.guidance_scale
     if cfg.method.guidance == "none":
         scale = 0.0
-    eta = cfg.diffusion.eta if eta is None else eta
-    n_samples = cfg.diffusion.samples if is_stochastic(cfg, eta) else 1
+    eta = cfg.diffusion.eta
+    n_samples = cfg.diffusion.samples if is_stochastic(cfg) else 1
     batch_size = batch_size or cfg.diffusion.batch_size
     precision = inference_dtype(cfg.diffusion.precision, dev)
     if precision is torch.float16 and dev.type != "cuda":

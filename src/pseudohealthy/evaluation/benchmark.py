@@ -277,6 +277,10 @@ def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, over
     if transfer is not None:  # and before hours of methods, when the other model cannot be used here
         with opened_model(transfer) as model_root:
             require_same_preprocessing(work_dir, model_root)
+            spec = transfer_spec(transfer)
+            cfg = with_samples(method_config(work_dir, spec, overrides), samples)
+            for point in parse_grid(list(spec.grid)) if spec.grid else [{}]:
+                ensure_trained(model_root, with_overrides(cfg, point, "grid"), trainable=False)
     results = []
     for spec in methods:  # the table is rewritten after each method: a long run has a readable partial table
         results.append(run_method(work_dir, spec, out_dir, overrides, device, on_event, on_step, seeds, tune_seeds,

@@ -27,8 +27,9 @@ from pseudohealthy.models.networks import build_model, classifier_classes
 
 def model_name(kind: str, cfg: Config) -> str:
     """The folder name of the ``kind`` model that ``cfg`` needs: the kind, plus each training choice that
-    makes a different network (conditioning, noise, slices, noise levels learnt), so baselines and ablations
-    train beside the method's model, never over it, and changing one of them trains anew."""
+    makes a baseline's or an ablation's network differ (conditioning, noise, slices, noise levels learnt), so
+    they train beside the method's model, never over it. The budget (iterations, learning rate, batch) and the
+    architecture are not in it: a folder holds one of each; change them in another work folder."""
     method = cfg.method
     parts = [kind]
     if kind == "translator":
