@@ -56,11 +56,12 @@ benchmark-data: $(STAMP)
 	test -f $(BENCH_DIR)/model/splits.tsv || $(BIN)/pseudohealthy prepare $(BENCH_DIR)/bids $(BENCH_DIR)/model \
 		--preset quick --set data.test_control_fraction=0.3
 
-# Every method at BENCH_SAMPLES pseudo-healthy draws per slice (1: the comparison of methods fits a 2-core machine;
-# the quick preset's 8 draws are measured by bench-samples), 3 noise seeds, settings swept on validation only.
+# Every stochastic method at BENCH_SAMPLES pseudo-healthy draws per slice (4: none is compared at its noisiest;
+# about 20 h on 2 cores, resumable in sittings; BENCH_SAMPLES=1 takes about 5 h), 3 noise seeds, settings swept
+# on validation only.
 # The generalisation row (full_transfer): the demo's model (demo phantom, seed 0), exported as one file and scored
 # on the benchmark's test subjects without retraining (`make demo` runs first when its model is missing).
-BENCH_SAMPLES ?= 1
+BENCH_SAMPLES ?= 4
 BENCH_METHODS ?= all
 DEMO_MODEL ?= $(BENCH_DIR)/demo-model.zip
 $(DEMO_MODEL): | benchmark-data

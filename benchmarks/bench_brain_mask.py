@@ -21,7 +21,7 @@ import numpy as np
 from common import provenance, write_result
 from pseudohealthy.data.preprocess import NativeMapper, learned_brain_mask, load_meta, t1_mask_on_flair_grid
 from pseudohealthy.metrics import dice
-from pseudohealthy.phantom.subject import true_brain_mask
+from pseudohealthy.phantom.readback import true_brain_mask
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from pseudohealthy.detect.calibration import calibrate
 from pseudohealthy.detect.run import detect
 from pseudohealthy.evaluation.native_scores import score_unit, summarise_outputs
 from pseudohealthy.metrics import dice
-from pseudohealthy.phantom.subject import true_brain_mask
+from pseudohealthy.phantom.readback import true_brain_mask
 
 ARMS = {"template": "template", "deepbet": "deepbet"}
 

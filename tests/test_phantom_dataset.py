@@ -14,7 +14,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from pseudohealthy.phantom.dataset import plan_dataset
-from pseudohealthy.phantom.subject import flair_world_to_template_mm, render_subject
+from pseudohealthy.phantom.readback import flair_world_to_template_mm
+from pseudohealthy.phantom.subject import render_subject
 from pseudohealthy.templates.lobes import HEMISPHERE_CODES, LOBE_CODES, load_lobe_atlas
 from pseudohealthy.templates.mni import load_tissue_priors
 

@@ -30,7 +30,8 @@ from pseudohealthy.phantom import anatomy
 from pseudohealthy.phantom.normal_variants import VARIANTS as VARIANTS_DRAWN
 from pseudohealthy.phantom.normal_variants import add_normal_variants, footprint
 from pseudohealthy.phantom.realism import LEGACY, only
-from pseudohealthy.phantom.subject import deformation_path, render_subject
+from pseudohealthy.phantom.readback import deformation_path
+from pseudohealthy.phantom.subject import render_subject
 from pseudohealthy.templates.mni import load_tissue_priors
 
 SEED, PATIENT = 7, 0  # sub-00001 of the tiny dataset's plan: a patient with one FLAIR

@@ -283,7 +283,7 @@ def test_learned_brain_mask_matches_the_phantoms_true_brain(fine_patient, tiny_p
     """deepbet on the whole-head T1w, carried to the FLAIR grid, against the phantom's true brain; and
     ``data.brain_mask: deepbet`` uses it in preprocessing."""
     from pseudohealthy.data.preprocess import learned_brain_mask, t1_mask_on_flair_grid
-    from pseudohealthy.phantom.subject import true_brain_mask
+    from pseudohealthy.phantom.readback import true_brain_mask
 
     inputs, out = fine_patient
     truth = next(s for s in tiny_phantom["subjects"] if s["participant_id"] == inputs.participant_id)

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 from pseudohealthy.io.atomic import write_with_atomic  # noqa: E402
 from pseudohealthy.phantom.artefacts import nonuniformity_at  # noqa: E402
-from pseudohealthy.phantom.subject import first_scan  # noqa: E402
+from pseudohealthy.phantom.readback import first_scan  # noqa: E402
 
 
 def _canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
