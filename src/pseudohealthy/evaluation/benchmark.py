@@ -97,6 +97,22 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
     return out
 
 
+
+def _grid(spec: MethodSpec) -> list[dict]:
+    return parse_grid(list(spec.grid)) if spec.grid else [{}]
+
+
+def grid_networks(model_root: Path, cfg: Config, grid: list[dict], trainable: bool, device: str = "cpu",
+                  on_event: Progress | None = None,
+                  on_step: Callable[[int, int, float], None] | None = None) -> dict[str, dict]:
+    """``ensure_trained`` for every point of a method's grid (a grid over training knobs, the autoencoder's
+    noise, trains one model per point); name -> {sha256, step} of each network."""
+    checkpoints = {}
+    for point in grid:
+        checkpoints.update(ensure_trained(model_root, with_overrides(cfg, point, "grid"), device, on_event, on_step,
+                                          trainable=trainable))
+    return checkpoints
+
 # Package code that cannot change a stored (method, seed) result: the command line, model archives and their
 # card, the phantom generator (the data are fixed by the prepared work folder) and the report writers (run
 # afresh on every call).
@@ -172,11 +188,8 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
         require_same_preprocessing(work_dir, model_root)
     base = deep_update(spec.overrides, overrides or {})
     cfg0 = with_samples(method_config(work_dir, spec, overrides), samples)
-    grid = parse_grid(list(spec.grid)) if spec.grid else [{}]
-    checkpoints = {}
-    for point in grid:  # a grid over training knobs (the autoencoder's noise) trains one model per point
-        checkpoints.update(ensure_trained(model_root, with_overrides(cfg0, point, "grid"), device, on_event, on_step,
-                                          trainable=model_root == work_dir))
+    grid = _grid(spec)
+    checkpoints = grid_networks(model_root, cfg0, grid, model_root == work_dir, device, on_event, on_step)
     split_sha = _sha256(workdir.splits_file(work_dir))
     tune_dir = out_dir / "tune" / f"{spec.name}-{_fingerprint(cfg0, checkpoints, split_sha)[:12]}"
     if on_event:
@@ -279,8 +292,7 @@ def run_benchmark(work_dir: Path, methods: list[MethodSpec], out_dir: Path, over
             require_same_preprocessing(work_dir, model_root)
             spec = transfer_spec(transfer)
             cfg = with_samples(method_config(work_dir, spec, overrides), samples)
-            for point in parse_grid(list(spec.grid)) if spec.grid else [{}]:
-                ensure_trained(model_root, with_overrides(cfg, point, "grid"), trainable=False)
+            grid_networks(model_root, cfg, _grid(spec), trainable=False)
     results = []
     for spec in methods:  # the table is rewritten after each method: a long run has a readable partial table
         results.append(run_method(work_dir, spec, out_dir, overrides, device, on_event, on_step, seeds, tune_seeds,
