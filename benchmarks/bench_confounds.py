@@ -10,7 +10,8 @@ settings and scored on its development subjects, with thresholds chosen on its v
 - ``flair_zscore``: the subject's own FLAIR z-score (no learning);
 - ``control_zscore``: the FLAIR z-score against that phantom's training controls (no learning);
 - ``ours``: the method with the networks of ``--model`` (trained once, on the full realistic development
-  phantom), used as they are.
+  phantom), used as they are, under ``--settings``; ``--also NAME "SETTINGS"`` adds a column of ours under
+  other settings (e.g. ``ours_normative "... method.normative=true"``), which can be added to a finished table.
 
 The last row is the full realistic development phantom itself (DEV_DIR/model). So the table shows which
 confounds make brightness fail and which make us fail. Every finished (phantom, method) is written at once
@@ -18,7 +19,7 @@ and skipped when the script is started again; phantoms and prepared folders are 
 DEV_DIR/confounds/. Results: benchmarks/results/phantom_costs.json and a markdown table on stdout.
 
 Usage: python benchmarks/bench_confounds.py DEV_DIR --model WORK [--settings "diffusion.samples=1 ..."]
-       [--seeds 0] [--confounds regional_cortex ...]
+       [--also NAME "SETTINGS" ...] [--seeds 0] [--confounds regional_cortex ...]
 """
 
 from __future__ import annotations
@@ -88,9 +89,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="work folder whose networks score every phantom")
     parser.add_argument("--settings", default="diffusion.samples=1 method.histogram_matching=central",
                         help="overrides of our method's config (default: one draw, the default matching)")
+    parser.add_argument("--also", nargs=2, action="append", default=[], metavar=("NAME", "SETTINGS"),
+                        help="another column of ours: its name and its overrides (repeatable)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--confounds", nargs="+", default=["none", *(c for c in CONFOUNDS if c != LESION_MODEL)])
     args = parser.parse_args()
+    also = dict(args.also)
+    if set(also) & {*REFERENCES, "ours"}:
+        sys.exit(f"--also names must differ from {', '.join([*REFERENCES, 'ours'])}")
     unknown = [c for c in args.confounds if c != "none" and c not in CONFOUNDS]
     if unknown:
         sys.exit(f"unknown confound(s) {', '.join(unknown)}; choose 'none' or from {', '.join(CONFOUNDS)}")
@@ -100,15 +106,20 @@ def main() -> None:
     if made_with != (args.settings, str(args.model), args.seeds):
         sys.exit("benchmarks/results/phantom_costs.json was made with another --model, --settings or --seeds; move "
                  "it away to start again")
+    recorded = result.setdefault("also", {})
+    if any(recorded.get(name, settings) != settings for name, settings in also.items()):
+        sys.exit("benchmarks/results/phantom_costs.json has an --also column of that name with other settings")
+    recorded.update(also)
+    ours = {"ours": args.settings, **also}
     for confound in [*args.confounds, FULL]:
         row = result["rows"].setdefault(confound, {})
-        if all(name in row for name in (*REFERENCES, "ours")):
+        if all(name in row for name in (*REFERENCES, *ours)):
             continue
         work = args.dev_dir / "model" if confound == FULL else confound_work(args.dev_dir, confound)
-        for name, spec in [*REFERENCES.items(), ("ours", args.settings)]:
+        for name, spec in [*REFERENCES.items(), *ours.items()]:
             if name in row:
                 continue
-            if name == "ours":
+            if name in ours:
                 spec = f"{spec} work={with_networks(work, args.model)}"
             variant = Variant(f"{name} {spec}", work)
             runs = {s: run_variant(variant, s, work / "dev_signal" / "cache", print) for s in args.seeds}
@@ -118,7 +129,7 @@ def main() -> None:
 
 
 def table(result: dict) -> str:
-    methods = ("flair_zscore", "control_zscore", "ours")
+    methods = (*REFERENCES, "ours", *result.get("also", {}))
     head = "| confound on | " + " | ".join(f"{m}: AUPRC / top-3 / CNR median / FP per control" for m in methods) + " |"
     lines = [head, "|" + "---|" * (len(methods) + 1)]
     for confound, row in result["rows"].items():

@@ -77,6 +77,12 @@ def test_confound_costs_read_the_design_and_tabulate_each_row(tmp_path):
     summary = {"auprc": [0.1234, 0.01], "top3": [0.25, 0.0], "cnr_median": [1.5, 0.1], "fp_per_control": [0.875, 0.1]}
     lines = bench_confounds.table({"rows": {"csf_inflow": {"flair_zscore": summary}}}).splitlines()
     assert lines[2] == "| csf_inflow | 0.123 / 0.25 / 1.50 / 0.88 | — | — |"
+    also = {"also": {"ours_normative": "method.normative=true"},
+            "rows": {"none": {"ours_normative": summary}, "csf_inflow": {"ours": summary}}}
+    lines = bench_confounds.table(also).splitlines()  # a column added by --also, after ours
+    assert "ours_normative: AUPRC" in lines[0].split("|")[5]
+    assert lines[2:] == ["| none | — | — | — | 0.123 / 0.25 / 1.50 / 0.88 |",
+                         "| csf_inflow | — | — | 0.123 / 0.25 / 1.50 / 0.88 | — |"]
 
 
 def test_budget_points_are_named_in_one_word_with_their_settings(tmp_path):
