@@ -57,7 +57,7 @@ benchmark-data: $(STAMP)
 		--preset quick --set data.test_control_fraction=0.3
 
 # Every stochastic method at BENCH_SAMPLES pseudo-healthy draws per slice (4: none is compared at its noisiest;
-# about 20 h on 2 cores, resumable in sittings; BENCH_SAMPLES=1 takes about 5 h), 3 noise seeds, settings swept
+# about 25 h on 2 cores, resumable in sittings; BENCH_SAMPLES=1 takes about 5 h), 3 noise seeds, settings swept
 # on validation only.
 # The generalisation row (full_transfer): the demo's model (demo phantom, seed 0), exported as one file and scored
 # on the benchmark's test subjects without retraining (`make demo` runs first when its model is missing).

@@ -72,7 +72,7 @@ def test_anomaly_fields_and_pasting_into_the_brain():
     ("no_histmatch", ["translator-t500", "classifier"]),
     ("no_guidance", ["translator-t500"]),
     ("binary_guidance", ["translator-t500", "classifier-binary"]),
-    ("normative", ["translator-t500", "classifier"]),  # the method's networks; its statistics come from controls
+    ("no_normative", ["translator-t500", "classifier"]),  # the normative residual needs no network of its own
     ("denoising_ae", ["autoencoder-healthy"]),
     ("anoddpm", ["translator-none-simplex-healthy"]),  # baselines train on every noise level, as published
     ("wolleb", ["translator-none", "classifier-binary"]),
@@ -90,16 +90,17 @@ def test_each_method_names_the_models_it_shares(tmp_path, name, models):
 
 
 def test_baselines_run_as_published_and_our_rows_keep_our_defaults(tmp_path):
-    """Reinsertion and the t <= 500 training range are ours (E4, E6): no diffusion baseline gets them, every
-    ablation and option of ours keeps them."""
+    """Reinsertion, the t <= 500 training range and the normative residual are ours (E4, E6, E7): no baseline
+    or reference gets them, every ablation of ours keeps them but the one that removes it."""
     from pseudohealthy.config import save_config
 
     save_config(load_config("quick"), tmp_path / "config.yaml")
     for spec in METHODS.values():
         cfg = method_config(tmp_path, spec)
+        ours = spec.role not in ("baseline", "reference")
+        assert cfg.method.normative is (ours and spec.name != "no_normative"), spec.name
         if cfg.method.detector != "diffusion":
             continue
-        ours = spec.role != "baseline"
         assert cfg.diffusion.reinsert is ours, spec.name
         assert (cfg.train_translator.max_timestep == 500) is ours, spec.name
 
@@ -215,7 +216,8 @@ def test_flair_zscore_reference_is_the_positive_deviation_from_the_subject_mean(
     for name, data in (("flair", flair), ("t1", flair), ("brain", brain), ("lesion", np.zeros(shape, np.uint8))):
         nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}.nii.gz")
     cfg = load_config("quick", overrides={"method": {"detector": "flair_zscore", "histogram_matching": False,
-                                                      "smoothing_mm": 0, "slice_standardise": False}})
+                                                      "smoothing_mm": 0, "slice_standardise": False,
+                                                      "normative": False}})
     maps = analyse(tmp_path, None, cfg)
     mean = (0.2 * 47 + 1.0) / 48  # 48 brain voxels, one of them bright
     expected = np.where(brain > 0, np.clip(flair - mean, 0, None), 0)

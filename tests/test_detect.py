@@ -299,19 +299,22 @@ def test_normative_residual_against_numbers_computed_by_hand():
         fit_normative(residuals[:1], brains[:1], ["a"])
 
 
-def test_normative_residual_is_fitted_once_kept_and_exported(trained, tmp_path):
+def test_normative_residual_is_fitted_once_per_setting_kept_and_exported(trained, tmp_path):
     """method.normative: calibrate fits the stats on the training controls (here the tiny dataset's control
-    and a copy of it), keeps them in normative.npz, reuses them while settings and networks stay, fits them
-    again when a setting of the draws changes, and export-model carries them (and refuses stale ones)."""
+    and a copy of it) and keeps them under WORK_DIR/normative/ by the settings of their draws, which do not
+    include N (each draw's residual is z-scored, so the stats are a single draw's); another noise level gets
+    a fit of its own; export-model carries the calibrated settings' fit (and refuses to go without it); an
+    archive fits nothing itself, but networks from an archive can be fitted on another folder's controls."""
     import shutil
 
     from pseudohealthy.anomaly.normative import load_normative
     from pseudohealthy.bundle.archive import export_model, opened_model
-    from pseudohealthy.config import load_config, save_config
-    from pseudohealthy.detect.pipeline import load_models
+    from pseudohealthy.config import load_config, save_config, with_overrides
     from pseudohealthy.detect.calibration import calibrate
+    from pseudohealthy.detect.detector import Detector
+    from pseudohealthy.detect.pipeline import load_models
     from pseudohealthy.models.trained import normative_key
-    from pseudohealthy.workdir import NORMATIVE
+    from pseudohealthy.workdir import normative_file
 
     work = tmp_path / "work"
     shutil.copytree(trained, work)
@@ -325,18 +328,28 @@ def test_normative_residual_is_fitted_once_kept_and_exported(trained, tmp_path):
     save_config(cfg, work / "config.yaml")
 
     calibrate(work, samples=2)
-    stats, key = load_normative(work / NORMATIVE)
-    assert sorted(stats.participants) == sorted([control, f"{control}copy"])
-    assert key == normative_key(work, load_config(work / "config.yaml", overrides={"diffusion": {"samples": 2}}))
+    key = normative_key(work, cfg)
+    assert key == normative_key(work, with_overrides(cfg, {"diffusion": {"samples": 8}}))  # N: not the fit's
+    assert key != normative_key(work, with_overrides(cfg, {"method": {"normative_draws": 2}}))
+    stats, stored = load_normative(normative_file(work, key))
+    assert stored == key and sorted(stats.participants) == sorted([control, f"{control}copy"])
     assert stats.std.min() > 0 and np.isfinite(stats.mean).all()
-    fitted = (work / NORMATIVE).stat().st_mtime_ns
-    load_models(work, load_config(work / "config.yaml", overrides={"diffusion": {"samples": 2}}))
-    assert (work / NORMATIVE).stat().st_mtime_ns == fitted  # same settings: read, not fitted again
+    fitted = normative_file(work, key).stat().st_mtime_ns
+    load_models(work, with_overrides(cfg, {"diffusion": {"samples": 8}}))
+    assert normative_file(work, key).stat().st_mtime_ns == fitted  # read, not fitted again
+    other = with_overrides(cfg, {"diffusion": {"noise_level": 10}})
+    moved = Detector.for_config(work, cfg).with_config(other)  # a tune point under other settings: its own fit
+    assert normative_file(work, normative_key(work, other)).is_file()
+    assert not np.array_equal(moved.models.normative.mean, stats.mean)
+    save_config(with_overrides(cfg, {"diffusion": {"noise_level": 15}}), work / "config.yaml")
     with pytest.raises(UserError, match="calibrate"):
-        export_model(work, tmp_path / "stale.zip")  # config.yaml's N = 1 draws differ from the fitted N = 2
-    save_config(load_config(work / "config.yaml", overrides={"diffusion": {"samples": 2}}), work / "config.yaml")
+        export_model(work, tmp_path / "stale.zip")  # no fit for the config's noise level
+    save_config(cfg, work / "config.yaml")
     export_model(work, tmp_path / "model.zip")
     with opened_model(tmp_path / "model.zip") as unpacked:
-        assert load_normative(unpacked / NORMATIVE)[1] == key
+        assert sorted(p.name for p in (unpacked / "normative").iterdir()) == [normative_file(work, key).name]
         with pytest.raises(UserError, match="training controls"):  # other settings, nothing to fit them on
-            load_models(unpacked, load_config(unpacked / "config.yaml", overrides={"diffusion": {"noise_level": 10}}))
+            load_models(unpacked, other)
+        transfer = Detector.for_config(unpacked, other, data_dir=work)  # fitted on WORK_DIR's controls
+        assert normative_file(work, normative_key(unpacked, other)).is_file()
+        assert sorted(transfer.models.normative.participants) == sorted([control, f"{control}copy"])

@@ -248,6 +248,26 @@ def test_prepare_writes_the_brain_mask_source_beside_its_description(tiny_prepar
                          for meta in metas)
 
 
+def test_prepare_turns_the_normative_residual_off_where_fewer_than_two_controls_train(tiny_bids, tiny_prepared,
+                                                                                       tmp_path):
+    """The quick preset z-scores against the training controls; the tiny dataset trains on one, so prepare
+    writes the config without it and says why (calibrate would otherwise stop with an error)."""
+    import shutil
+
+    from pseudohealthy.config import load_work_config
+    from pseudohealthy.data.prepare import prepare
+    from pseudohealthy.data.splits import read_splits
+
+    assert load_config("quick").method.normative
+    assert sum(group == "hc" and role == "train" for _, group, role in read_splits(tiny_prepared)) == 1
+    assert not load_work_config(tiny_prepared).method.normative
+    work = tmp_path / "work"
+    shutil.copytree(tiny_prepared, work)
+    result = prepare(tiny_bids, work, load_config("quick"), jobs=1)  # every unit reused
+    assert not result.processed and not load_work_config(work).method.normative
+    assert len(result.notes) == 1 and "method.normative is off" in result.notes[0] and "has 1" in result.notes[0]
+
+
 @pytest.mark.slow
 def test_nonlinear_registration_runs_and_round_trips(tiny_bids, tiny_phantom, tmp_path):
     patient = max((s for s in tiny_phantom["subjects"] if s["group"] == "fcd"), key=lambda s: s["lesion"]["volume_mm3"])

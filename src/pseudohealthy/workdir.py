@@ -11,7 +11,8 @@
         slices/                     the training slice cache: index.tsv and one <volume>.npy per volume
         models/<name>/              one trained network: checkpoint.pt, metrics.csv and its config.yaml
         calibration.json            the threshold chosen on the validation subjects (``calibrate``)
-        normative.npz               the normative residual's statistics (``method.normative``)
+        normative/<key>.npz         the normative residual's statistics (``method.normative``), one file per
+                                    setting of the draws they were fitted under (``models.trained.normative_key``)
         model_card.json             in an unpacked model archive only (a work folder's card is made afresh)
         tune/  evaluate/derivatives/  benchmark/    where ``tune``, ``evaluate`` and ``benchmark`` write
                                     when not told otherwise
@@ -29,7 +30,7 @@ CONFIG = "config.yaml"
 INVENTORY = "inventory.tsv"
 SPLITS = "splits.tsv"
 CALIBRATION = "calibration.json"
-NORMATIVE = "normative.npz"
+NORMATIVE_DIR = "normative"
 MODEL_CARD = "model_card.json"
 # In a prepared unit's folder.
 META = "meta.json"  # written last: its presence marks a finished unit
@@ -57,8 +58,9 @@ def calibration_file(work_dir: Path) -> Path:
     return Path(work_dir) / CALIBRATION
 
 
-def normative_file(work_dir: Path) -> Path:
-    return Path(work_dir) / NORMATIVE
+def normative_file(work_dir: Path, key: str) -> Path:
+    """WORK_DIR/normative/<first 16 hex digits of key>.npz: a sweep over settings keeps each fit."""
+    return Path(work_dir) / NORMATIVE_DIR / f"{key[:16]}.npz"
 
 
 def model_card_file(work_dir: Path) -> Path:

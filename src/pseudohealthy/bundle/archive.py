@@ -26,7 +26,6 @@ import torch
 
 from pseudohealthy import __version__, workdir
 from pseudohealthy.config import load_work_config
-from pseudohealthy.anomaly.normative import load_normative
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_with_atomic
 from pseudohealthy.models.card import model_card, model_card_markdown
@@ -70,12 +69,12 @@ def export_model(work_dir: Path, archive: Path, overwrite: bool = False) -> dict
         if not path.is_file():
             raise UserError(f"{path}: no trained {kind}; run `pseudohealthy train {work_dir} --model {kind}` first")
         files[path.relative_to(work_dir).as_posix()] = _slim_checkpoint(path, kind)  # the work folder's layout
-    if cfg.method.normative:
-        normative = workdir.normative_file(work_dir)
-        if not normative.is_file() or load_normative(normative)[1] != normative_key(work_dir, cfg):
-            raise UserError(f"{normative}: missing or fitted for other settings; run `pseudohealthy calibrate "
-                            f"{work_dir}` first")
-        files[workdir.NORMATIVE] = normative.read_bytes()
+    if cfg.method.normative:  # only the fit for the calibrated settings travels
+        normative = workdir.normative_file(work_dir, normative_key(work_dir, cfg))
+        if not normative.is_file():
+            raise UserError(f"{work_dir}: no normative statistics for its settings ({normative} missing); run "
+                            f"`pseudohealthy calibrate {work_dir}` first")
+        files[normative.relative_to(work_dir).as_posix()] = normative.read_bytes()
     card = model_card(work_dir, cfg, calibration)
     files[workdir.MODEL_CARD] = (json.dumps(card, indent=2) + "\n").encode()
     files["MODEL_CARD.md"] = model_card_markdown(card).encode()

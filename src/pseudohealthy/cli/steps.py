@@ -129,6 +129,8 @@ def run_prepare(bids_dir: Path, work_dir: Path, preset: str, labels: list[str] |
     console.print(f"[green]prepared[/] {n} subject(s) in {elapsed:.0f} s{per}, reused {len(result.reused)}, "
                   f"skipped {len(result.inventory.skipped)}; {len(result.slices.index)} slices; "
                   f"inventory: {workdir.inventory_file(work_dir)}; QC: {workdir.qc_dir(work_dir)}")
+    for note in result.notes:
+        console.print(f"[yellow]note[/]: {note}", highlight=False)
     return result
 
 

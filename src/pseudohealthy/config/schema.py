@@ -155,9 +155,15 @@ class MethodConfig(_Strict):
                                        "true/false in older configs mean quantile/none")
     anomaly: Literal["positive", "absolute"] = "positive"
     normative: bool = Field(
-        default=False, description="z-score each voxel's residual against the training controls' residuals at that "
-                                   "voxel under the same settings (fitted when first needed, kept in "
-                                   "WORK_DIR/normative.npz and in exported models), before the positive part")
+        default=False, description="z-score each draw's residual, voxel by voxel, against the training controls' "
+                                   "residuals under the same settings (fitted when first needed, kept in "
+                                   "WORK_DIR/normative/ and in exported models), before the positive part; on in the "
+                                   "quick and medium presets (docs/experiments.md E7), turned off by prepare where "
+                                   "fewer than 2 controls train")
+    normative_draws: int = Field(
+        default=1, ge=1, description="draws per training control when fitting the normative residual: each draw's "
+                                     "residual is one sample of a single draw's (what detection z-scores), so N does "
+                                     "not change the fit; more draws give a steadier SD at that many times the cost")
     smoothing_mm: float = Field(default=0.0, ge=0, description="Gaussian σ applied to the anomaly map")
     slice_standardise: bool = Field(default=False, description="robust z-score of the map per axial slice")
     min_cluster_mm3: float = Field(default=50.0, ge=0, description="smaller clusters are not reported")

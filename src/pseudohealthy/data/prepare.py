@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pseudohealthy import workdir
-from pseudohealthy.config import Config, load_config, save_config
+from pseudohealthy.config import Config, load_config, save_config, with_overrides
 from pseudohealthy.data.bids import Inventory, SubjectInputs, SubjectSkipped, build_inventory
 from pseudohealthy.data.preprocess import is_done, load_meta, preprocess_subject
 from pseudohealthy.data.qc import registration_qc
@@ -32,6 +32,7 @@ class PrepareResult:
     failed: dict[str, str] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     slices: SliceCache | None = None
+    notes: list[str] = field(default_factory=list)  # settings prepare changed in the saved config, and why
 
 
 def check_work_dir(bids_dir: Path, work_dir: Path, cfg: Config) -> None:
@@ -123,6 +124,11 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
     write_text_atomic(workdir.splits_file(work_dir), "participant_id\tgroup\trole\n" + "".join(
         f"{m['participant_id']}\t{m['group']}\t{result.roles[m['participant_id']]}\n" for m in metas))
     result.slices = build_slice_cache(work_dir, metas, result.roles, cfg.data)
+    training_controls = sum(m["group"] == "hc" and result.roles[m["participant_id"]] == "train" for m in metas)
+    if cfg.method.normative and training_controls < 2:
+        save_config(with_overrides(cfg, {"method": {"normative": False}}, "prepare"), workdir.config_file(work_dir))
+        result.notes.append(f"method.normative is off in {workdir.config_file(work_dir)}: the normative residual is "
+                            f"fitted on at least 2 training controls and this dataset has {training_controls}")
     return result
 
 

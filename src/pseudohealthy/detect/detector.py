@@ -18,7 +18,7 @@ from typing import Any
 from pseudohealthy import workdir
 from pseudohealthy.anomaly.clusters import ClusterSettings
 from pseudohealthy.config import Config, load_config, load_work_config, with_overrides
-from pseudohealthy.detect.pipeline import load_models
+from pseudohealthy.detect.pipeline import load_models, normative_for
 from pseudohealthy.detect.resume import run_key
 from pseudohealthy.errors import UserError
 from pseudohealthy.models.card import model_card
@@ -46,8 +46,9 @@ def _networks(root: Path, cfg: Config) -> tuple[str, ...]:
     return tuple(str(model_dir(root, kind, cfg)) for kind in required_models(cfg))
 
 
-def _reloaded(root: Path, cfg: Config, calibration: dict | None, card: dict | None, key: str | None) -> "Detector":
-    return Detector(root, cfg, load_models(root, cfg), calibration, card, key)
+def _reloaded(root: Path, cfg: Config, calibration: dict | None, card: dict | None, key: str | None,
+              data_dir: Path | None = None) -> "Detector":
+    return Detector(root, cfg, load_models(root, cfg, data_dir=data_dir), calibration, card, key, data_dir)
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +58,8 @@ class Detector:
     ``root``: the work folder or unpacked archive it was read from; ``cfg``: its settings, ``diffusion.samples``
     resolved; ``models``: the networks and fitted statistics ``cfg`` needs (``detect.pipeline.load_models``);
     ``calibration``: the threshold chosen for these settings and what it scored (None until chosen); ``card``
-    and ``run_key``: the model card and the fingerprint that marks finished units (a stored model's only).
+    and ``run_key``: the model card and the fingerprint that marks finished units (a stored model's only);
+    ``data_dir``: the work folder whose training controls the statistics are fitted on, when not ``root``.
     Pickled (for ``detect``'s worker processes), it carries everything but the networks, which each
     process loads again from ``root``.
     """
@@ -68,6 +70,7 @@ class Detector:
     calibration: dict | None = None
     card: dict | None = None
     run_key: str | None = None
+    data_dir: Path | None = None
 
     @classmethod
     def load(cls, root: Path, samples: int | None = None) -> "Detector":
@@ -88,19 +91,26 @@ class Detector:
         return with_samples(cfg, samples)
 
     @classmethod
-    def for_config(cls, root: Path, cfg: Config, device: str = "cpu") -> "Detector":
+    def for_config(cls, root: Path, cfg: Config, device: str = "cpu", data_dir: Path | None = None) -> "Detector":
         """The networks ``cfg`` needs from ``root``, uncalibrated: ``calibrate``, ``evaluate``, ``tune`` and
-        ``benchmark`` choose its threshold on the validation subjects with these settings."""
+        ``benchmark`` choose its threshold on the validation subjects with these settings; the statistics
+        are fitted on ``data_dir``'s training controls (default ``root``'s)."""
         root = Path(root)
-        return cls(root, cfg, load_models(root, cfg, device))
+        data_dir = Path(data_dir) if data_dir and Path(data_dir) != root else None
+        return cls(root, cfg, load_models(root, cfg, device, data_dir), data_dir=data_dir)
 
     def with_config(self, cfg: Config, device: str = "cpu") -> "Detector":
         """This detector under other inference settings, uncalibrated: the same networks when ``cfg`` reads
-        the same model folders, else those ``cfg`` needs, loaded now. Kept networks keep their fitted
-        statistics too (``tune``'s points and ``benchmark``'s seeds share them, as fitted for the first)."""
-        if _networks(self.root, cfg) == _networks(self.root, self.cfg):
-            return Detector(self.root, cfg, self.models)
-        return Detector.for_config(self.root, cfg, device)
+        the same model folders, else those ``cfg`` needs, loaded now. Kept networks keep the control
+        z-score's statistics (they do not depend on settings); the normative residual's are those of ``cfg``'s
+        draws (``tune``'s points each have their own, read from disk once fitted)."""
+        if _networks(self.root, cfg) != _networks(self.root, self.cfg):
+            return Detector.for_config(self.root, cfg, device, self.data_dir)
+        models = self.models
+        if cfg.method.normative:
+            models = replace(models, normative=normative_for(self.data_dir or self.root, models, cfg, device,
+                                                             networks_dir=self.root))
+        return Detector(self.root, cfg, models, data_dir=self.data_dir)
 
     def calibrated(self, calibration: dict) -> "Detector":
         """This detector with ``calibration`` (e.g. chosen just now on the validation subjects)."""
@@ -114,4 +124,4 @@ class Detector:
         return ClusterSettings.of(self.calibration)
 
     def __reduce__(self):
-        return _reloaded, (self.root, self.cfg, self.calibration, self.card, self.run_key)
+        return _reloaded, (self.root, self.cfg, self.calibration, self.card, self.run_key, self.data_dir)

@@ -40,23 +40,31 @@ class SubjectMaps:
             self.sample_maps = self.anomaly[None]
 
 
-def load_models(work_dir: Path, cfg: Config, device: str = "cpu") -> Models:
-    """What ``cfg``'s detector needs from WORK_DIR: its trained networks (``models.trained.load_networks``),
-    then the statistics fitted on the work folder's training controls: the control z-score's and, with
-    ``method.normative``, the normative residual's (``normative_for``, which runs the detector itself)."""
+def load_models(work_dir: Path, cfg: Config, device: str = "cpu", data_dir: Path | None = None) -> Models:
+    """What ``cfg``'s detector needs: its trained networks from WORK_DIR (``models.trained.load_networks``),
+    then the statistics fitted on the training controls of ``data_dir`` (default WORK_DIR): the control
+    z-score's and, with ``method.normative``, the normative residual's (``normative_for``, which runs the
+    detector itself). ``data_dir`` differs for networks trained on another dataset (the transfer row)."""
     models = load_networks(work_dir, cfg)
+    data_dir = Path(data_dir) if data_dir else Path(work_dir)
     if cfg.method.detector == "control_zscore":
-        models.controls = fit_control_stats(work_dir)
+        models.controls = fit_control_stats(data_dir)
     if cfg.method.normative:
-        models.normative = normative_for(work_dir, models, cfg, device)
+        models.normative = normative_for(data_dir, models, cfg, device, networks_dir=work_dir)
     return models
 
 
-def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cpu") -> NormativeStats:
-    """The normative residual's stats for ``cfg``: WORK_DIR/normative.npz when it was fitted for these
-    settings and networks, else fitted now on the work folder's training controls (and saved)."""
-    path = workdir.normative_file(work_dir)
-    key = normative_key(work_dir, cfg)
+def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cpu",
+                  networks_dir: Path | None = None) -> NormativeStats:
+    """The normative residual's stats for ``cfg``: WORK_DIR/normative/<key>.npz when they were fitted for these
+    settings and networks (those of ``networks_dir``, default WORK_DIR), else fitted now on the work folder's
+    training controls (and saved).
+
+    Detection z-scores each draw's residual, so the stats are those of single draws: every one of the
+    ``method.normative_draws`` draws of every control is one sample (the mean of N draws would have a smaller
+    SD than the residual it is held against)."""
+    key = normative_key(networks_dir or work_dir, cfg)
+    path = workdir.normative_file(work_dir, key)
     if path.is_file():
         stats, stored = load_normative(path)
         if stored == key:
@@ -66,14 +74,16 @@ def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cp
     if len(controls) < 2:
         raise UserError(f"{work_dir}: method.normative needs the residuals of at least 2 training controls under "
                         "these settings; none are stored for them and the folder has no training controls to fit "
-                        "them on (an exported model keeps the settings it was calibrated with)")
+                        "them on (an exported model keeps the settings it was calibrated with; set "
+                        "method.normative=false to detect without it)")
+    fit = with_overrides(cfg, {"diffusion": {"samples": cfg.method.normative_draws},
+                               "method": {"normative": False}}, "normative fit")
     residuals, brains = [], []
     for pid in controls:
         volumes = SubjectVolumes.load(workdir.subject_dir(work_dir, pid))
-        maps = maps_from_synthesis(volumes, pseudo_healthy(volumes, models, cfg, device), models,
-                                   with_overrides(cfg, {"method": {"normative": False}}))
-        residuals.append(volumes.flair - maps.pseudo_healthy)
-        brains.append(maps.brain)
+        pseudo, brain = matched_draws(volumes, pseudo_healthy(volumes, models, fit, device), fit)
+        residuals.extend(volumes.flair[None] - pseudo)
+        brains.extend([brain] * len(pseudo))
     stats = fit_normative(residuals, brains, controls)
     save_normative(path, stats, key)
     return stats
@@ -135,16 +145,10 @@ def pseudo_healthy(volumes: SubjectVolumes, models: Models, cfg: Config, device:
 def maps_from_synthesis(volumes: SubjectVolumes, syn: Synthesis, models: Models, cfg: Config) -> SubjectMaps:
     """Histogram matching, difference and post-processing of each draw (``method``); cheap next to the draws."""
     flair = volumes.flair
-    # Slices with too little brain are not synthesised (nor trained on); they are not scored either.
-    processed = np.zeros(volumes.brain.shape[2], bool)
-    processed[syn.slices] = True
-    brain = volumes.brain & processed[None, None, :]
+    pseudo, brain = matched_draws(volumes, syn, cfg)
     if cfg.method.detector == "control_zscore":
-        pseudo = syn.samples
         differences = control_zscore(flair, models.controls)[None]  # in units of the controls' std
     else:
-        pseudo = np.stack([histogram_match(p, flair, brain, mode=cfg.method.histogram_matching)
-                           for p in syn.samples])
         differences = flair[None] - pseudo
         if cfg.method.normative:
             if models.normative is None:
@@ -153,6 +157,19 @@ def maps_from_synthesis(volumes: SubjectVolumes, syn: Synthesis, models: Models,
     sample_maps = np.stack([anomaly_map(d, brain, cfg.method.anomaly, smoothing_voxels(cfg),
                                         cfg.method.slice_standardise) for d in differences])
     return SubjectMaps(flair, pseudo.mean(axis=0), sample_maps.mean(axis=0), brain, volumes.lesion, syn, sample_maps)
+
+
+def matched_draws(volumes: SubjectVolumes, syn: Synthesis, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Each draw matched to the FLAIR's histogram (``method.histogram_matching``; the control z-score's mean
+    as it is), and the brain voxels that are scored: slices with too little brain are not synthesised (nor
+    trained on), so they are not scored either."""
+    processed = np.zeros(volumes.brain.shape[2], bool)
+    processed[syn.slices] = True
+    brain = volumes.brain & processed[None, None, :]
+    if cfg.method.detector == "control_zscore":
+        return syn.samples, brain
+    return np.stack([histogram_match(p, volumes.flair, brain, mode=cfg.method.histogram_matching)
+                     for p in syn.samples]), brain
 
 
 def smoothing_voxels(cfg: Config) -> float:

@@ -217,7 +217,7 @@ def run_method(work_dir: Path, spec: MethodSpec, out_dir: Path, overrides: dict[
                 continue
         if on_event:
             on_event("method", f"{spec.name} seed {seed}")
-        detector = detector or Detector.for_config(model_root, cfg)
+        detector = detector or Detector.for_config(model_root, cfg, data_dir=work_dir)
         started = time.perf_counter()
         calibration, outputs, template, example = _seed_run(work_dir, detector.with_config(cfg_s),
                                                             out_dir / "derivatives" / spec.name / f"seed-{seed}",

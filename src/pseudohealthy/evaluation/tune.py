@@ -83,7 +83,8 @@ def tune(work_dir: Path, grid: list[dict[str, Any]], seeds: list[int], out_dir: 
                 rows.append(done[(label, seed)])
                 continue
             cfg = with_overrides(cfg0, deep_update(overrides, {"seed": seed}), "--grid")
-            detector = detector.with_config(cfg) if detector else Detector.for_config(model_root, cfg)
+            detector = (detector.with_config(cfg) if detector
+                        else Detector.for_config(model_root, cfg, data_dir=work_dir))
             started = time.perf_counter()
             calibration = calibration_from(analyse_role(work_dir, "val", detector.models, cfg, device), cfg)
             row = {"point": label, "overrides": overrides, "seed": seed, "threshold": calibration["threshold"],

@@ -68,6 +68,7 @@ def model_card(work_dir: Path, cfg: Config, calibration: dict) -> dict:
         "method": {"detector": cfg.method.detector, "condition": cfg.method.condition,
                    "guidance": cfg.method.guidance, "noise_level": cfg.diffusion.noise_level,
                    "steps": cfg.diffusion.steps, "eta": cfg.diffusion.eta, "samples": calibration.get("samples", 1),
+                   "reinsert": cfg.diffusion.reinsert, "normative": cfg.method.normative,
                    "image_size": cfg.data.image_size, "template_voxel_mm": cfg.data.template_voxel_mm},
         "training_data": {"source": _source_dataset(work_dir), **_training_data(work_dir)},
         "networks": networks,

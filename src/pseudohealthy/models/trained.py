@@ -17,7 +17,7 @@ import torch
 from pseudohealthy import workdir
 from pseudohealthy.anomaly.normative import NormativeStats
 from pseudohealthy.baselines.control_zscore import ControlStats
-from pseudohealthy.config import Config
+from pseudohealthy.config import Config, with_overrides
 from pseudohealthy.config.schema import MethodConfig
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_json_atomic
@@ -106,7 +106,7 @@ def load_networks(work_dir: Path, cfg: Config) -> Models:
 
 
 # Method settings applied after the draws; everything else (and the networks) decides what the draws are.
-POST_DRAW = frozenset({"histogram_matching", "normative", "anomaly", "smoothing_mm", "slice_standardise",
+POST_DRAW = frozenset({"histogram_matching", "normative", "normative_draws", "anomaly", "smoothing_mm", "slice_standardise",
                        "min_cluster_mm3", "rank_by", "confidence_radius_mm", "max_control_clusters"})
 
 
@@ -123,8 +123,10 @@ def draw_key(work_dir: Path, cfg: Config, keep: frozenset[str] = frozenset()) ->
 
 
 def normative_key(work_dir: Path, cfg: Config) -> str:
-    """What the normative stats depend on: the draws and how they are matched to the FLAIR."""
-    return draw_key(work_dir, cfg, keep=frozenset({"histogram_matching"}))
+    """What the normative stats depend on: the draws (``method.normative_draws`` of them per control, whatever
+    the detection's N) and how they are matched to the FLAIR."""
+    fit = with_overrides(cfg, {"diffusion": {"samples": cfg.method.normative_draws}}, "normative fit")
+    return draw_key(work_dir, fit, keep=frozenset({"histogram_matching", "normative_draws"}))
 
 
 def save_calibration(work_dir: Path, calibration: dict) -> None:
