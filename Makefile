@@ -57,7 +57,7 @@ benchmark-data: $(STAMP)
 		--preset quick --set data.test_control_fraction=0.3
 
 # Every stochastic method at BENCH_SAMPLES pseudo-healthy draws per slice (4: none is compared at its noisiest;
-# about 25 h on 2 cores, resumable in sittings; BENCH_SAMPLES=1 takes about 5 h), 3 noise seeds, settings swept
+# about 22 h on 2 cores, resumable in sittings; BENCH_SAMPLES=1 takes about 5 h), 3 noise seeds, settings swept
 # on validation only.
 # The generalisation row (full_transfer): the demo's model (demo phantom, seed 0), exported as one file and scored
 # on the benchmark's test subjects without retraining (`make demo` runs first when its model is missing).
@@ -108,9 +108,12 @@ bench-budget: dev-data
 # What each confound of the realistic phantom costs whom (docs/phantom.md): the development phantom rendered again
 # with one confound at a time, scored by the two no-learning references and by our networks trained once on the
 # full development phantom (trained here if missing). Hours on 2 cores; resumable (re-run to continue).
+# Ours as measured in docs/phantom.md: one draw, central matching, reinsertion; with and without the normative residual.
+CONFOUND_OURS = diffusion.samples=1 method.histogram_matching=central diffusion.reinsert=true
 bench-confounds: dev-data
 	for k in classifier translator; do $(BIN)/pseudohealthy train $(DEV_DIR)/model --model $$k --resume; done
-	$(BIN)/python -u benchmarks/bench_confounds.py $(DEV_DIR) --model $(DEV_DIR)/model
+	$(BIN)/python -u benchmarks/bench_confounds.py $(DEV_DIR) --model $(DEV_DIR)/model \
+		--settings "$(CONFOUND_OURS) method.normative=false" --also ours_normative "$(CONFOUND_OURS) method.normative=true"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,25 +23,25 @@ from common import earlier_result, provenance, write_result
 from dev_signal import Variant, run_variant, summarise
 from dev_workdirs import share
 
-from pseudohealthy.config import load_config, load_work_config, with_overrides
+from pseudohealthy.config import load_work_config, with_overrides
 from pseudohealthy.evaluation.run import parse_settings
 from pseudohealthy.data.prepare import prepare
 from pseudohealthy.models.trained import model_dir
 from pseudohealthy.training.trainer import train
 
 GRIDS = {"3mm": None, "2mm": {"template_voxel_mm": 2.0, "image_size": 96}}
-FLAIR_ZSCORE = "method.detector=flair_zscore method.histogram_matching=none method.guidance=none"
+FLAIR_ZSCORE = "method.detector=flair_zscore method.histogram_matching=none method.guidance=none method.normative=false"
 
 
 def prepared(dev: Path, grid: str) -> Path:
-    """The development work folder on ``grid`` (prepared here for the 2 mm grid when missing)."""
+    """The development work folder on ``grid`` (prepared here for the 2 mm grid when missing, with the
+    3 mm folder's settings but for the grid, so the two grids differ in nothing else)."""
     base = dev / "model"
     if GRIDS[grid] is None:
         return base
     work = dev / f"model-{grid}"
     if not (work / "splits.tsv").is_file():
-        data = {**load_work_config(base).data.model_dump(mode="json"), **GRIDS[grid]}
-        prepare(dev / "bids", work, load_config("quick", overrides={"data": data}), jobs=2)
+        prepare(dev / "bids", work, with_overrides(load_work_config(base), {"data": GRIDS[grid]}), jobs=2)
     return work
 
 

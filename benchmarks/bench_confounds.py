@@ -39,7 +39,7 @@ from pseudohealthy.data.prepare import prepare
 from pseudohealthy.phantom.dataset import generate_dataset
 from pseudohealthy.phantom.realism import CONFOUNDS, only
 
-NO_LEARNING = "method.histogram_matching=none method.guidance=none"
+NO_LEARNING = "method.histogram_matching=none method.guidance=none method.normative=false"
 REFERENCES = {"flair_zscore": f"method.detector=flair_zscore {NO_LEARNING}",
               "control_zscore": f"method.detector=control_zscore {NO_LEARNING}"}
 LESION_MODEL = "fcd_range"  # on in every row: the lesions themselves, not a confound of healthy tissue

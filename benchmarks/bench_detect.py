@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ import numpy as np
 from common import earlier_result, peak_rss_mb, provenance, write_result
 from pseudohealthy.config import load_config, load_work_config, with_overrides
 from pseudohealthy.data.splits import read_splits
-from pseudohealthy.detect.pipeline import analyse, load_models
+from pseudohealthy.detect.pipeline import analyse, load_models, normative_for
 from pseudohealthy.detect.synthesis import synthesize
 from pseudohealthy.errors import UserError
 from pseudohealthy.evaluation.run import parse_settings
@@ -50,7 +51,11 @@ def _test_patients(work: Path) -> list[str]:
 
 
 def _timed(subjects: list[Path], models, cfg, **overrides) -> dict:
-    """Seconds per subject and the pooled AUPRC of ``subjects`` under ``overrides``."""
+    """Seconds per subject and the pooled AUPRC of ``subjects`` under ``overrides``. With ``method.normative``
+    the statistics of ``cfg``'s draws are read or fitted first (a calibration-time cost, not timed)."""
+    if cfg.method.normative:
+        work = subjects[0].parent.parent
+        models = replace(models, normative=normative_for(work, models, cfg))
     start = time.perf_counter()
     maps = [analyse(subject, models, cfg, **overrides) for subject in subjects]
     seconds = (time.perf_counter() - start) / len(subjects)
@@ -62,9 +67,11 @@ def _timed(subjects: list[Path], models, cfg, **overrides) -> dict:
 
 def _paper_loop(cfg):
     """``cfg`` run as the authors' code does (CodePYJ/FCD-Detection ``ddpm2.py``, mode ``cg``, and its config):
-    100 DDIM steps to L = 100 with η = 0, guidance added to x after every step, fp32, no reinsertion."""
+    100 DDIM steps to L = 100 with η = 0, guidance added to x after every step, fp32, no reinsertion and no
+    normative residual (both ours)."""
     return with_overrides(cfg, {"diffusion": {"guidance_form": "x", "precision": "float32", "steps": 100,
-                                              "noise_level": 100, "eta": 0.0, "reinsert": False}})
+                                              "noise_level": 100, "eta": 0.0, "reinsert": False},
+                                "method": {"normative": False}})
 
 
 def _resumable_rows(name: str, result: dict) -> dict:

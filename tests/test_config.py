@@ -64,7 +64,7 @@ def test_decoding_from_a_noise_level_a_network_never_learnt_is_refused():
     # every level learnt, or no translator used: nothing to refuse
     load_config("quick", overrides={"diffusion": {"noise_level": 600}, "train_translator": {"max_timestep": None}})
     load_config("quick", overrides={"diffusion": {"noise_level": 600}, "train_translator": {"max_timestep": 500},
-                                    "method": {"detector": "flair_zscore"}})
+                                    "method": {"detector": "flair_zscore", "normative": False}})
     # the classifier guides every step from L down: the same holds for it, unless nothing is guided
     with pytest.raises(UserError, match=r"L = 300\) is above train_classifier.max_timestep \(200\): the classifier"):
         load_config("quick", overrides={"diffusion": {"noise_level": 300}, "train_classifier": {"max_timestep": 200}})
@@ -77,6 +77,14 @@ def test_reinsertion_without_an_inversion_path_is_refused():
         with pytest.raises(UserError, match="diffusion.reinsert .* set diffusion.reinsert=false"):
             load_config("quick", overrides={**change, "diffusion": {**change.get("diffusion", {}), "reinsert": True}})
         load_config("quick", overrides={**change, "diffusion": {**change.get("diffusion", {}), "reinsert": False}})
+
+
+def test_the_normative_residual_is_refused_where_there_is_no_pseudo_healthy_image():
+    for detector in ("flair_zscore", "control_zscore"):
+        with pytest.raises(UserError, match=f"no-learning detector {detector} has none: set method.normative=false"):
+            load_config("quick", overrides={"method": {"detector": detector}})  # the preset has it on
+        load_config("quick", overrides={"method": {"detector": detector, "normative": False}})
+    assert load_config("quick", overrides={"method": {"detector": "autoencoder"}}).method.normative
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

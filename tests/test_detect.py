@@ -337,6 +337,12 @@ def test_normative_residual_is_fitted_once_per_setting_kept_and_exported(trained
     fitted = normative_file(work, key).stat().st_mtime_ns
     load_models(work, with_overrides(cfg, {"diffusion": {"samples": 8}}))
     assert normative_file(work, key).stat().st_mtime_ns == fitted  # read, not fitted again
+    splits = (work / "splits.tsv").read_text()
+    shutil.copytree(work / "subjects" / control, work / "subjects" / f"{control}copy2")
+    (work / "splits.tsv").write_text(splits + f"{control}copy2\thc\ttrain\n")
+    assert len(load_models(work, cfg).normative.participants) == 3  # other training controls: fitted again
+    (work / "splits.tsv").write_text(splits)
+    load_models(work, cfg)  # and again for the two
     other = with_overrides(cfg, {"diffusion": {"noise_level": 10}})
     moved = Detector.for_config(work, cfg).with_config(other)  # a tune point under other settings: its own fit
     assert normative_file(work, normative_key(work, other)).is_file()
@@ -348,6 +354,10 @@ def test_normative_residual_is_fitted_once_per_setting_kept_and_exported(trained
     export_model(work, tmp_path / "model.zip")
     with opened_model(tmp_path / "model.zip") as unpacked:
         assert sorted(p.name for p in (unpacked / "normative").iterdir()) == [normative_file(work, key).name]
+        # its checkpoints are slimmed (other bytes), the weights the same: the fit is found, not redone
+        shipped = Detector.load(unpacked).models.normative
+        np.testing.assert_array_equal(shipped.mean, stats.mean)
+        np.testing.assert_array_equal(shipped.std, stats.std)
         with pytest.raises(UserError, match="training controls"):  # other settings, nothing to fit them on
             load_models(unpacked, other)
         transfer = Detector.for_config(unpacked, other, data_dir=work)  # fitted on WORK_DIR's controls

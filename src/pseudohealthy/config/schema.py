@@ -161,7 +161,7 @@ class MethodConfig(_Strict):
                                    "quick and medium presets (docs/experiments.md E7), turned off by prepare where "
                                    "fewer than 2 controls train")
     normative_draws: int = Field(
-        default=1, ge=1, description="draws per training control when fitting the normative residual: each draw's "
+        default=1, ge=1, le=64, description="draws per training control when fitting the normative residual: each draw's "
                                      "residual is one sample of a single draw's (what detection z-scores), so N does "
                                      "not change the fit; more draws give a steadier SD at that many times the cost")
     smoothing_mm: float = Field(default=0.0, ge=0, description="Gaussian σ applied to the anomaly map")
@@ -212,6 +212,9 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
+        if self.method.normative and self.method.detector in ("flair_zscore", "control_zscore"):
+            raise ValueError(f"method.normative z-scores the residual of a pseudo-healthy image; the no-learning "
+                             f"detector {self.method.detector} has none: set method.normative=false")
         if self.method.detector != "diffusion":
             return self
         if self.diffusion.reinsert and (self.method.encode != "invert" or self.diffusion.estimator != "ddim"):

@@ -56,21 +56,24 @@ def load_models(work_dir: Path, cfg: Config, device: str = "cpu", data_dir: Path
 
 def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cpu",
                   networks_dir: Path | None = None) -> NormativeStats:
-    """The normative residual's stats for ``cfg``: WORK_DIR/normative/<key>.npz when they were fitted for these
-    settings and networks (those of ``networks_dir``, default WORK_DIR), else fitted now on the work folder's
-    training controls (and saved).
+    """The normative residual's stats for ``cfg`` and the networks of ``networks_dir`` (default WORK_DIR): those
+    kept in WORK_DIR/normative/<key>.npz when they were fitted on WORK_DIR's present training controls, else
+    fitted now on them (and kept); where WORK_DIR has fewer than 2, those kept beside the networks (an
+    exported model carries the fit of its calibrated settings).
 
     Detection z-scores each draw's residual, so the stats are those of single draws: every one of the
     ``method.normative_draws`` draws of every control is one sample (the mean of N draws would have a smaller
     SD than the residual it is held against)."""
-    key = normative_key(networks_dir or work_dir, cfg)
-    path = workdir.normative_file(work_dir, key)
-    if path.is_file():
-        stats, stored = load_normative(path)
-        if stored == key:
-            return stats
+    networks_dir = Path(networks_dir or work_dir)
+    key = normative_key(networks_dir, cfg)
     controls = [pid for pid, group, role in read_splits(work_dir) if group == "hc" and role == "train"] \
         if workdir.splits_file(work_dir).is_file() else []
+    for folder in dict.fromkeys([Path(work_dir), networks_dir]):
+        path = workdir.normative_file(folder, key)
+        if path.is_file():
+            stats, stored = load_normative(path)
+            if stored == key and (len(controls) < 2 or sorted(stats.participants) == sorted(controls)):
+                return stats
     if len(controls) < 2:
         raise UserError(f"{work_dir}: method.normative needs the residuals of at least 2 training controls under "
                         "these settings; none are stored for them and the folder has no training controls to fit "
@@ -85,7 +88,7 @@ def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cp
         residuals.extend(volumes.flair[None] - pseudo)
         brains.extend([brain] * len(pseudo))
     stats = fit_normative(residuals, brains, controls)
-    save_normative(path, stats, key)
+    save_normative(workdir.normative_file(work_dir, key), stats, key)
     return stats
 
 

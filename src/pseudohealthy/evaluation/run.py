@@ -103,7 +103,8 @@ def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: st
     """Figures on WORK_DIR's test subjects, from the derivatives written to ``out_dir`` (default
     WORK_DIR/evaluate/derivatives); ``overrides`` (``--set``) and ``samples`` (``--samples``, N draws)
     apply to this run only; ``model_root``: networks and config from there (an unpacked archive, which
-    must use WORK_DIR's data settings) instead of WORK_DIR's own."""
+    must use WORK_DIR's data settings) instead of WORK_DIR's own; the threshold and the normative statistics
+    come from WORK_DIR's subjects all the same (the model's own fit where WORK_DIR has too few controls)."""
     work_dir = Path(work_dir)
     if not workdir.config_file(work_dir).is_file():
         raise UserError(f"{work_dir}: no config.yaml; run `pseudohealthy prepare` and `train` first")
@@ -111,7 +112,7 @@ def evaluate(work_dir: Path, overrides: dict[str, Any] | None = None, device: st
     cfg = Detector.settings(root, overrides, samples)
     if model_root is not None:
         require_same_preprocessing(work_dir, model_root)
-    detector = Detector.for_config(root, cfg, device)
+    detector = Detector.for_config(root, cfg, device, data_dir=work_dir)  # the statistics of WORK_DIR's controls
     calibration = calibration_from(analyse_role(work_dir, "val", detector.models, cfg, device, on_subject), cfg)
     out_dir = Path(out_dir) if out_dir else workdir.evaluate_dir(work_dir)
     outputs, template, _ = score_test_units(work_dir, detector.calibrated(calibration), out_dir, device, on_subject)

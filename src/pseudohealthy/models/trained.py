@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,27 +107,43 @@ def load_networks(work_dir: Path, cfg: Config) -> Models:
 
 
 # Method settings applied after the draws; everything else (and the networks) decides what the draws are.
-POST_DRAW = frozenset({"histogram_matching", "normative", "normative_draws", "anomaly", "smoothing_mm", "slice_standardise",
-                       "min_cluster_mm3", "rank_by", "confidence_radius_mm", "max_control_clusters"})
+POST_DRAW = frozenset({"histogram_matching", "normative", "normative_draws", "anomaly", "smoothing_mm",
+                       "slice_standardise", "min_cluster_mm3", "rank_by", "confidence_radius_mm",
+                       "max_control_clusters"})
 
 
-def draw_key(work_dir: Path, cfg: Config, keep: frozenset[str] = frozenset()) -> str:
-    """A digest of what a subject's draws depend on: the networks' checkpoints and every setting but the
-    post-draw ones (except those in ``keep``) and the report's."""
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def weights_digest(path: Path) -> str:
+    """The EMA weights the detector runs, hashed: equal for a work folder's checkpoint and for its slimmed copy
+    in an exported model (whose file bytes differ: the optimiser state is left out)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(load_checkpoint(path)["ema"].items()):
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def draw_key(work_dir: Path, cfg: Config, keep: frozenset[str] = frozenset(),
+             digest: Callable[[Path], str] = file_digest) -> str:
+    """A digest of what a subject's draws depend on: the networks' checkpoints (``digest`` of each) and every
+    setting but the post-draw ones (except those in ``keep``) and the report's."""
     settings = cfg.model_dump(mode="json")
     settings.pop("report")
     for key in POST_DRAW - keep:
         settings["method"].pop(key)
-    digests = [hashlib.sha256(workdir.checkpoint_file(model_dir(work_dir, kind, cfg)).read_bytes()).hexdigest()
-               for kind in required_models(cfg)]
+    digests = [digest(workdir.checkpoint_file(model_dir(work_dir, kind, cfg))) for kind in required_models(cfg)]
     return hashlib.sha256(json.dumps({"settings": settings, "models": digests}, sort_keys=True).encode()).hexdigest()
 
 
 def normative_key(work_dir: Path, cfg: Config) -> str:
     """What the normative stats depend on: the draws (``method.normative_draws`` of them per control, whatever
-    the detection's N) and how they are matched to the FLAIR."""
+    the detection's N), how they are matched to the FLAIR and the networks' weights (the same key in a work
+    folder and in the model exported from it)."""
     fit = with_overrides(cfg, {"diffusion": {"samples": cfg.method.normative_draws}}, "normative fit")
-    return draw_key(work_dir, fit, keep=frozenset({"histogram_matching", "normative_draws"}))
+    return draw_key(work_dir, fit, keep=frozenset({"histogram_matching", "normative_draws"}), digest=weights_digest)
 
 
 def save_calibration(work_dir: Path, calibration: dict) -> None:
