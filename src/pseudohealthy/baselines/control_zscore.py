@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from pseudohealthy import workdir
-from pseudohealthy.data.splits import read_splits
+from pseudohealthy.data.splits import training_controls
 from pseudohealthy.errors import UserError
 
 
@@ -29,7 +29,7 @@ def fit_control_stats(work_dir: Path) -> ControlStats:
     the controls' brains cover.
     """
     work_dir = Path(work_dir)
-    controls = [pid for pid, group, role in read_splits(work_dir) if group == "hc" and role == "train"]
+    controls = training_controls(work_dir)
     if len(controls) < 2:
         raise UserError(f"{work_dir}: the control z-score needs at least 2 training controls in splits.tsv, "
                         f"found {len(controls)}")

@@ -19,7 +19,7 @@ from pseudohealthy.data.bids import Inventory, SubjectInputs, SubjectSkipped, bu
 from pseudohealthy.data.preprocess import is_done, load_meta, preprocess_subject
 from pseudohealthy.data.qc import registration_qc
 from pseudohealthy.data.slices import SliceCache, build_slice_cache
-from pseudohealthy.data.splits import assign_roles
+from pseudohealthy.data.splits import assign_roles, training_controls
 from pseudohealthy.errors import UserError
 from pseudohealthy.io.atomic import write_text_atomic
 
@@ -124,11 +124,11 @@ def prepare(bids_dir: Path, work_dir: Path, cfg: Config, participant_labels: Ite
     write_text_atomic(workdir.splits_file(work_dir), "participant_id\tgroup\trole\n" + "".join(
         f"{m['participant_id']}\t{m['group']}\t{result.roles[m['participant_id']]}\n" for m in metas))
     result.slices = build_slice_cache(work_dir, metas, result.roles, cfg.data)
-    training_controls = sum(m["group"] == "hc" and result.roles[m["participant_id"]] == "train" for m in metas)
-    if cfg.method.normative and training_controls < 2:
+    n_controls = len(training_controls(work_dir))
+    if cfg.method.normative and n_controls < 2:
         save_config(with_overrides(cfg, {"method": {"normative": False}}, "prepare"), workdir.config_file(work_dir))
         result.notes.append(f"method.normative is off in {workdir.config_file(work_dir)}: the normative residual is "
-                            f"fitted on at least 2 training controls and this dataset has {training_controls}")
+                            f"fitted on at least 2 training controls and this dataset has {n_controls}")
     return result
 
 

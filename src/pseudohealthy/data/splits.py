@@ -65,6 +65,11 @@ def read_splits(work_dir: Path) -> list[tuple[str, str, str]]:
     return [tuple(line.split("\t")[:3]) for line in path.read_text().splitlines()[1:] if line.strip()]
 
 
+def training_controls(work_dir: Path) -> list[str]:
+    """The controls WORK_DIR/splits.tsv gives the train role: what control statistics are fitted on."""
+    return [pid for pid, group, role in read_splits(work_dir) if group == "hc" and role == "train"]
+
+
 def roles(work_dir: Path) -> dict[str, str]:
     """participant_id -> train | val | test, from WORK_DIR/splits.tsv."""
     return {pid: role for pid, _, role in read_splits(work_dir)}

@@ -19,7 +19,7 @@ from pseudohealthy.config import Config, with_overrides
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
 from pseudohealthy.detect.synthesis import Synthesis, brain_slices, reconstruct, synthesize
 from pseudohealthy.errors import UserError
-from pseudohealthy.data.splits import read_splits
+from pseudohealthy.data.splits import training_controls
 from pseudohealthy.models.trained import Models, load_networks, normative_key
 
 
@@ -66,8 +66,7 @@ def normative_for(work_dir: Path, models: Models, cfg: Config, device: str = "cp
     SD than the residual it is held against)."""
     networks_dir = Path(networks_dir or work_dir)
     key = normative_key(networks_dir, cfg)
-    controls = [pid for pid, group, role in read_splits(work_dir) if group == "hc" and role == "train"] \
-        if workdir.splits_file(work_dir).is_file() else []
+    controls = training_controls(work_dir) if workdir.splits_file(work_dir).is_file() else []  # none in a model
     for folder in dict.fromkeys([Path(work_dir), networks_dir]):
         path = workdir.normative_file(folder, key)
         if path.is_file():

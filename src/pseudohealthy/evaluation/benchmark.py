@@ -97,7 +97,6 @@ def ensure_trained(work_dir: Path, cfg: Config, device: str = "cpu", on_event: P
     return out
 
 
-
 def _grid(spec: MethodSpec) -> list[dict]:
     return parse_grid(list(spec.grid)) if spec.grid else [{}]
 
@@ -112,6 +111,7 @@ def grid_networks(model_root: Path, cfg: Config, grid: list[dict], trainable: bo
         checkpoints.update(ensure_trained(model_root, with_overrides(cfg, point, "grid"), device, on_event, on_step,
                                           trainable=trainable))
     return checkpoints
+
 
 # Package code that cannot change a stored (method, seed) result: the command line, model archives and their
 # card, the phantom generator (the data are fixed by the prepared work folder) and the report writers (run
