@@ -88,14 +88,14 @@ def draws(cfg: Config, models: Models, volumes: SubjectVolumes, cache: Path) -> 
 
 
 def signed_map(volumes: SubjectVolumes, maps: SubjectMaps, models: Models, cfg: Config) -> np.ndarray:
-    """The map before its positive part: the same difference, smoothing and slice standardisation."""
+    """The map before its positive part: the same difference, mask, smoothing and slice standardisation."""
     if cfg.method.detector == "control_zscore":
         difference = control_zscore(volumes.flair, models.controls)
     else:
         difference = volumes.flair - maps.pseudo_healthy
     if cfg.method.normative:  # z-scoring each voxel commutes with the mean over draws
         difference = models.normative.zscore(difference)
-    return postprocess(difference, maps.brain, smoothing_voxels(cfg), cfg.method.slice_standardise, keep_sign=True)
+    return postprocess(difference, maps.scored, smoothing_voxels(cfg), cfg.method.slice_standardise, keep_sign=True)
 
 
 def ranked_hits(maps: SubjectMaps, threshold: float, cfg: Config, affine: np.ndarray) -> tuple[list[bool], int]:
@@ -129,7 +129,8 @@ def run_variant(variant: Variant, seed: int, cache: Path, log) -> dict:
                 continue
             row = {"patient": bool(maps.lesion.any()), "seconds": round(sec, 2)}
             if row["patient"]:
-                row["cnr"] = lesion_cnr(signed_map(volumes, maps, models, cfg), maps.lesion, maps.brain)
+                # against the rest of the voxels the map scores (``method.exclude_csf`` leaves the CSF out)
+                row["cnr"] = lesion_cnr(signed_map(volumes, maps, models, cfg), maps.lesion, maps.scored)
                 row["lesion_ml"] = round(float(maps.lesion.sum()) * voxel_ml, 3)
             out["subjects"][unit] = (row, maps)
             log(f"  {variant.name} seed {seed} {unit}: {sec:.1f} s")

@@ -164,6 +164,10 @@ class MethodConfig(_Strict):
         default=1, ge=1, le=64, description="draws per training control when fitting the normative residual: each draw's "
                                      "residual is one sample of a single draw's (what detection z-scores), so N does "
                                      "not change the fit; more draws give a steadier SD at that many times the cost")
+    exclude_csf: bool = Field(
+        default=False, description="score only the brain without its CSF: voxels whose T1 is nearer the CSF than "
+                                   "the grey-matter mean of the subject's own T1 get no score (anomaly.tissue), "
+                                   "where FLAIR inflow and pulsation leave residuals no lesion makes")
     smoothing_mm: float = Field(default=0.0, ge=0, description="Gaussian σ applied to the anomaly map")
     slice_standardise: bool = Field(default=False, description="robust z-score of the map per axial slice")
     min_cluster_mm3: float = Field(default=50.0, ge=0, description="smaller clusters are not reported")

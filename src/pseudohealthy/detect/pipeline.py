@@ -15,6 +15,7 @@ import numpy as np
 from pseudohealthy import workdir
 from pseudohealthy.anomaly.maps import anomaly_map, histogram_match
 from pseudohealthy.anomaly.normative import NormativeStats, fit_normative, load_normative, save_normative
+from pseudohealthy.anomaly.tissue import csf_mask
 from pseudohealthy.config import Config, with_overrides
 from pseudohealthy.baselines.control_zscore import control_zscore, fit_control_stats
 from pseudohealthy.detect.synthesis import Synthesis, brain_slices, reconstruct, synthesize
@@ -34,10 +35,13 @@ class SubjectMaps:
     lesion: np.ndarray  # bool, from the prepared lesion mask (all False for controls / unknown)
     synthesis: Synthesis
     sample_maps: np.ndarray | None = None  # (N, H, W, Z) single-sample maps; None: just ``anomaly`` (N = 1)
+    scored: np.ndarray | None = None  # bool: where the map may be above 0 (``method.exclude_csf``); None: ``brain``
 
     def __post_init__(self) -> None:
         if self.sample_maps is None:
             self.sample_maps = self.anomaly[None]
+        if self.scored is None:
+            self.scored = self.brain
 
 
 def load_models(work_dir: Path, cfg: Config, device: str = "cpu", data_dir: Path | None = None) -> Models:
@@ -156,9 +160,11 @@ def maps_from_synthesis(volumes: SubjectVolumes, syn: Synthesis, models: Models,
             if models.normative is None:
                 raise UserError("method.normative is on but no normative stats were loaded (load_models fits them)")
             differences = np.stack([models.normative.zscore(d) for d in differences])
-    sample_maps = np.stack([anomaly_map(d, brain, cfg.method.anomaly, smoothing_voxels(cfg),
+    scored = brain & ~csf_mask(volumes.t1, brain) if cfg.method.exclude_csf else brain
+    sample_maps = np.stack([anomaly_map(d, scored, cfg.method.anomaly, smoothing_voxels(cfg),
                                         cfg.method.slice_standardise) for d in differences])
-    return SubjectMaps(flair, pseudo.mean(axis=0), sample_maps.mean(axis=0), brain, volumes.lesion, syn, sample_maps)
+    return SubjectMaps(flair, pseudo.mean(axis=0), sample_maps.mean(axis=0), brain, volumes.lesion, syn, sample_maps,
+                       scored)
 
 
 def matched_draws(volumes: SubjectVolumes, syn: Synthesis, cfg: Config) -> tuple[np.ndarray, np.ndarray]:

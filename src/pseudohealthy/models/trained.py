@@ -107,7 +107,7 @@ def load_networks(work_dir: Path, cfg: Config) -> Models:
 
 
 # Method settings applied after the draws; everything else (and the networks) decides what the draws are.
-POST_DRAW = frozenset({"histogram_matching", "normative", "normative_draws", "anomaly", "smoothing_mm",
+POST_DRAW = frozenset({"histogram_matching", "normative", "normative_draws", "anomaly", "exclude_csf", "smoothing_mm",
                        "slice_standardise", "min_cluster_mm3", "rank_by", "confidence_radius_mm",
                        "max_control_clusters"})
 
