@@ -80,6 +80,8 @@ def test_anomaly_fields_and_pasting_into_the_brain():
     ("imgcond", ["translator-flair-synthetic-healthy"]),
     ("control_zscore", []),
     ("flair_zscore", []),
+    ("exclude_csf", ["translator-t500", "classifier"]),  # a post-processing: the method's own networks
+    ("control_zscore_nocsf", []),
 ])
 def test_each_method_names_the_models_it_shares(tmp_path, name, models):
     from pseudohealthy.config import save_config
@@ -99,6 +101,8 @@ def test_baselines_run_as_published_and_our_rows_keep_our_defaults(tmp_path):
         cfg = method_config(tmp_path, spec)
         ours = spec.role not in ("baseline", "reference")
         assert cfg.method.normative is (ours and spec.name != "no_normative"), spec.name
+        # scoring without the CSF is an option (E8), given to ours and to both references alike
+        assert cfg.method.exclude_csf is (spec.name in ("exclude_csf", "control_zscore_nocsf", "flair_zscore_nocsf"))
         if cfg.method.detector != "diffusion":
             continue
         assert cfg.diffusion.reinsert is ours, spec.name

@@ -99,6 +99,16 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
     MethodSpec("flair_zscore", "reference", "the subject's own FLAIR, z-scored, same post-processing (no learning)",
                {"method": {**_NO_EXTRAS, "detector": "flair_zscore"}},
                ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
+    # Scoring the brain without the CSF of the subject's T1 (docs/experiments.md E8: not a default, the lesion's
+    # CNR CI touched 0) is a post-processing any map can have: ours and both references, each with it.
+    MethodSpec("exclude_csf", "option", "ours, the brain scored without its CSF (from the T1)",
+               {"method": {"exclude_csf": True}}, _OURS, _OURS_SOURCE),
+    MethodSpec("control_zscore_nocsf", "reference", "voxel-wise FLAIR z-score vs training controls, without the CSF",
+               {"method": {**_NO_EXTRAS, "detector": "control_zscore", "exclude_csf": True}},
+               ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
+    MethodSpec("flair_zscore_nocsf", "reference", "the subject's own FLAIR, z-scored, without the CSF",
+               {"method": {**_NO_EXTRAS, "detector": "flair_zscore", "exclude_csf": True}},
+               ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
 ]}
 
 
