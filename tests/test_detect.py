@@ -133,6 +133,13 @@ def test_anomaly_map_and_histogram_matching_known_answers():
     positive = anomaly_map(real - pseudo, brain, "positive")
     assert positive[1, 1, 0] == pytest.approx(0.8) and positive[2, 2, 0] == 0 and positive.sum() == pytest.approx(0.8)
     assert anomaly_map(real - pseudo, brain, "absolute")[2, 2, 0] == pytest.approx(0.5)
+    # positive_last: the signed difference standardised per slice, then its positive part. One 3 x 3 slice:
+    # median 0, MAD 1, so the map is max(d, 0) / 1.4826; taking the positive part first leaves six of the nine
+    # voxels at 0, a MAD of 0, and the standardisation divides by its floor
+    d = np.array([-2, -1, -1, 0, 0, 0, 1, 1, 5], np.float32).reshape(3, 3, 1)
+    last = anomaly_map(d, np.ones_like(d, bool), "positive_last", slice_standardise=True)
+    np.testing.assert_allclose(last.ravel(), np.clip(d.ravel(), 0, None) / 1.4826, rtol=1e-5)
+    assert anomaly_map(d, np.ones_like(d, bool), "positive", slice_standardise=True).max() > 1e6
     matched = histogram_match(pseudo * 2 + 1, real, brain)  # a monotone map is undone exactly
     np.testing.assert_allclose(np.sort(matched[brain]), np.sort(real[brain]))
 

@@ -63,7 +63,10 @@ def histogram_match(pseudo: np.ndarray, real: np.ndarray, brain: np.ndarray, kno
 def anomaly_map(difference: np.ndarray, brain: np.ndarray, mode: str = "positive", smoothing_vox: float = 0.0,
                 slice_standardise: bool = False) -> np.ndarray:
     """From a real − pseudo-healthy difference to the anomaly map: ``positive`` keeps only FLAIR-brighter
-    signal (FCD raises FLAIR), ``absolute`` both signs; then ``postprocess``. 0 outside the brain."""
+    signal (FCD raises FLAIR), ``absolute`` both signs; then ``postprocess``; ``positive_last`` post-processes
+    the signed difference and keeps its positive part at the end. 0 outside the brain."""
+    if mode == "positive_last":
+        return np.clip(postprocess(difference, brain, smoothing_vox, slice_standardise, keep_sign=True), 0, None)
     score = np.clip(difference, 0, None) if mode == "positive" else np.abs(difference)
     return postprocess(score, brain, smoothing_vox, slice_standardise)
 

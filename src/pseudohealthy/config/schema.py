@@ -153,7 +153,11 @@ class MethodConfig(_Strict):
                                        "98 % of the histograms where a lesion is not; quantile (the paper's, dense "
                                        "quantiles: maps what is left of the lesion onto the lesion); none; "
                                        "true/false in older configs mean quantile/none")
-    anomaly: Literal["positive", "absolute"] = "positive"
+    anomaly: Literal["positive", "absolute", "positive_last"] = Field(
+        default="positive", description="the map from the residual: positive (its positive part, then smoothing and "
+                                        "slice standardisation), absolute (both signs), positive_last (smoothing and "
+                                        "standardisation of the signed residual, then its positive part: the noise "
+                                        "averages towards 0 instead of its positive half piling up)")
     normative: bool = Field(
         default=False, description="z-score each draw's residual, voxel by voxel, against the training controls' "
                                    "residuals under the same settings (fitted when first needed, kept in "
