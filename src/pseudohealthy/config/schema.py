@@ -157,7 +157,8 @@ class MethodConfig(_Strict):
         default="positive", description="the map from the residual: positive (its positive part, then smoothing and "
                                         "slice standardisation), absolute (both signs), positive_last (smoothing and "
                                         "standardisation of the signed residual, then its positive part: the noise "
-                                        "averages towards 0 instead of its positive half piling up)")
+                                        "averages towards 0 instead of its positive half piling up; an option: "
+                                        "docs/experiments.md E10, E11)")
     normative: bool = Field(
         default=False, description="z-score each draw's residual, voxel by voxel, against the training controls' "
                                    "residuals under the same settings (fitted when first needed, kept in "
