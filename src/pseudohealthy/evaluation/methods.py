@@ -40,6 +40,9 @@ _NO_REINSERT = {"reinsert": False}  # THOR-like reinsertion is ours (E6), not pa
 # The method's own knobs: the noise level it inverts to and the guidance strength (quick preset: L = 200, s = 5).
 _OURS = ("diffusion.noise_level=200,100,300", "diffusion.guidance_scale=5,20")
 _OURS_SOURCE = "our preset (L = 200, s = 5) and one step either side"
+# The no-model references' one knob: the map's smoothing.
+_REFERENCE_GRID = ("method.smoothing_mm=3,0,6",)
+_REFERENCE_SOURCE = "our map smoothing and one step either side"
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in [
     MethodSpec("full", "method", "location-guided pseudo-healthy synthesis (ours)", grid=_OURS,
@@ -93,22 +96,22 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
                ("diffusion.noise_level=200,100,400",), "no authors' default found; brackets ours"),
     MethodSpec("control_zscore", "reference", "voxel-wise FLAIR z-score vs training controls (no learning)",
                {"method": {**_NO_EXTRAS, "detector": "control_zscore"}},
-               ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
+               _REFERENCE_GRID, _REFERENCE_SOURCE),
     # No model and no controls: the FLAIR's positive deviation from the subject's own mean brain intensity
     # through the same post-processing (smoothing, per-slice standardisation). What any method must beat.
     MethodSpec("flair_zscore", "reference", "the subject's own FLAIR, z-scored, same post-processing (no learning)",
                {"method": {**_NO_EXTRAS, "detector": "flair_zscore"}},
-               ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
+               _REFERENCE_GRID, _REFERENCE_SOURCE),
     # Scoring the brain without the CSF of the subject's T1 (docs/experiments.md E8: not a default, the lesion's
     # CNR CI touched 0) is a post-processing any map can have: ours and both references, each with it.
     MethodSpec("exclude_csf", "option", "ours, the brain scored without its CSF (from the T1)",
                {"method": {"exclude_csf": True}}, _OURS, _OURS_SOURCE),
     MethodSpec("control_zscore_nocsf", "reference", "voxel-wise FLAIR z-score vs training controls, without the CSF",
                {"method": {**_NO_EXTRAS, "detector": "control_zscore", "exclude_csf": True}},
-               ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
+               _REFERENCE_GRID, _REFERENCE_SOURCE),
     MethodSpec("flair_zscore_nocsf", "reference", "the subject's own FLAIR, z-scored, without the CSF",
                {"method": {**_NO_EXTRAS, "detector": "flair_zscore", "exclude_csf": True}},
-               ("method.smoothing_mm=3,0,6",), "our map smoothing and one step either side"),
+               _REFERENCE_GRID, _REFERENCE_SOURCE),
 ]}
 
 

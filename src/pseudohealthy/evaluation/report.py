@@ -135,13 +135,18 @@ def provenance_note(results: list[dict], written_by: str) -> str:
     return "; ".join(parts) + f". Table written by commit {written_by[:7]}.\n"
 
 
+def _record_path(out_dir: Path, name: str, seed: int) -> Path:
+    """Where the benchmark stored one (method, seed) test run (``evaluation.benchmark.run_method``)."""
+    return Path(out_dir) / "methods" / name / f"seed-{seed}.json"
+
+
 def seconds_per_subject(out_dir: Path, result: dict) -> float | None:
     """Seconds per test unit of the method's test runs with the tune seeds, mean over those seeds: their
     validation threshold comes from the sweep (``tune`` returns it), so the time is the test units' detection,
     written derivatives and scoring alone. None where no such run recorded its time."""
     per_unit = []
     for seed in sorted(set(result["grid"].get("tune_seeds", [])) & set(result["seeds"])):
-        path = Path(out_dir) / "methods" / result["name"] / f"seed-{seed}.json"
+        path = _record_path(out_dir, result["name"], seed)
         record = json.loads(path.read_text()) if path.is_file() else {}
         if record.get("seconds") and record.get("per_subject"):
             per_unit.append(record["seconds"] / len(record["per_subject"]))
@@ -199,8 +204,9 @@ def markdown_table(results: list[dict], voxel_mm: float, seconds: dict[str, floa
 def _stored_runs(out_dir: Path, name: str, seeds: list[int]) -> list[list[OutputScore]]:
     runs = []
     for seed in seeds:
-        record = json.loads((out_dir / "methods" / name / f"seed-{seed}.json").read_text())
-        runs.append(load_scores(record["per_subject"], out_dir / "methods" / name / f"seed-{seed}_hist.npz"))
+        path = _record_path(out_dir, name, seed)
+        record = json.loads(path.read_text())
+        runs.append(load_scores(record["per_subject"], path.with_name(f"seed-{seed}_hist.npz")))
     return runs
 
 
